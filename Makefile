@@ -1,0 +1,31 @@
+# The two commands of the README: `make quickstart` (the main job) and `make test`.
+# Both create .venv on first use; torch is pinned so pip takes it from the local wheel cache.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test quickstart lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]' $(foreach p,$(wildcard plugins/*/pyproject.toml),-e ./$(dir $(p)))
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check autofreeze tests plugins benchmarks
+	$(BIN)/ruff format --check autofreeze tests plugins benchmarks
+	$(BIN)/python -m pytest -q
+
+quickstart: $(STAMP)
+	$(BIN)/autofreeze search studies/quickstart.toml
+
+lint: $(STAMP)
+	$(BIN)/ruff check --fix autofreeze tests plugins benchmarks
+	$(BIN)/ruff format autofreeze tests plugins benchmarks
+
+clean:
+	rm -rf $(VENV) studies/*.db studies/.cache

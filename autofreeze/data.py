@@ -1,0 +1,261 @@
+"""Image datasets: what dataset plugins return, and their conversion to tensors.
+
+A dataset factory returns an :class:`ImageDataset`: class names plus a train and a validation
+:class:`ImageSet`. Images may be PIL images, ``numpy`` arrays (H x W or H x W x C) or file paths;
+they are decoded, converted to RGB, resized and normalised by :func:`to_tensors` following the
+backbone's pretrained config (mean, std, input size; the size can be overridden).
+
+Arrays must already be in the 8-bit range: ``uint8`` (or another integer type) in ``0..255``, or
+floats in ``[0, 1]``. Datasets with other ranges (scikit-learn's digits are ``0..16``) scale
+their arrays in their factory, where the range is known. torch is imported only inside
+:func:`to_tensors`, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from autofreeze.errors import ConfigError, DatasetError
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+
+@dataclass
+class ImageSet:
+    """Images and integer labels (indices into :attr:`ImageDataset.classes`)."""
+
+    images: Sequence[Any]
+    labels: Sequence[int]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class ImageDataset:
+    """A classification dataset split into train and validation."""
+
+    name: str
+    classes: list[str]
+    train: ImageSet
+    val: ImageSet
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass
+class TensorSplit:
+    """Decoded images ``x`` (float32, N x 3 x H x W, normalised) and labels ``y`` (int64, N)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+# -- decoding ------------------------------------------------------------------------------------
+def load_image(item: Any) -> Image.Image:
+    """Decode one image to an RGB PIL image.
+
+    Args:
+        item: a PIL image; a numpy array of shape H x W or H x W x C (C in 1, 3, 4), either
+            integer in ``0..255`` or float in ``[0, 1]``; or a ``str``/``Path`` to an image file.
+
+    Raises:
+        DatasetError: the file is missing or cannot be decoded (the message names the file), or
+            the array has an unsupported shape or value range.
+    """
+    from PIL import Image
+
+    if isinstance(item, Image.Image):
+        return _to_rgb(item)
+    if isinstance(item, np.ndarray):
+        return _array_to_image(item)
+    if isinstance(item, str | os.PathLike):
+        return _open_file(Path(item))
+    raise DatasetError(
+        f"unsupported image type {type(item).__name__}; "
+        "expected a PIL image, a numpy array or a file path"
+    )
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I;16"):  # 16-bit grayscale: PIL's convert would clip at 255
+        arr = np.asarray(img, dtype=np.float32) / 257.0
+        return _array_to_image(arr.round().astype(np.uint8))
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def _array_to_image(arr: np.ndarray) -> Image.Image:
+    from PIL import Image
+
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4))):
+        raise DatasetError(
+            f"image array of shape {tuple(arr.shape)} is not H x W or H x W x C "
+            "(channels last, C = 1, 3 or 4)"
+        )
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    elif np.issubdtype(arr.dtype, np.floating):
+        if arr.size and (not np.isfinite(arr).all() or arr.min() < 0.0 or arr.max() > 1.0):
+            raise DatasetError(
+                "float image arrays must hold values in [0, 1]; "
+                f"got {np.nanmin(arr):g}..{np.nanmax(arr):g} (scale them in the dataset factory)"
+            )
+        arr = (arr * 255.0).round().astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.integer):
+        if arr.dtype != np.uint8:
+            if arr.size and (arr.min() < 0 or arr.max() > 255):
+                raise DatasetError(
+                    "integer image arrays must hold values in 0..255; "
+                    f"got {arr.min()}..{arr.max()} (scale them in the dataset factory)"
+                )
+            arr = arr.astype(np.uint8)
+    else:
+        raise DatasetError(f"unsupported image array dtype {arr.dtype}")
+    img = Image.fromarray(np.ascontiguousarray(arr))
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _open_file(path: Path) -> Image.Image:
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.exists():
+        raise DatasetError(f"image file not found: {path}")
+    if path.is_dir():
+        raise DatasetError(f"expected an image file, found a directory: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return _to_rgb(img).copy()
+    except UnidentifiedImageError:
+        reason = "not a recognised image format"
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+    raise DatasetError(f"cannot decode image file {path} ({reason}); replace or remove it")
+
+
+# -- tensors -------------------------------------------------------------------------------------
+def to_tensors(
+    images: ImageSet, *, mean: Sequence[float], std: Sequence[float], size: int
+) -> TensorSplit:
+    """Decode, resize and normalise every image of ``images``.
+
+    Each image is converted to RGB, its shorter side resized to ``size`` (bicubic, antialiased)
+    and centre-cropped to ``size x size``, scaled to ``[0, 1]`` and normalised per channel.
+
+    Args:
+        images: the images and labels to convert.
+        mean: per-channel mean (3 values), as in the backbone's pretrained config.
+        std: per-channel standard deviation (3 values).
+        size: output height and width in pixels.
+
+    Returns:
+        ``x`` float32 of shape (N, 3, size, size) and ``y`` int64 of shape (N,).
+    """
+    import torch
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigError(f"image size must be a positive integer, not {size!r}")
+    for key, values in (("mean", mean), ("std", std)):
+        if len(values) != 3:
+            raise ConfigError(f"{key} needs 3 values (one per RGB channel), not {list(values)}")
+    if any(s <= 0 for s in std):
+        raise ConfigError(f"std values must be positive, not {list(std)}")
+    if len(images.images) != len(images.labels):
+        raise DatasetError(
+            f"{len(images.images)} images but {len(images.labels)} labels; they must match"
+        )
+
+    batch = np.empty((len(images.images), 3, size, size), dtype=np.uint8)
+    for i, item in enumerate(images.images):
+        try:
+            img = load_image(item)
+        except DatasetError as exc:
+            if isinstance(item, str | os.PathLike):
+                raise  # the message already names the file
+            raise DatasetError(f"image {i}: {exc}") from exc
+        if img.size != (size, size):
+            img = F.resize(img, size, interpolation=InterpolationMode.BICUBIC, antialias=True)
+            img = F.center_crop(img, [size, size])
+        batch[i] = np.asarray(img).transpose(2, 0, 1)
+
+    # (u8 / 255 - mean) / std as one scale and one shift, in place on the float copy
+    scale = 1.0 / (255.0 * torch.tensor(std, dtype=torch.float64))
+    shift = -torch.tensor(mean, dtype=torch.float64) / torch.tensor(std, dtype=torch.float64)
+    x = torch.from_numpy(batch).to(torch.float32)
+    x.mul_(scale.to(torch.float32).view(1, 3, 1, 1)).add_(shift.to(torch.float32).view(1, 3, 1, 1))
+    y = torch.as_tensor(np.asarray(images.labels, dtype=np.int64).reshape(-1))
+    return TensorSplit(x=x, y=y)
+
+
+# -- splitting -----------------------------------------------------------------------------------
+def stratified_split(
+    labels: Sequence[Any], val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into train and validation, keeping each class's share.
+
+    About ``val_fraction`` of all examples go to validation, allotted to the classes in
+    proportion to their size (largest remainders first), and every class keeps at least one
+    training example. The same labels, fraction and seed always give the same split.
+
+    Args:
+        labels: one label per example (any hashable, sortable values).
+        val_fraction: share of examples to hold out, ``0 <= val_fraction < 1``.
+        seed: seed of the random choice of examples within each class.
+
+    Returns:
+        ``(train_idx, val_idx)``: sorted int64 index arrays, disjoint, covering all examples.
+    """
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float):
+        raise ConfigError(f"val_fraction must be a number in [0, 1), not {val_fraction!r}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be in [0, 1), not {val_fraction!r}")
+    y = np.asarray(labels)
+    n = len(y)
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty.copy()
+    classes, inverse = np.unique(y, return_inverse=True)
+    members = [np.flatnonzero(inverse == c) for c in range(len(classes))]
+    sizes = np.array([len(m) for m in members])
+    caps = sizes - 1  # each class keeps one training example
+
+    ideal = sizes * val_fraction
+    n_val = np.minimum(np.floor(ideal).astype(np.int64), caps)
+    total = min(int(round(n * val_fraction)), int(caps.sum()))
+    if val_fraction > 0 and total == 0:
+        total = min(1, int(caps.sum()))
+    order = sorted(range(len(classes)), key=lambda c: (-(ideal[c] - np.floor(ideal[c])), c))
+    while n_val.sum() < total:
+        for c in order:
+            if n_val.sum() >= total:
+                break
+            if n_val[c] < caps[c]:
+                n_val[c] += 1
+
+    rng = np.random.default_rng(seed)
+    val_parts = [rng.permutation(m)[: n_val[c]] for c, m in enumerate(members)]
+    val_idx = np.sort(np.concatenate(val_parts)).astype(np.int64)
+    mask = np.ones(n, dtype=bool)
+    mask[val_idx] = False
+    return np.flatnonzero(mask).astype(np.int64), val_idx

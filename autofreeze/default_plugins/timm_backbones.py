@@ -1,0 +1,210 @@
+"""Built-in backbones: every timm model, by name (also ``hf-hub:org/repo`` names).
+
+``weights`` is ``"none"`` (random init), ``"default"`` (the model's default pretrained weights
+from the hub; needs internet) or a path to a local ``.safetensors`` / ``.pth`` / ``.pt`` file.
+Blocks come from timm's ``group_matcher()``: ``granularity="block"`` is its fine grouping,
+``"stage"`` its coarse one. torch and timm are imported only when a backbone is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autofreeze.errors import BackboneError, UnknownNameError, WeightsError
+from autofreeze.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from autofreeze.backbones import Backbone
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+class TimmNamespace:
+    """Resolves any name ``timm.create_model`` knows."""
+
+    label = "timm"
+
+    def names(self) -> Iterable[str]:
+        import timm
+
+        return timm.list_models()
+
+    def handles(self, name: str) -> bool:
+        if name.startswith("hf-hub:") or name.startswith("hf_hub:"):
+            return True
+        import timm
+
+        return timm.is_model(name)
+
+    def create(
+        self, name: str, *, num_classes: int, weights: str | None, granularity: str
+    ) -> Backbone:
+        return create_timm_backbone(
+            name, num_classes=num_classes, weights=weights, granularity=granularity
+        )
+
+
+def create_timm_backbone(
+    name: str, *, num_classes: int, weights: str | None = None, granularity: str = "block"
+) -> Backbone:
+    """Build a timm model with a fresh ``num_classes`` head and cut it into blocks."""
+    import timm
+    from timm.models._manipulate import group_parameters
+
+    from autofreeze.backbones import Backbone
+
+    weights = weights or "none"
+    if weights == "default":
+        model = _create_pretrained(name, num_classes)
+    else:
+        try:
+            model = timm.create_model(name, pretrained=False, num_classes=num_classes)
+        except RuntimeError as exc:  # hf-hub: names need the hub for their config
+            raise BackboneError(f"cannot build timm model {name!r}: {_first_line(exc)}") from None
+        if weights != "none":
+            load_weights(model, Path(weights), name)
+    try:
+        matcher = model.group_matcher(coarse=granularity == "stage")
+    except (AttributeError, NotImplementedError):
+        raise BackboneError(
+            f"timm model {name!r} defines no group_matcher(), so it cannot be cut into blocks"
+        ) from None
+    grouped = group_parameters(model, matcher)
+    groups = [grouped[k] for k in sorted(grouped)]
+    import timm.data
+
+    data_config = timm.data.resolve_data_config({}, model=model)
+    return Backbone.from_groups(
+        name,
+        model,
+        groups,
+        classifier_param_names(model),
+        data_config={
+            "mean": tuple(data_config["mean"]),
+            "std": tuple(data_config["std"]),
+            "input_size": tuple(data_config["input_size"]),
+        },
+        num_classes=num_classes,
+        weights=weights,
+        meta={"granularity": granularity, "family": type(model).__name__},
+    )
+
+
+def classifier_param_names(model: nn.Module) -> list[str]:
+    """The parameters timm resets for a new number of classes (its ``classifier`` config)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    classifier = cfg.get("classifier")
+    prefixes = [classifier] if isinstance(classifier, str) else list(classifier or [])
+    names = [n for n, _ in model.named_parameters()]
+    found = [n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes)]
+    if found:
+        return found
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    for mod_name, module in model.named_modules():
+        if head is not None and module is head:
+            return [f"{mod_name}.{n}" for n, _ in module.named_parameters()]
+    raise BackboneError(f"cannot find the classifier of {type(model).__name__}")
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    import socket
+
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _create_pretrained(name: str, num_classes: int) -> nn.Module:
+    import huggingface_hub.constants as hf_constants
+    import timm
+
+    offline = not _hub_reachable()
+    saved = hf_constants.HF_HUB_OFFLINE
+    if offline:  # cached weights still load; anything else fails at once instead of retrying
+        hf_constants.HF_HUB_OFFLINE = True
+    try:
+        return timm.create_model(name, pretrained=True, num_classes=num_classes)
+    except Exception as exc:  # network errors come in many types (requests, hf_hub, urllib)
+        raise WeightsError(
+            f"cannot get the default pretrained weights of {name!r}"
+            + (" (the hub is unreachable)" if offline else f" ({_first_line(exc)})")
+            + '; pass a local file instead: weights = "/path/to/weights.safetensors" in '
+            "[backbone] (or --weights PATH)"
+        ) from None
+    finally:
+        hf_constants.HF_HUB_OFFLINE = saved
+
+
+def read_state_dict(path: Path) -> dict[str, Any]:
+    """Read a ``.safetensors`` or a torch file (``weights_only=True``) into a state dict."""
+    import torch
+
+    if not path.is_file():
+        raise WeightsError(f"weights file {str(path)!r} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(
+            f"cannot read weights file {str(path)!r} ({_first_line(exc)}); expected a "
+            f".safetensors file or a torch state dict saved with torch.save"
+        ) from None
+    for key in ("state_dict", "model", "model_state_dict", "state_dict_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"weights file {str(path)!r} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_weights(model: nn.Module, path: Path, name: str) -> None:
+    """Load a local weights file, ignoring only a classifier whose class count differs."""
+    state = read_state_dict(path)
+    own = model.state_dict()
+    head = set(classifier_param_names(model))
+    for k in list(state):
+        if k in head and k in own and state[k].shape != own[k].shape:
+            del state[k]  # the head is reset to the task's classes anyway
+    missing = [k for k in own if k not in state and k not in head]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]!r})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]!r})")
+        if mismatched:
+            k = mismatched[0]
+            parts.append(
+                f"{len(mismatched)} shape mismatches (e.g. {k!r}: file "
+                f"{tuple(state[k].shape)} vs model {tuple(own[k].shape)})"
+            )
+        raise WeightsError(
+            f"weights file {str(path)!r} does not match backbone {name!r}: " + ", ".join(parts)
+        )
+    model.load_state_dict(state, strict=False)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+@hookimpl
+def register_backbones(register: Any) -> None:
+    register.namespace(TimmNamespace(), description="every timm model name, and hf-hub: names")
+
+
+__all__ = ["TimmNamespace", "create_timm_backbone", "UnknownNameError"]

@@ -1,0 +1,45 @@
+"""Plugin manager factory: hookspecs, built-ins, then entry points of the group ``autofreeze``."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import pluggy
+
+from autofreeze import hookspecs
+
+ENTRY_POINT_GROUP = "autofreeze"
+DISABLE_ENV = "AUTOFREEZE_DISABLE_PLUGINS"
+
+DEFAULT_PLUGINS = (
+    "autofreeze.default_plugins.timm_backbones",
+    "autofreeze.default_plugins.datasets",
+    "autofreeze.default_plugins.schedules",
+)
+
+
+def blocked_plugins() -> set[str]:
+    """Names in ``AUTOFREEZE_DISABLE_PLUGINS`` (comma separated): entry points not to load."""
+    raw = os.environ.get(DISABLE_ENV, "")
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def make_plugin_manager(*, load_entry_points: bool = True) -> pluggy.PluginManager:
+    """Build a plugin manager: add the hookspecs, register built-ins, load entry points.
+
+    Built-ins are registered under their module names; ``AUTOFREEZE_DISABLE_PLUGINS`` can block
+    any plugin, built-in or third-party, by its registered name.
+    """
+    pm = pluggy.PluginManager("autofreeze")
+    pm.add_hookspecs(hookspecs)
+    blocked = blocked_plugins()
+    for name in blocked:
+        pm.set_blocked(name)
+    for module_name in DEFAULT_PLUGINS:
+        if module_name not in blocked:
+            pm.register(importlib.import_module(module_name), name=module_name)
+    if load_entry_points:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    pm.check_pending()
+    return pm

@@ -1,0 +1,302 @@
+"""Typed facade over the plugin hooks: the only module that calls ``pm.hook.*``.
+
+Everything else asks a :class:`Registry` (usually :func:`get_registry`) for backbones,
+datasets and schedules by name. Unknown names fail with the closest registered names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pluggy
+
+from autofreeze.errors import ConfigError, PluginError, UnknownNameError
+from autofreeze.plugins import make_plugin_manager
+
+if TYPE_CHECKING:
+    import click
+
+    from autofreeze.backbones import Backbone
+    from autofreeze.data import ImageDataset
+    from autofreeze.schedules import Schedule
+
+BackboneFactory = Callable[..., "Backbone"]
+DatasetFactory = Callable[..., "ImageDataset"]
+
+
+class BackboneNamespace(Protocol):
+    """An open-ended family of backbone names (for example every timm model)."""
+
+    label: str
+
+    def names(self) -> Iterable[str]: ...
+
+    def handles(self, name: str) -> bool: ...
+
+    def create(
+        self, name: str, *, num_classes: int, weights: str | None, granularity: str
+    ) -> Backbone: ...
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered thing: its name, the object, the plugin that registered it."""
+
+    name: str
+    obj: Any
+    plugin: str
+    description: str = ""
+
+
+class _Register:
+    kind = "thing"
+
+    def __init__(self, entries: dict[str, Entry]) -> None:
+        self._entries = entries
+        self.plugin = "?"
+
+    def _add(self, name: str, obj: Any, description: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"plugin {self.plugin!r} registered a {self.kind} without a name")
+        if name in self._entries:
+            other = self._entries[name].plugin
+            raise PluginError(
+                f"{self.kind} {name!r} is registered twice: by plugin {other!r} and by plugin "
+                f"{self.plugin!r}; rename one or disable a plugin with AUTOFREEZE_DISABLE_PLUGINS"
+            )
+        self._entries[name] = Entry(name, obj, self.plugin, description)
+
+
+class BackboneRegister(_Register):
+    """Passed to ``register_backbones``: ``register(name, factory)`` or ``.namespace(ns)``."""
+
+    kind = "backbone"
+
+    def __init__(self, entries: dict[str, Entry], namespaces: list[Entry]) -> None:
+        super().__init__(entries)
+        self._namespaces = namespaces
+
+    def __call__(self, name: str, factory: BackboneFactory, description: str = "") -> None:
+        self._add(name, factory, description)
+
+    def namespace(self, namespace: BackboneNamespace, description: str = "") -> None:
+        self._namespaces.append(Entry(namespace.label, namespace, self.plugin, description))
+
+
+class DatasetRegister(_Register):
+    """Passed to ``register_datasets``: ``register(name, factory, description="")``."""
+
+    kind = "dataset"
+
+    def __call__(self, name: str, factory: DatasetFactory, description: str = "") -> None:
+        self._add(name, factory, description)
+
+
+class ScheduleRegister(_Register):
+    """Passed to ``register_schedules``: ``register(schedule_class)``."""
+
+    kind = "schedule"
+
+    def __call__(self, schedule: type[Schedule]) -> None:
+        self._add(getattr(schedule, "name", ""), schedule, getattr(schedule, "description", ""))
+
+
+def _unknown(kind: str, name: str, known: Iterable[str], hint: str = "") -> UnknownNameError:
+    close = difflib.get_close_matches(name, list(known), n=5, cutoff=0.6)
+    msg = f"unknown {kind} {name!r}"
+    if close:
+        msg += "; did you mean " + ", ".join(repr(c) for c in close) + "?"
+    return UnknownNameError(msg + (f" ({hint})" if hint else ""))
+
+
+@dataclass
+class Registry:
+    """What the loaded plugins register, collected on first use."""
+
+    pm: pluggy.PluginManager = field(default_factory=make_plugin_manager)
+    _collected: dict[str, Any] | None = None
+
+    # -- collection -------------------------------------------------------------------------
+    def _call(self, hook_name: str, register: _Register) -> None:
+        hook = getattr(self.pm.hook, hook_name)
+        for impl in reversed(hook.get_hookimpls()):  # registration order
+            register.plugin = self.pm.get_name(impl.plugin) or impl.plugin_name
+            impl.function(register)
+
+    def _collect(self) -> dict[str, Any]:
+        if self._collected is None:
+            backbones: dict[str, Entry] = {}
+            namespaces: list[Entry] = []
+            datasets: dict[str, Entry] = {}
+            schedules: dict[str, Entry] = {}
+            self._call("register_backbones", BackboneRegister(backbones, namespaces))
+            self._call("register_datasets", DatasetRegister(datasets))
+            self._call("register_schedules", ScheduleRegister(schedules))
+            self._collected = {
+                "backbones": backbones,
+                "namespaces": namespaces,
+                "datasets": datasets,
+                "schedules": schedules,
+            }
+        return self._collected
+
+    def refresh(self) -> None:
+        """Forget what was collected (after registering or unregistering a plugin)."""
+        self._collected = None
+
+    @contextmanager
+    def plugin(self, plugin: object, name: str | None = None) -> Iterator[None]:
+        """Register ``plugin`` for the duration of a ``with`` block (tests, notebooks)."""
+        self.pm.register(plugin, name=name)
+        self.refresh()
+        try:
+            yield
+        finally:
+            self.pm.unregister(plugin)
+            self.refresh()
+
+    # -- backbones --------------------------------------------------------------------------
+    def backbone_entries(self) -> dict[str, Entry]:
+        return dict(self._collect()["backbones"])
+
+    def backbone_namespaces(self) -> list[Entry]:
+        return list(self._collect()["namespaces"])
+
+    def list_backbones(self, pattern: str = "*") -> list[str]:
+        """Exact names plus every name the namespaces list, filtered by a glob pattern."""
+        import fnmatch
+
+        names = set(self.backbone_entries())
+        for ns in self.backbone_namespaces():
+            names.update(ns.obj.names())
+        return sorted(n for n in names if fnmatch.fnmatch(n, pattern))
+
+    def backbone_plugin(self, name: str) -> str:
+        """The plugin that provides backbone ``name``."""
+        entry = self.backbone_entries().get(name)
+        if entry is not None:
+            return entry.plugin
+        for ns in self.backbone_namespaces():
+            if ns.obj.handles(name):
+                return ns.plugin
+        raise _unknown("backbone", name, self.list_backbones(), "see `autofreeze backbones`")
+
+    def create_backbone(
+        self,
+        name: str,
+        *,
+        num_classes: int,
+        weights: str | None = None,
+        granularity: str = "block",
+    ) -> Backbone:
+        """Build backbone ``name`` with a fresh head of ``num_classes`` outputs."""
+        if granularity not in ("block", "stage"):
+            raise ConfigError(f"granularity must be 'block' or 'stage', not {granularity!r}")
+        kwargs = {"num_classes": num_classes, "weights": weights, "granularity": granularity}
+        entry = self.backbone_entries().get(name)
+        if entry is not None:
+            return entry.obj(name, **kwargs)
+        for ns in self.backbone_namespaces():
+            if ns.obj.handles(name):
+                return ns.obj.create(name, **kwargs)
+        raise _unknown("backbone", name, self.list_backbones(), "see `autofreeze backbones`")
+
+    # -- datasets ---------------------------------------------------------------------------
+    def dataset_entries(self) -> dict[str, Entry]:
+        return dict(self._collect()["datasets"])
+
+    def list_datasets(self) -> list[str]:
+        return sorted(self.dataset_entries())
+
+    def create_dataset(self, name: str, **options: Any) -> ImageDataset:
+        """Build dataset ``name``; options are checked against the factory's signature."""
+        entry = self.dataset_entries().get(name)
+        if entry is None:
+            raise _unknown("dataset", name, self.list_datasets())
+        check_options(f"dataset {name!r}", entry.obj, options)
+        return entry.obj(**options)
+
+    # -- schedules --------------------------------------------------------------------------
+    def schedule_entries(self) -> dict[str, Entry]:
+        return dict(self._collect()["schedules"])
+
+    def list_schedules(self) -> list[str]:
+        return sorted(self.schedule_entries())
+
+    def get_schedule(self, name: str) -> type[Schedule]:
+        entry = self.schedule_entries().get(name)
+        if entry is None:
+            raise _unknown("schedule", name, self.list_schedules())
+        return entry.obj
+
+    # -- commands and introspection --------------------------------------------------------
+    def add_commands(self, cli: click.Group) -> None:
+        self.pm.hook.register_commands(cli=cli)
+
+    def plugins(self) -> list[dict[str, Any]]:
+        """Each loaded plugin with its hooks and what it registers (for ``autofreeze plugins``)."""
+        collected = self._collect()
+        rows = []
+        for name, plugin in self.pm.list_name_plugin():
+            if plugin is None:
+                continue
+            dist = dict(self.pm.list_plugin_distinfo())
+            info = dist.get(plugin)
+            hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
+            rows.append(
+                {
+                    "name": name,
+                    "package": f"{info.project_name} {info.version}" if info else "autofreeze",
+                    "hooks": hooks,
+                    "backbones": sorted(
+                        [e.name for e in collected["backbones"].values() if e.plugin == name]
+                        + [
+                            f"{e.name} (namespace)"
+                            for e in collected["namespaces"]
+                            if e.plugin == name
+                        ]
+                    ),
+                    "datasets": sorted(
+                        e.name for e in collected["datasets"].values() if e.plugin == name
+                    ),
+                    "schedules": sorted(
+                        e.name for e in collected["schedules"].values() if e.plugin == name
+                    ),
+                }
+            )
+        return rows
+
+
+def check_options(what: str, factory: Callable[..., Any], options: dict[str, Any]) -> None:
+    """Reject options the factory does not accept, or required ones that are missing."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # builtins without a signature: let the call decide
+        return
+    params = sig.parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    for key in options:
+        if key not in accepted:
+            allowed = ", ".join(sorted(accepted)) or "none"
+            raise ConfigError(f"{what} has no option {key!r} (allowed: {allowed})")
+    for n, p in params.items():
+        if p.default is p.empty and p.kind is not p.VAR_POSITIONAL and n not in options:
+            raise ConfigError(f"{what} needs option {n!r}")
+
+
+_default: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry over the default plugin manager (built on first use)."""
+    global _default
+    if _default is None:
+        _default = Registry()
+    return _default

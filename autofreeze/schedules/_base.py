@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from autofreeze.errors import PlanError
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One hyperparameter a schedule declares: its type, range and default.
+
+    ``low``/``high`` bound ints and floats (``log`` for a log-uniform search); ``choices`` lists a
+    categorical knob's values.
+    """
+
+    name: str
+    kind: Literal["int", "float", "categorical"]
+    default: Any
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+    help: str = ""
+
+    def check(self, value: Any, where: str) -> Any:
+        if self.kind == "categorical":
+            if value not in self.choices:
+                raise PlanError(
+                    f"{where}: {self.name} must be one of {list(self.choices)}, not {value!r}"
+                )
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PlanError(f"{where}: {self.name} must be a number, not {value!r}")
+        if self.kind == "int" and int(value) != value:
+            raise PlanError(f"{where}: {self.name} must be an integer, not {value!r}")
+        value = int(value) if self.kind == "int" else float(value)
+        if (self.low is not None and value < self.low) or (
+            self.high is not None and value > self.high
+        ):
+            raise PlanError(f"{where}: {self.name}={value} is outside [{self.low}, {self.high}]")
+        return value
+
+
+@dataclass(frozen=True)
+class Phase:
+    """What trains during one epoch: blocks ``first_trainable..`` and the head, LRs scaled."""
+
+    first_trainable: int
+    lr_scale: float = 1.0
+    label: str = ""
+
+
+class Schedule:
+    """Base class of unfreezing schedules.
+
+    Subclasses set ``name``, ``description`` and ``knobs`` and implement :meth:`phase`. An
+    instance is made per trial with the plan's boundary, the block count, the epoch budget and
+    the knob values; :meth:`phase` is asked once per epoch.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    knobs: ClassVar[tuple[Knob, ...]] = ()
+
+    def __init__(self, *, boundary: int, n_blocks: int, epochs: int, **knobs: Any) -> None:
+        if not 0 <= boundary <= n_blocks:
+            raise PlanError(
+                f"boundary {boundary} is outside 0..{n_blocks} (the backbone has {n_blocks} blocks)"
+            )
+        self.boundary = boundary
+        self.n_blocks = n_blocks
+        self.epochs = epochs
+        self.params = self.resolve_knobs(knobs)
+
+    @classmethod
+    def resolve_knobs(cls, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults filled in, unknown names and out-of-range values rejected."""
+        known = {k.name: k for k in cls.knobs}
+        for key in given:
+            if key not in known:
+                allowed = ", ".join(known) or "none"
+                raise PlanError(f"schedule {cls.name!r} has no knob {key!r} (knobs: {allowed})")
+        where = f"schedule {cls.name!r}"
+        return {k.name: k.check(given.get(k.name, k.default), where) for k in cls.knobs}
+
+    def phase(self, epoch: int) -> Phase:
+        raise NotImplementedError
+
+    def clamp(self, first_trainable: int) -> int:
+        """Never below the boundary, never past head-only."""
+        return max(self.boundary, min(self.n_blocks, first_trainable))

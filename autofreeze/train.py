@@ -1,0 +1,304 @@
+"""Plain-torch training loop for one freeze plan. No optuna here: it reports through a callback.
+
+Data are held as tensors (small datasets are decoded once, not every epoch). Each epoch asks the
+schedule which blocks train, syncs ``requires_grad`` and the optimizer's param groups, trains,
+evaluates on validation and calls ``callback(EpochResult)``; the callback may raise to stop the
+run (the objective raises ``optuna.TrialPruned`` there).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from autofreeze.backbones import Backbone, parameter_count
+from autofreeze.data import TensorSplit
+from autofreeze.freezing import FreezePlan, Freezer
+from autofreeze.schedules import Schedule
+
+log = logging.getLogger("autofreeze.train")
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    """How to train one plan (the study config's ``[training]`` table).
+
+    ``amp`` and ``channels_last`` default to ``auto``: on for CUDA, off on the CPU; forcing them
+    on the CPU runs the same code path (bf16 autocast works on the CPU too).
+    """
+
+    epochs: int = 5
+    batch_size: int = 32
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = 0.9
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+    device: str = "cpu"
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    compile: bool = False
+    phase_optimizer: Literal["keep", "reset"] = "keep"
+    augment: bool = False
+    seed: int = 0
+    eval_batch_size: int = 256
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    phase: str
+    first_trainable: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+    lrs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class FitResult:
+    history: list[EpochResult]
+    cost: dict[str, float]
+
+    @property
+    def final(self) -> EpochResult:
+        return self.history[-1]
+
+    @property
+    def best_accuracy(self) -> float:
+        return max(e.val_accuracy for e in self.history)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"history": [asdict(e) for e in self.history], "cost": dict(self.cost)}
+
+
+def _use_amp(cfg: TrainConfig, device: torch.device) -> bool:
+    return cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
+
+
+def _use_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
+    return cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warmup then cosine decay to zero, as a multiplier of each group's planned LR."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(cfg: TrainConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=cfg.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=groups[0]["lr"])
+
+
+class Trainer:
+    """Trains one backbone under one plan and schedule (one device, no DDP)."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        plan: FreezePlan,
+        schedule: Schedule,
+        cfg: TrainConfig,
+    ) -> None:
+        self.backbone = backbone
+        self.plan = plan
+        self.schedule = schedule
+        self.cfg = cfg
+        self.device = torch.device(cfg.device)
+        self.freezer = Freezer(backbone, plan)
+        self.amp = _use_amp(cfg, self.device)
+        self.channels_last = _use_channels_last(cfg, self.device)
+        self.model = backbone.model.to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward: Callable[[torch.Tensor], torch.Tensor] = self.model
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.events: list[str] = []
+
+    # -- phases -------------------------------------------------------------------------------
+    def _event(self, msg: str) -> None:
+        self.events.append(msg)
+        log.info(msg)
+
+    def enter_phase(self, epoch: int) -> tuple[str, float]:
+        phase = self.schedule.phase(epoch)
+        first = self.schedule.clamp(phase.first_trainable)
+        if self.optimizer is not None and first == self.freezer.first_trainable:
+            return phase.label, phase.lr_scale
+        before = self.freezer.first_trainable if self.optimizer is not None else None
+        self.freezer.set_first_trainable(first)
+        if self.optimizer is None or self.cfg.phase_optimizer == "reset":
+            self.optimizer = make_optimizer(self.cfg, self.freezer.param_groups())
+            if before is not None:
+                self._event(f"epoch {epoch}: blocks {first}.. train, optimizer state reset")
+        elif first < before:
+            for index in range(first, before):
+                for group in self.freezer.block_groups(index):
+                    self.optimizer.add_param_group(group)
+            self._event(
+                f"epoch {epoch}: unfroze blocks {first}..{before - 1}; they join the optimizer "
+                f"with fresh state, existing groups keep theirs"
+            )
+        else:
+            keep = {id(p) for g in self.freezer.param_groups() for p in g["params"]}
+            for group in list(self.optimizer.param_groups):
+                if not any(id(p) in keep for p in group["params"]):
+                    for p in group["params"]:
+                        self.optimizer.state.pop(p, None)
+                    self.optimizer.param_groups.remove(group)
+            self._event(f"epoch {epoch}: froze blocks {before}..{first - 1}; their state dropped")
+        if self.cfg.compile:
+            # compiled graphs ignore requires_grad flips: recompile at every phase change
+            torch._dynamo.reset()
+            self.forward = torch.compile(self.model)
+        return phase.label, phase.lr_scale
+
+    # -- loops --------------------------------------------------------------------------------
+    def _prep(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def train_epoch(
+        self,
+        data: TensorSplit,
+        step: int,
+        total: int,
+        warmup: int,
+        lr_scale: float,
+        generator: torch.Generator,
+    ) -> tuple[float, int]:
+        assert self.optimizer is not None
+        self.freezer.train_mode()
+        order = torch.randperm(len(data), generator=generator)
+        loss_sum, seen = 0.0, 0
+        for start in range(0, len(data), self.cfg.batch_size):
+            idx = order[start : start + self.cfg.batch_size]
+            x, y = self._prep(data.x[idx]), data.y[idx].to(self.device)
+            if self.cfg.augment:
+                flip = torch.rand(len(x), generator=generator) < 0.5
+                x[flip.to(x.device)] = x[flip.to(x.device)].flip(-1)
+            factor = lr_factor(step, total, warmup) * lr_scale
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["planned_lr"] * factor
+            with self._autocast():
+                loss = self.loss_fn(self.forward(x).float(), y)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"training loss is {loss.item()} at step {step}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.grad_clip:
+                nn.utils.clip_grad_norm_(
+                    [p for g in self.optimizer.param_groups for p in g["params"]],
+                    self.cfg.grad_clip,
+                )
+            self.optimizer.step()
+            loss_sum += loss.item() * len(y)
+            seen += len(y)
+            step += 1
+        return loss_sum / max(1, seen), step
+
+    @torch.no_grad()
+    def evaluate(self, data: TensorSplit) -> tuple[float, float]:
+        """Validation loss and accuracy (plain cross-entropy, no label smoothing)."""
+        self.model.eval()
+        loss_sum, correct = 0.0, 0
+        for start in range(0, len(data), self.cfg.eval_batch_size):
+            x = self._prep(data.x[start : start + self.cfg.eval_batch_size])
+            y = data.y[start : start + self.cfg.eval_batch_size].to(self.device)
+            with self._autocast():
+                logits = self.forward(x).float()
+            loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+        n = max(1, len(data))
+        return loss_sum / n, correct / n
+
+    def fit(
+        self,
+        train: TensorSplit,
+        val: TensorSplit,
+        callback: Callable[[EpochResult], None] | None = None,
+    ) -> FitResult:
+        cfg = self.cfg
+        generator = torch.Generator().manual_seed(cfg.seed)
+        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        total = steps_per_epoch * cfg.epochs
+        warmup = round(cfg.warmup_epochs * steps_per_epoch)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        history: list[EpochResult] = []
+        step, train_seconds, max_trainable = 0, 0.0, 0
+        t_start = time.perf_counter()
+        for epoch in range(cfg.epochs):
+            t0 = time.perf_counter()
+            label, lr_scale = self.enter_phase(epoch)
+            max_trainable = max(max_trainable, parameter_count(self.model, trainable_only=True))
+            train_loss, step = self.train_epoch(train, step, total, warmup, lr_scale, generator)
+            train_seconds += time.perf_counter() - t0
+            val_loss, val_acc = self.evaluate(val)
+            assert self.optimizer is not None
+            result = EpochResult(
+                epoch=epoch + 1,
+                phase=label,
+                first_trainable=self.freezer.first_trainable,
+                train_loss=train_loss,
+                val_loss=val_loss,
+                val_accuracy=val_acc,
+                seconds=time.perf_counter() - t0,
+                lrs={g["name"]: g["planned_lr"] * lr_scale for g in self.optimizer.param_groups},
+            )
+            history.append(result)
+            if callback is not None:
+                callback(result)
+        cost = {
+            "seconds": time.perf_counter() - t_start,
+            "train_examples_per_second": len(train) * cfg.epochs / max(train_seconds, 1e-9),
+            "trainable_params": float(max_trainable),
+            "total_params": float(parameter_count(self.model)),
+            "peak_memory_mb": peak_memory_mb(self.device),
+        }
+        return FitResult(history, cost)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak CUDA memory allocated on ``device``, else the process's peak resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def fit(
+    backbone: Backbone,
+    plan: FreezePlan,
+    schedule: Schedule,
+    train: TensorSplit,
+    val: TensorSplit,
+    cfg: TrainConfig,
+    callback: Callable[[EpochResult], None] | None = None,
+) -> FitResult:
+    """Train ``backbone`` under ``plan`` and ``schedule``; see :class:`Trainer`."""
+    return Trainer(backbone, plan, schedule, cfg).fit(train, val, callback)
