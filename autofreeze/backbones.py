@@ -142,7 +142,7 @@ class Backbone:
         for n in self.head_param_names:
             owner[n] = -1
         result: dict[str, int | None] = {}
-        for mod_name, module in self.model.named_modules():
+        for mod_name, _ in self.model.named_modules():
             prefix = f"{mod_name}." if mod_name else ""
             owners = {o for n, o in owner.items() if n.startswith(prefix)}
             if len(owners) == 1:

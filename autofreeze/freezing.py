@@ -191,6 +191,4 @@ class Freezer:
 
     def block_groups(self, index: int) -> list[dict[str, Any]]:
         block = self.backbone.blocks[index]
-        return self._groups_for(
-            f"block{index}:{block.name}", block.param_names, self.planned_lr(index)
-        )
+        return self._groups_for(f"block{index}", block.param_names, self.planned_lr(index))

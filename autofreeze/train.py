@@ -268,7 +268,10 @@ class Trainer:
                 val_loss=val_loss,
                 val_accuracy=val_acc,
                 seconds=time.perf_counter() - t0,
-                lrs={g["name"]: g["planned_lr"] * lr_scale for g in self.optimizer.param_groups},
+                lrs={
+                    g["name"].removesuffix(":no_wd"): g["planned_lr"] * lr_scale
+                    for g in self.optimizer.param_groups
+                },
             )
             history.append(result)
             if callback is not None:

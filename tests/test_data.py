@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,7 @@ def test_load_image_reads_files(tmp_path):
     ],
 )
 def test_load_image_rejects_bad_arrays(item, words):
-    with pytest.raises(DatasetError, match=words.replace("[", r"\[").replace("(", r"\(")):
+    with pytest.raises(DatasetError, match=re.escape(words)):
         load_image(item)
 
 
@@ -193,9 +194,15 @@ def test_imagefolder_uses_train_and_val_folders(tmp_path):
 
 def test_imagefolder_extensions(tmp_path):
     make_folder(tmp_path, {"a": 3, "b": 3}, suffix=".png")
-    write_image(tmp_path / "a" / "x.JPG")
-    write_image(tmp_path / "b" / "y.jpg")
-    assert len(imagefolder(tmp_path, extensions=["jpg"]).train) == 1
+    for name in ("a/x.JPG", "a/y.jpg", "b/x.jpg", "b/y.jpeg"):
+        write_image(tmp_path / name)
+    ds = imagefolder(tmp_path, extensions=["jpg", ".JPEG"])
+    assert sorted(Path(p).name for p in ds.train.images + ds.val.images) == [
+        "x.JPG",
+        "x.jpg",
+        "y.jpeg",
+        "y.jpg",
+    ]
     assert len(imagefolder(tmp_path, extensions=".jpg").val) == 1
     with pytest.raises(ConfigError, match="extensions"):
         imagefolder(tmp_path, extensions=[])
@@ -216,6 +223,11 @@ def test_imagefolder_errors_name_the_path(tmp_path):
     with pytest.raises(DatasetError, match="expected class sub-folders like") as info:
         imagefolder(empty)
     assert f"{empty}/cat/" in str(info.value)
+
+    loose = tmp_path / "loose"
+    write_image(loose / "a.png")
+    with pytest.raises(DatasetError, match="holds images directly"):
+        imagefolder(loose)
 
     no_images = tmp_path / "noimg"
     (no_images / "cat").mkdir(parents=True)
@@ -350,20 +362,18 @@ def digits_targets() -> np.ndarray:
 
 
 def test_digits_labels_follow_the_given_order():
+    from sklearn.datasets import load_digits
+
     ds = digits(classes=[7, 2], train_per_class=3, val_per_class=4)
     assert ds.classes == ["7", "2"]
     assert (len(ds.train), len(ds.val)) == (6, 8)
-    target = digits_targets()
-    from sklearn.datasets import load_digits
-
-    raw = load_digits().images
-    # image 0 of class label 0 is a 7
-    first = ds.train.images[ds.train.labels.index(0)]
-    matches = [i for i in np.flatnonzero(target == 7) if np.array_equal(first, raw[i] * 255 / 16)]
-    assert matches or any(
-        np.array_equal(first, np.round(raw[i] * 255 / 16).astype(np.uint8))
-        for i in np.flatnonzero(target == 7)
-    )
+    raw = load_digits()
+    scaled = np.round(raw.images * 255 / 16).astype(np.uint8)
+    pairs = list(zip(ds.train.images, ds.train.labels, strict=True))
+    pairs += zip(ds.val.images, ds.val.labels, strict=True)
+    for digit, label in ((7, 0), (2, 1)):
+        known = {scaled[i].tobytes() for i in np.flatnonzero(raw.target == digit)}
+        assert all(image.tobytes() in known for image, y in pairs if y == label)
 
 
 def test_digits_default_split_and_val_per_class():
@@ -403,7 +413,9 @@ def test_synthetic_sizes_and_determinism():
     assert ds.train.images[0].shape == (12, 12, 3) and ds.train.images[0].dtype == np.uint8
     same = synthetic(num_classes=4, train_per_class=5, val_per_class=2, image_size=12, seed=7)
     other = synthetic(num_classes=4, train_per_class=5, val_per_class=2, image_size=12, seed=8)
-    assert all(np.array_equal(a, b) for a, b in zip(ds.train.images, same.train.images))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(ds.train.images, same.train.images, strict=True)
+    )
     assert not np.array_equal(ds.train.images[0], other.train.images[0])
 
 

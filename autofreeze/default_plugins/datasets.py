@@ -37,12 +37,16 @@ def register_datasets(register: Any) -> None:
 
 
 # -- option checks -------------------------------------------------------------------------------
-def _int_option(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+def _int_option(
+    name: str, value: Any, minimum: int, maximum: int | None = None, why: str = ""
+) -> int:
     ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
     if ok and value >= minimum and (maximum is None or value <= maximum):
         return int(value)
     allowed = f"an integer >= {minimum}" if maximum is None else f"an integer {minimum}..{maximum}"
-    raise ConfigError(f"option {name!r} must be {allowed}, not {value!r}")
+    raise ConfigError(
+        f"option {name!r} must be {allowed}, not {value!r}" + (f" ({why})" if why else "")
+    )
 
 
 def _fraction_option(value: Any) -> float:
@@ -169,9 +173,11 @@ def _looks_like_split(folder: Path) -> bool:
 def _scan_classes(folder: Path, exts: tuple[str, ...]) -> tuple[list[str], list[tuple[str, int]]]:
     class_dirs = _visible_dirs(folder)
     if not class_dirs:
+        loose = any(p.suffix.lower() in exts for p in folder.iterdir())
+        hint = "; it holds images directly, so move them into one folder per class" if loose else ""
         raise DatasetError(
             f"{folder} has no class sub-folders; expected class sub-folders like "
-            f"{folder}/cat/*.jpg and {folder}/dog/*.jpg"
+            f"{folder}/cat/*.jpg and {folder}/dog/*.jpg{hint}"
         )
     files: list[tuple[str, int]] = []
     for label, class_dir in enumerate(class_dirs):
@@ -334,11 +340,12 @@ def digits(
     target = np.asarray(bunch.target)
     members = [np.flatnonzero(target == d) for d in digits_kept]
     smallest = min(len(m) for m in members)
+    why = f"the smallest kept class has {smallest} images and each split needs one"
     if train_per_class is not None:
-        train_per_class = _int_option("train_per_class", train_per_class, 1, smallest - 1)
+        train_per_class = _int_option("train_per_class", train_per_class, 1, smallest - 1, why)
     room = smallest - (1 if train_per_class is None else train_per_class)
     if val_per_class is not None:
-        val_per_class = _int_option("val_per_class", val_per_class, 1, room)
+        val_per_class = _int_option("val_per_class", val_per_class, 1, room, why)
 
     # 0..16 -> 0..255, so the arrays are ordinary 8-bit images for load_image
     pixels = (images * (255.0 / 16.0)).round().clip(0, 255).astype(np.uint8)
