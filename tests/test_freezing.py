@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from autofreeze.backbones import state_checksum
-from autofreeze.freezing import Freezer, FreezePlan, block_lr_scale
+from autofreeze.freezing import FreezePlan, Freezer, block_lr_scale
 from autofreeze.registry import Registry
 from autofreeze.schedules import BUILTIN_SCHEDULES, Gradual, LinearProbeFinetune, Static
 from autofreeze.train import TrainConfig, Trainer, TrainingDiverged
@@ -201,7 +201,9 @@ def test_lp_ft_trains_head_then_from_the_boundary(tiny_data):
     )
     assert [e.phase for e in fit.history] == ["linear_probe", "finetune"]
     assert sums[0] == start
-    assert sums[1][:3] == start[:3] and all(a != b for a, b in zip(sums[1][3:], start[3:]))
+    assert sums[1][:3] == start[:3] and all(
+        a != b for a, b in zip(sums[1][3:], start[3:], strict=True)
+    )
     assert math.isclose(lrs[1]["head"], plan.head_lr * 0.5)
     assert math.isclose(lrs[1]["block4"], trainer.freezer.planned_lr(4) * 0.5)
 
