@@ -133,6 +133,77 @@ def backbones(pattern: str, as_json: bool) -> None:
         click.echo("\n".join(names))
 
 
+def parse_assignments(pairs: Sequence[str], what: str) -> dict[str, Any]:
+    """``key=value`` pairs; values are read as TOML (numbers, lists, quoted strings) or text."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.UsageError(f"{what} must look like key=value, not {pair!r}")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+@cli.command()
+@click.argument("name")
+@click.option(
+    "-o",
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="a dataset option, e.g. -o path=data/flowers or -o classes=[5,6,7]",
+)
+@click.option("--json", "as_json", is_flag=True)
+def dataset(name: str, options: tuple[str, ...], as_json: bool) -> None:
+    """Load dataset NAME and show its classes and split sizes (checks the data is readable)."""
+    from autofreeze.registry import get_registry
+
+    data = get_registry().create_dataset(name, **parse_assignments(options, "--option"))
+    counts = {split: {c: 0 for c in data.classes} for split in ("train", "val")}
+    for split, images in (("train", data.train), ("val", data.val)):
+        for label in images.labels:
+            counts[split][data.classes[label]] += 1
+    info = {
+        "dataset": name,
+        "classes": data.classes,
+        "train": len(data.train),
+        "val": len(data.val),
+        "per_class": counts,
+    }
+    if as_json:
+        echo_json(info)
+        return
+    click.echo(
+        f"{name}: {len(data.classes)} classes, {len(data.train)} train, {len(data.val)} val images"
+    )
+    rows = [
+        {"class": c, "train": counts["train"][c], "val": counts["val"][c]} for c in data.classes
+    ]
+    click.echo(format_table(rows, ["class", "train", "val"]))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def datasets(as_json: bool) -> None:
+    """List registered datasets."""
+    from autofreeze.registry import get_registry
+
+    rows = [
+        {"name": e.name, "plugin": e.plugin, "description": e.description}
+        for e in get_registry().dataset_entries().values()
+    ]
+    if as_json:
+        echo_json(rows)
+    else:
+        click.echo(format_table(rows, ["name", "plugin", "description"]))
+
+
 def _load_plugin_commands() -> None:
     from autofreeze.registry import get_registry
 
