@@ -204,6 +204,250 @@ def datasets(as_json: bool) -> None:
         click.echo(format_table(rows, ["name", "plugin", "description"]))
 
 
+# -- studies -----------------------------------------------------------------------------------
+def _config(path: str, **overrides: Any) -> Any:
+    from autofreeze.config import load_config
+
+    return load_config(path, overrides)
+
+
+def _load_study(config: str | None, storage: str | None, study_name: str | None) -> Any:
+    """The study named by a config, or by --storage and --study-name."""
+    from autofreeze.storage import load_existing_study
+
+    if config:
+        cfg = _config(config)
+        return load_existing_study(storage or cfg.storage_url, study_name or cfg.study.name)
+    if not (storage and study_name):
+        raise click.UsageError("give a CONFIG, or both --storage and --study-name")
+    return load_existing_study(storage, study_name)
+
+
+study_options = [
+    click.argument("config", required=False, type=click.Path(dir_okay=False)),
+    click.option(
+        "--storage",
+        envvar="AUTOFREEZE_STORAGE",
+        help="Optuna storage URL "
+        "(default: the config's, else sqlite beside it; env AUTOFREEZE_STORAGE)",
+    ),
+    click.option("--study-name", help="study name (default: the config's)"),
+    click.option("--json", "as_json", is_flag=True, help="machine-readable output"),
+]
+
+
+def with_study_options(f: Any) -> Any:
+    for option in reversed(study_options):
+        f = option(f)
+    return f
+
+
+TRIAL_COLUMNS = [
+    "number",
+    "name",
+    "state",
+    "value",
+    "boundary",
+    "schedule",
+    "knobs",
+    "init",
+    "head_lr",
+    "backbone_lr_ratio",
+    "layer_decay",
+    "bn_mode",
+    "frozen_fraction",
+    "epochs_run",
+    "seconds",
+    "reason",
+]
+COMPARISON_COLUMNS = [
+    "recipe",
+    "state",
+    "value",
+    "boundary",
+    "schedule",
+    "knobs",
+    "init",
+    "head_lr",
+    "backbone_lr_ratio",
+    "layer_decay",
+    "epochs_run",
+    "seconds",
+]
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--n-trials", type=click.IntRange(min=1), help="total trial budget of the study")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="seconds to run")
+@click.option("--epochs", type=click.IntRange(min=1), help="override [training] epochs")
+@click.option("--storage", envvar="AUTOFREEZE_STORAGE", help="Optuna storage URL")
+@click.option("--study-name", help="override [study] name")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+def search(
+    config: str,
+    n_trials: int | None,
+    timeout: float | None,
+    epochs: int | None,
+    storage: str | None,
+    study_name: str | None,
+    as_json: bool,
+) -> None:
+    """Search freeze plans for the study CONFIG (a TOML file); re-running resumes."""
+    from autofreeze.review import best_summary, comparison
+    from autofreeze.search import run_search
+
+    cfg = _config(config, **{"training.epochs": epochs, "study.name": study_name})
+    result = run_search(cfg, storage_url=storage, n_trials=n_trials, timeout=timeout)
+    rows = comparison(result.study)
+    if as_json:
+        echo_json(
+            {
+                **best_summary(result.study),
+                "comparison": rows,
+                "ran_this_time": result.ran,
+                "seconds": round(result.seconds, 1),
+            }
+        )
+        return
+    click.echo(
+        f"study {cfg.study.name}: {cfg.study.metric} ({cfg.study.direction}), "
+        f"{rows[0]['of'] if rows else 0} finished trials, {result.ran} run now in "
+        f"{result.seconds:.0f}s"
+    )
+    click.echo(format_table(rows, COMPARISON_COLUMNS))
+
+
+@cli.command()
+@with_study_options
+def best(config: str | None, storage: str | None, study_name: str | None, as_json: bool) -> None:
+    """The best trial of a study: its metric and freeze plan."""
+    from autofreeze.review import best_summary
+
+    summary = best_summary(_load_study(config, storage, study_name))
+    if as_json:
+        echo_json(summary)
+        return
+    b = summary["best"]
+    if b is None:
+        raise click.ClickException(f"study {summary['study']!r} has no finished trial yet")
+    click.echo(f"best trial {b['number']} ({b['name']}): value {b['value']:.4f}")
+    for key, value in (b["plan"] or {}).items():
+        click.echo(f"  {key}: {value}")
+    click.echo(f"  frozen blocks: {', '.join(b['frozen_blocks'] or []) or '(none)'}")
+
+
+@cli.command()
+@with_study_options
+def trials(config: str | None, storage: str | None, study_name: str | None, as_json: bool) -> None:
+    """One row per trial: state, metric, boundary, schedule, LRs, cost."""
+    from autofreeze.review import trial_rows
+
+    rows = trial_rows(_load_study(config, storage, study_name))
+    if as_json:
+        echo_json(rows)
+    else:
+        click.echo(format_table(rows, TRIAL_COLUMNS))
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--best", "use_best", is_flag=True, help="train the study's best plan")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="a plan value, e.g. boundary=3, schedule=gradual, gradual.every=2",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="checkpoint path (.safetensors; a .json sidecar is written beside it)",
+)
+@click.option(
+    "--on",
+    type=click.Choice(["train", "train+val"]),
+    default="train",
+    show_default=True,
+    help="data to train on",
+)
+@click.option("--storage", envvar="AUTOFREEZE_STORAGE", help="Optuna storage URL")
+@click.option("--json", "as_json", is_flag=True)
+def train(
+    config: str,
+    use_best: bool,
+    params: tuple[str, ...],
+    out: str,
+    on: str,
+    storage: str | None,
+    as_json: bool,
+) -> None:
+    """Train one freeze plan (the study's best, or given values) and write a checkpoint."""
+    from pathlib import Path
+
+    from autofreeze.freezing import FreezePlan
+    from autofreeze.pipeline import train_plan
+    from autofreeze.review import best_trial
+    from autofreeze.storage import load_existing_study
+
+    if use_best == bool(params):
+        raise click.UsageError("give either --best or one or more --param KEY=VALUE")
+    cfg = _config(config)
+    if use_best:
+        trial = best_trial(load_existing_study(storage or cfg.storage_url, cfg.study.name))
+        if trial is None:
+            raise click.ClickException(f"study {cfg.study.name!r} has no finished trial yet")
+        plan = FreezePlan.from_dict(trial.user_attrs["plan"])
+    else:
+        values = parse_assignments(params, "--param")
+        knobs = {k.split(".", 1)[1]: values.pop(k) for k in list(values) if "." in k}
+        if "boundary" not in values:
+            raise click.UsageError("--param boundary=K is required")
+        plan = FreezePlan.from_dict({**values, "schedule_params": knobs})
+    info = train_plan(cfg, plan, Path(out), on=on)
+    if as_json:
+        echo_json(info)
+    else:
+        click.echo(
+            f"wrote {info['checkpoint']} (val_accuracy "
+            f"{info['metrics']['val_accuracy']:.4f}, trained on {on})"
+        )
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="retrain even if the weights file exists")
+def pretrain(config: str, force: bool) -> None:
+    """Make the config's local weights file from its [backbone.pretrain] recipe."""
+    from autofreeze.pipeline import ensure_weights
+
+    path = ensure_weights(_config(config), force=force)
+    click.echo(str(path) if path else "the config's weights are not a local file; nothing to do")
+
+
+@cli.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--storage", envvar="AUTOFREEZE_STORAGE", help="Optuna storage URL")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+def dashboard(config: str | None, storage: str | None, host: str, port: int) -> None:
+    """Serve optuna-dashboard on the study's storage."""
+    import optuna_dashboard
+
+    from autofreeze.storage import mask_url, open_storage
+
+    if not (config or storage):
+        raise click.UsageError("give a CONFIG or --storage URL")
+    url = storage or _config(config).storage_url
+    store = open_storage(url)
+    click.echo(
+        f"optuna-dashboard on http://{host}:{port}/ for {mask_url(url)} (Ctrl-C stops)", err=True
+    )
+    optuna_dashboard.run_server(store, host=host, port=port)
+
+
 def _load_plugin_commands() -> None:
     from autofreeze.registry import get_registry
 

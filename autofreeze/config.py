@@ -1,0 +1,279 @@
+"""Study configs: TOML files validated with pydantic; every error names the file and the key.
+
+Numeric search knobs are written as a fixed value (``head_lr = 1e-3``) or a ``[low, high]``
+range; categorical ones as a fixed value or a list of choices. Relative paths (weights, data,
+the default SQLite file) are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from autofreeze.errors import ConfigError
+
+METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class FloatRange(_Strict):
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+def _range(value: Any, *, log: bool) -> Any:
+    """``x`` -> fixed, ``[lo, hi]`` -> range; anything else is left for pydantic to reject."""
+    if isinstance(value, list):
+        if len(value) != 2:
+            raise ValueError(f"a range is [low, high], got {len(value)} values")
+        return {"low": value[0], "high": value[1], "log": log}
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return {"low": value, "high": value, "log": log and value > 0}
+    return value
+
+
+class StudySection(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    storage: str | None = None
+    metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    n_trials: int | None = Field(default=20, ge=1)
+    timeout: float | None = Field(default=None, gt=0)
+    sampler: Literal["tpe", "random", "cmaes", "qmc", "gp"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    seed: int = 0
+    baselines: bool = True
+
+    @property
+    def direction(self) -> str:
+        return METRICS[self.metric]
+
+
+class PretrainSection(_Strict):
+    """How to make a missing local weights file: train the backbone on a source dataset."""
+
+    dataset: dict[str, Any]
+    epochs: int = Field(default=10, ge=1)
+    lr: float = Field(default=2e-3, gt=0)
+    batch_size: int = Field(default=64, ge=1)
+    seed: int = 0
+
+    @field_validator("dataset")
+    @classmethod
+    def _has_name(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if "name" not in v:
+            raise ValueError("needs a 'name', e.g. { name = \"digits\", classes = [0, 1] }")
+        return v
+
+
+class BackboneSection(_Strict):
+    name: str = Field(min_length=1)
+    weights: str = "none"
+    granularity: Literal["block", "stage"] = "block"
+    pretrain: PretrainSection | None = None
+
+
+class TrainingSection(_Strict):
+    epochs: int = Field(default=5, ge=1, le=1000)
+    batch_size: int = Field(default=32, ge=1)
+    image_size: int | None = Field(default=None, ge=8, le=1024)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    warmup_epochs: float = Field(default=0.0, ge=0)
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(default=None, gt=0)
+    device: str = "cpu"
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    compile: bool = False
+    phase_optimizer: Literal["keep", "reset"] = "keep"
+    augment: bool = False
+    seed: int = 0
+
+
+class SearchSection(_Strict):
+    """The search space. Each entry is fixed or searched (see docs/search_space.md)."""
+
+    boundary: list[int] | int | Literal["all"] = "all"
+    schedules: list[str] | str = Field(default_factory=lambda: ["static", "gradual", "lp_ft"])
+    knobs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    head_lr: FloatRange = Field(default_factory=lambda: FloatRange(low=1e-4, high=3e-2, log=True))
+    backbone_lr_ratio: FloatRange = Field(
+        default_factory=lambda: FloatRange(low=0.01, high=1.0, log=True)
+    )
+    layer_decay: FloatRange = Field(default_factory=lambda: FloatRange(low=0.5, high=1.0))
+    weight_decay: FloatRange = Field(default_factory=lambda: FloatRange(low=0.0, high=0.1))
+    bn_mode: list[Literal["eval", "train", "frozen"]] | Literal["eval", "train", "frozen"] = "eval"
+    init: list[Literal["pretrained", "scratch"]] | Literal["pretrained", "scratch"] = "pretrained"
+
+    @field_validator("head_lr", "backbone_lr_ratio", mode="before")
+    @classmethod
+    def _log_range(cls, v: Any) -> Any:
+        return _range(v, log=True)
+
+    @field_validator("layer_decay", "weight_decay", mode="before")
+    @classmethod
+    def _lin_range(cls, v: Any) -> Any:
+        return _range(v, log=False)
+
+    @field_validator("schedules")
+    @classmethod
+    def _nonempty(cls, v: list[str] | str) -> list[str]:
+        v = [v] if isinstance(v, str) else v
+        if not v:
+            raise ValueError('must list at least one schedule, e.g. ["static"]')
+        if len(set(v)) != len(v):
+            raise ValueError("lists a schedule twice")
+        return v
+
+    @field_validator("boundary")
+    @classmethod
+    def _boundary(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            if len(v) != 2 or v[0] > v[1] or v[0] < 0:
+                raise ValueError("a boundary range is [low, high] with 0 <= low <= high")
+        elif isinstance(v, int) and v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SearchSection:
+        if self.head_lr.low <= 0:
+            raise ValueError("head_lr must be > 0")
+        if self.backbone_lr_ratio.low <= 0:
+            raise ValueError("backbone_lr_ratio must be > 0")
+        if not (self.layer_decay.low > 0 and self.layer_decay.high <= 1):
+            raise ValueError("layer_decay must lie in (0, 1]")
+        if self.weight_decay.low < 0:
+            raise ValueError("weight_decay must be >= 0")
+        return self
+
+    def choices(self, name: str) -> list[str]:
+        value = getattr(self, name)
+        return list(value) if isinstance(value, list) else [value]
+
+    def boundary_range(self, n_blocks: int) -> tuple[int, int]:
+        if self.boundary == "all":
+            return 0, n_blocks
+        low, high = (
+            (self.boundary, self.boundary)
+            if isinstance(self.boundary, int)
+            else (self.boundary[0], self.boundary[1])
+        )
+        if high > n_blocks:
+            raise ConfigError(
+                f"[search] boundary: {high} is beyond the backbone, which has {n_blocks} blocks "
+                f"(allowed 0..{n_blocks}; see `autofreeze inspect`)"
+            )
+        return low, high
+
+
+class StudyConfig(_Strict):
+    study: StudySection
+    backbone: BackboneSection
+    dataset: dict[str, Any]
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    search: SearchSection = Field(default_factory=SearchSection)
+    path: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_name(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(v.get("name"), str):
+            raise ValueError("needs a 'name' (see `autofreeze datasets`)")
+        return v
+
+    # -- derived ----------------------------------------------------------------------------
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+    def resolve(self, path: str) -> str:
+        p = Path(path).expanduser()
+        return str(p if p.is_absolute() else self.base_dir / p)
+
+    @property
+    def storage_url(self) -> str:
+        """``AUTOFREEZE_STORAGE`` beats the config; the default is SQLite beside the config."""
+        import os
+
+        env = os.environ.get("AUTOFREEZE_STORAGE")
+        if env:
+            return env
+        if self.study.storage:
+            return self.study.storage
+        return f"sqlite:///{self.resolve(self.study.name + '.db')}"
+
+    def weights_path(self) -> str:
+        w = self.backbone.weights
+        return w if w in ("none", "default") or w.startswith("hf-hub:") else self.resolve(w)
+
+    def dataset_options(self) -> dict[str, Any]:
+        options = {k: v for k, v in self.dataset.items() if k != "name"}
+        for key in ("path", "root"):
+            if isinstance(options.get(key), str):
+                options[key] = self.resolve(options[key])
+        return options
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def format_validation_error(exc: ValidationError, where: str) -> str:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "union["))]
+    # pydantic repeats the field for union members (e.g. 'list[...]'); keep the user's keys
+    loc = [p for p in loc if "[" not in p and not p.startswith("literal")]
+    key = ".".join(loc) or "(top level)"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; see docs/config.md)"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{where}: {key}: {msg}{more}"
+
+
+def parse_config(
+    data: dict[str, Any], where: str = "config", path: Path | None = None
+) -> StudyConfig:
+    try:
+        return StudyConfig.model_validate({**data, "path": path})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, where)) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Read and validate a study TOML; ``overrides`` maps dotted keys to values (CLI flags)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study config {str(path)!r} not found")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return parse_config(data, str(path), path.resolve())
