@@ -118,7 +118,9 @@ class SearchSection(_Strict):
     layer_decay: FloatRange = Field(default_factory=lambda: FloatRange(low=0.5, high=1.0))
     weight_decay: FloatRange = Field(default_factory=lambda: FloatRange(low=0.0, high=0.1))
     bn_mode: list[Literal["eval", "train", "frozen"]] | Literal["eval", "train", "frozen"] = "eval"
-    init: list[Literal["pretrained", "scratch"]] | Literal["pretrained", "scratch"] = "pretrained"
+    init: list[Literal["pretrained", "scratch"]] | Literal["pretrained", "scratch"] = Field(
+        default_factory=lambda: ["pretrained", "scratch"]
+    )
 
     @field_validator("head_lr", "backbone_lr_ratio", mode="before")
     @classmethod

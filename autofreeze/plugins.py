@@ -8,6 +8,7 @@ import os
 import pluggy
 
 from autofreeze import hookspecs
+from autofreeze.errors import PluginError
 
 ENTRY_POINT_GROUP = "autofreeze"
 DISABLE_ENV = "AUTOFREEZE_DISABLE_PLUGINS"
@@ -36,10 +37,31 @@ def make_plugin_manager(*, load_entry_points: bool = True) -> pluggy.PluginManag
     blocked = blocked_plugins()
     for name in blocked:
         pm.set_blocked(name)
-    for module_name in DEFAULT_PLUGINS:
-        if module_name not in blocked:
-            pm.register(importlib.import_module(module_name), name=module_name)
-    if load_entry_points:
-        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-    pm.check_pending()
+    try:
+        for module_name in DEFAULT_PLUGINS:
+            if module_name not in blocked:
+                pm.register(importlib.import_module(module_name), name=module_name)
+        if load_entry_points:
+            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise validation_error(pm, exc) from None
     return pm
+
+
+def validation_error(
+    pm: pluggy.PluginManager, exc: pluggy.PluginValidationError, name: str | None = None
+) -> PluginError:
+    """One line naming the plugin at fault (a misspelled hook, a wrong argument name)."""
+    plugin = exc.plugin
+    name = name or pm.get_name(plugin) or getattr(plugin, "__name__", None)
+    name = name or type(plugin).__name__
+    detail = str(exc).replace(f" in plugin {plugin!r}", "")
+    detail = "; ".join(line.strip() for line in detail.splitlines() if line.strip())
+    hooks = ", ".join(
+        sorted(n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "autofreeze_spec"))
+    )
+    return PluginError(
+        f"plugin {name!r} is invalid: {detail} (hooks: {hooks}); fix it or block it with "
+        f"{DISABLE_ENV}={name}"
+    )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pluggy
 
 from autofreeze.errors import ConfigError, PluginError, UnknownNameError
-from autofreeze.plugins import make_plugin_manager
+from autofreeze.plugins import make_plugin_manager, validation_error
 
 if TYPE_CHECKING:
     import click
@@ -152,12 +152,20 @@ class Registry:
     @contextmanager
     def plugin(self, plugin: object, name: str | None = None) -> Iterator[None]:
         """Register ``plugin`` for the duration of a ``with`` block (tests, notebooks)."""
-        self.pm.register(plugin, name=name)
+        try:
+            self.pm.register(plugin, name=name)
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            error = validation_error(self.pm, exc, name)
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+            raise error from None
         self.refresh()
         try:
             yield
         finally:
-            self.pm.unregister(plugin)
+            if self.pm.is_registered(plugin):  # a blocked name was never registered
+                self.pm.unregister(plugin)
             self.refresh()
 
     # -- backbones --------------------------------------------------------------------------

@@ -133,10 +133,11 @@ class SearchResult:
 
 
 def open_study(
-    cfg: StudyConfig, storage_url: str | None = None, create: bool = True, **storage_kw: Any
+    cfg: StudyConfig, storage_url: str | None = None, storage: Any = None, **storage_kw: Any
 ) -> optuna.Study:
+    """Create the config's study, or load it if it exists (``load_if_exists``)."""
     url = storage_url or cfg.storage_url
-    storage = open_storage(url, **storage_kw)
+    storage = storage or open_storage(url, **storage_kw)
     try:
         return optuna.create_study(
             storage=storage,
@@ -175,10 +176,12 @@ def run_search(
     registry = registry or get_registry()
     n_trials = n_trials if n_trials is not None else cfg.study.n_trials
     timeout = timeout if timeout is not None else cfg.study.timeout
+    url = storage_url or cfg.storage_url
+    storage = open_storage(url)  # fail on a bad URL before any expensive work
     pipeline.ensure_weights(cfg, progress, registry)
     objective = Objective(cfg, registry, progress, n_trials)
     check_space(cfg.search, registry, objective.n_blocks, cfg.training.epochs)
-    study = open_study(cfg, storage_url)
+    study = open_study(cfg, url, storage=storage)
     prepare_study(cfg, study, objective.n_blocks, progress)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t0 = time.perf_counter()
@@ -205,9 +208,13 @@ def run_search(
 
 
 def trial_line(
-    study: optuna.Study, index: int, n_trials: int | None, t0: float, timeout: float | None
+    study: optuna.Study,
+    last: FrozenTrial,
+    index: int,
+    n_trials: int | None,
+    t0: float,
+    timeout: float | None,
 ) -> str:
-    last = study.trials[-1]
     value = "-" if last.value is None else f"{last.value:.4f}"
     try:
         best = f"{study.best_value:.4f}"

@@ -40,7 +40,13 @@ def open_storage(url: str, **kwargs: Any) -> Any:
             f"bad storage URL {mask_url(url)!r}: {_short(exc)} (expected e.g. "
             f"sqlite:///studies/x.db or postgresql://user@host/db)"
         ) from None
-    except (OperationalError, ImportError, ValueError, OSError) as exc:
+    except ImportError:
+        raise StorageError(
+            f"no database driver for {mask_url(url)!r}: install one (pip install "
+            f"'autofreeze[postgres]' for postgresql://, 'autofreeze[mysql]' and a "
+            f"mysql+pymysql:// URL for MySQL)"
+        ) from None
+    except (OperationalError, ValueError, OSError) as exc:
         raise StorageError(f"cannot open storage {mask_url(url)!r}: {_short(exc)}") from None
 
 

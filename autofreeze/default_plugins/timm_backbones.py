@@ -8,7 +8,8 @@ Blocks come from timm's ``group_matcher()``: ``granularity="block"`` is its fine
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,10 +62,7 @@ def create_timm_backbone(
     if weights == "default":
         model = _create_pretrained(name, num_classes)
     else:
-        try:
-            model = timm.create_model(name, pretrained=False, num_classes=num_classes)
-        except RuntimeError as exc:  # hf-hub: names need the hub for their config
-            raise BackboneError(f"cannot build timm model {name!r}: {_first_line(exc)}") from None
+        model = _create_random(name, num_classes)
         if weights != "none":
             load_weights(model, Path(weights), name)
     try:
@@ -72,6 +70,11 @@ def create_timm_backbone(
     except (AttributeError, NotImplementedError):
         raise BackboneError(
             f"timm model {name!r} defines no group_matcher(), so it cannot be cut into blocks"
+        ) from None
+    except AssertionError as exc:  # timm asserts where a model lacks coarse grouping (RDNet)
+        raise BackboneError(
+            f"timm model {name!r} cannot be cut by {granularity} ({_first_line(exc)})"
+            + ("; use granularity 'block'" if granularity == "stage" else "")
         ) from None
     grouped = group_parameters(model, matcher)
     groups = [grouped[k] for k in sorted(grouped)]
@@ -120,25 +123,53 @@ def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
         return False
 
 
-def _create_pretrained(name: str, num_classes: int) -> nn.Module:
+@contextmanager
+def _offline_if_hub_unreachable() -> Iterator[bool]:
+    """Yield whether the hub is unreachable; if so, hub calls fail at once instead of retrying.
+
+    Cached files still load in offline mode.
+    """
     import huggingface_hub.constants as hf_constants
-    import timm
 
     offline = not _hub_reachable()
     saved = hf_constants.HF_HUB_OFFLINE
-    if offline:  # cached weights still load; anything else fails at once instead of retrying
+    if offline:
         hf_constants.HF_HUB_OFFLINE = True
     try:
-        return timm.create_model(name, pretrained=True, num_classes=num_classes)
-    except Exception as exc:  # network errors come in many types (requests, hf_hub, urllib)
-        raise WeightsError(
-            f"cannot get the default pretrained weights of {name!r}"
-            + (" (the hub is unreachable)" if offline else f" ({_first_line(exc)})")
-            + '; pass a local file instead: weights = "/path/to/weights.safetensors" in '
-            "[backbone] (or --weights PATH)"
-        ) from None
+        yield offline
     finally:
         hf_constants.HF_HUB_OFFLINE = saved
+
+
+def _create_random(name: str, num_classes: int) -> nn.Module:
+    import timm
+
+    if not name.startswith(("hf-hub:", "hf_hub:")):
+        try:
+            return timm.create_model(name, pretrained=False, num_classes=num_classes)
+        except RuntimeError as exc:
+            raise BackboneError(f"cannot build timm model {name!r}: {_first_line(exc)}") from None
+    with _offline_if_hub_unreachable() as offline:  # hf-hub: names need the hub for their config
+        try:
+            return timm.create_model(name, pretrained=False, num_classes=num_classes)
+        except Exception as exc:  # network errors come in many types (requests, hf_hub, urllib)
+            why = "the hub is unreachable and the config is not cached" if offline else exc
+            raise BackboneError(f"cannot build timm model {name!r}: {_first_line(why)}") from None
+
+
+def _create_pretrained(name: str, num_classes: int) -> nn.Module:
+    import timm
+
+    with _offline_if_hub_unreachable() as offline:
+        try:
+            return timm.create_model(name, pretrained=True, num_classes=num_classes)
+        except Exception as exc:  # network errors come in many types (requests, hf_hub, urllib)
+            raise WeightsError(
+                f"cannot get the default pretrained weights of {name!r}"
+                + (" (the hub is unreachable)" if offline else f" ({_first_line(exc)})")
+                + '; pass a local file instead: weights = "/path/to/weights.safetensors" in '
+                "[backbone] (or --weights PATH)"
+            ) from None
 
 
 def read_state_dict(path: Path) -> dict[str, Any]:
@@ -197,7 +228,7 @@ def load_weights(model: nn.Module, path: Path, name: str) -> None:
     model.load_state_dict(state, strict=False)
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException | str) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]
 

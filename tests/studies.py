@@ -1,0 +1,71 @@
+"""Tiny study configs for tests: synthetic data, resnet10t at 16 px, two or three epochs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BASE = """
+[study]
+name = "{name}"
+n_trials = {n_trials}
+pruner = "{pruner}"
+seed = 0
+{study_extra}
+
+[backbone]
+name = "resnet10t"
+weights = "{weights}"
+
+[backbone.pretrain]
+epochs = 2
+batch_size = 16
+
+[backbone.pretrain.dataset]
+name = "synthetic"
+num_classes = 4
+train_per_class = 12
+val_per_class = 4
+image_size = 16
+seed = 7
+
+[dataset]
+name = "synthetic"
+num_classes = 3
+train_per_class = 8
+val_per_class = 6
+image_size = 16
+
+[training]
+epochs = {epochs}
+batch_size = 8
+image_size = 16
+
+[search]
+{search}
+"""
+
+
+def write_study(
+    folder: Path,
+    name: str = "tiny",
+    *,
+    n_trials: int = 8,
+    epochs: int = 2,
+    pruner: str = "median",
+    weights: str = "weights/source.safetensors",
+    search: str = "",
+    study_extra: str = "",
+) -> Path:
+    path = folder / f"{name}.toml"
+    path.write_text(
+        BASE.format(
+            name=name,
+            n_trials=n_trials,
+            epochs=epochs,
+            pruner=pruner,
+            weights=weights,
+            search=search,
+            study_extra=study_extra,
+        )
+    )
+    return path

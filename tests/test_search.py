@@ -1,0 +1,191 @@
+"""The search end to end on real optuna studies in SQLite, driven through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from optuna.trial import TrialState
+
+from autofreeze.cli import cli
+from tests.studies import write_study
+
+BASELINES = {
+    "linear_probe",
+    "full_finetune_low_lr",
+    "freeze_first_half",
+    "gradual_unfreezing",
+    "lp_ft",
+    "from_scratch",
+}
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result
+
+
+def load(config, name="tiny"):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{config.parent / name}.db")
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """One small study searched through the CLI, shared by the read-back tests."""
+    folder = tmp_path_factory.mktemp("study")
+    config = write_study(folder, n_trials=8)
+    result = invoke("search", str(config), "--json")
+    assert result.exit_code == 0, result.output
+    return config, json.loads(result.stdout)
+
+
+def test_search_writes_the_study_and_runs_baselines_first(searched):
+    config, out = searched
+    assert (config.parent / "tiny.db").is_file()
+    study = load(config)
+    trials = study.get_trials()
+    assert len(trials) == 8
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    names = [t.user_attrs.get("baseline") for t in trials]
+    assert set(names[:6]) == BASELINES and names[6:] == [None, None]
+    scratch = next(t for t in trials if t.user_attrs.get("baseline") == "from_scratch")
+    assert scratch.user_attrs["plan"]["init"] == "scratch"
+    probe = next(t for t in trials if t.user_attrs.get("baseline") == "linear_probe")
+    assert probe.user_attrs["frozen_param_fraction"] > 0.9
+    assert len(probe.user_attrs["frozen_blocks"]) == 5
+    for key in ("seconds", "train_examples_per_second", "trainable_params", "peak_memory_mb"):
+        assert probe.user_attrs[key] > 0
+    assert out["best"]["value"] == max(t.value for t in trials if t.value is not None)
+    # the config travels with the study so other workers run the same search
+    assert study.user_attrs["autofreeze_config"]["backbone"]["name"] == "resnet10t"
+
+
+def test_best_and_trials_read_the_study_back(searched):
+    config, out = searched
+    best = invoke("best", str(config), "--json")
+    assert best.exit_code == 0
+    assert json.loads(best.stdout)["best"]["number"] == out["best"]["number"]
+    rows = json.loads(invoke("trials", str(config), "--json").stdout)
+    assert len(rows) == 8 and {r["name"] for r in rows[:6]} == BASELINES
+    text = invoke("trials", str(config)).stdout
+    assert "linear_probe" in text and "boundary" in text
+    url = f"sqlite:///{config.parent / 'tiny.db'}"
+    by_url = invoke("best", "--storage", url, "--study-name", "tiny", "--json")
+    assert json.loads(by_url.stdout)["best"]["number"] == out["best"]["number"]
+
+
+def test_rerun_resumes_to_a_larger_budget_without_rerunning(searched, tmp_path):
+    config, _ = searched
+    before = {t.number: (t.state, t.value, t.datetime_complete) for t in load(config).trials}
+    again = invoke("search", str(config), "--n-trials", "10", "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["ran_this_time"] == 2
+    after = load(config).trials
+    assert len(after) == 10
+    for t in after[:8]:
+        assert before[t.number] == (t.state, t.value, t.datetime_complete)
+    # the same budget again runs nothing
+    same = invoke("search", str(config), "--n-trials", "10", "--json")
+    assert json.loads(same.stdout)["ran_this_time"] == 0
+    assert len(load(config).trials) == 10
+
+
+def test_train_best_checkpoint_keeps_frozen_blocks_and_reproduces_the_metric(searched, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from autofreeze.checkpoint import load_checkpoint
+    from autofreeze.config import load_config
+    from autofreeze.pipeline import build_backbone, load_data
+
+    config, out = searched
+    result = invoke(
+        "train", str(config), "--best", "--out", str(tmp_path / "best.safetensors"), "--json"
+    )
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["metrics"]["val_accuracy"] == pytest.approx(out["best"]["value"])
+    assert len(info["classes"]) == 3 and info["trained_on"] == "train"
+
+    frozen = invoke(
+        "train",
+        str(config),
+        "--param",
+        "boundary=3",
+        "--param",
+        "head_lr=0.01",
+        "--out",
+        str(tmp_path / "k3.safetensors"),
+        "--json",
+    )
+    assert frozen.exit_code == 0, frozen.output
+    info = json.loads(frozen.stdout)
+    source = load_file(str(config.parent / "weights" / "source.safetensors"))
+    trained = load_file(info["checkpoint"])
+    backbone, sidecar = load_checkpoint(info["checkpoint"])
+    assert sidecar["plan"]["boundary"] == 3 and len(sidecar["frozen_blocks"]) == 3
+    for block in backbone.blocks[:3]:
+        for name in block.param_names:
+            assert torch.equal(trained[name], source[name]), name
+    moved = [
+        n
+        for b in backbone.blocks[3:]
+        for n in b.param_names
+        if not torch.equal(trained[n], source[n])
+    ]
+    assert moved
+    # loading the checkpoint back reproduces the reported validation metric
+    cfg = load_config(config)
+    _, _, val = load_data(cfg, build_backbone(cfg, 3))
+    with torch.no_grad():
+        acc = (backbone.model(val.x).argmax(1) == val.y).float().mean().item()
+    assert acc == pytest.approx(info["metrics"]["val_accuracy"], abs=1e-6)
+
+
+def test_a_diverging_trial_fails_early_and_the_study_goes_on(tmp_path):
+    config = write_study(
+        tmp_path,
+        "diverge",
+        n_trials=2,
+        epochs=4,
+        study_extra="baselines = false",
+        search='boundary = 0\nschedules = ["static"]\nhead_lr = [1e-4, 1e6]\n'
+        "backbone_lr_ratio = 1.0",
+    )
+    from autofreeze.config import load_config
+    from autofreeze.search import open_study
+
+    study = open_study(load_config(config))
+    study.enqueue_trial({"head_lr": 1e6})
+    result = invoke("search", str(config), "--json")
+    assert result.exit_code == 0, result.output
+    first = load(config, "diverge").trials[0]
+    assert first.state == TrialState.FAIL
+    assert len(first.intermediate_values) < 4
+    assert first.user_attrs["fail_reason"].startswith("diverged")
+    assert len(load(config, "diverge").trials) == 2
+
+
+def test_median_pruner_stops_a_hopeless_trial(tmp_path):
+    config = write_study(
+        tmp_path,
+        "prune",
+        n_trials=5,
+        epochs=4,
+        study_extra='baselines = false\nsampler = "random"',
+        search='boundary = 5\nschedules = ["static"]\nhead_lr = [1e-9, 3e-2]',
+    )
+    from autofreeze.config import load_config
+    from autofreeze.search import open_study
+
+    study = open_study(load_config(config))
+    for _ in range(3):
+        study.enqueue_trial({"head_lr": 3e-2})
+    study.enqueue_trial({"head_lr": 1e-9})  # learns nothing: chance accuracy from epoch 1
+    result = invoke("search", str(config), "--n-trials", "4")
+    assert result.exit_code == 0, result.output
+    hopeless = load(config, "prune").trials[3]
+    assert hopeless.state == TrialState.PRUNED
+    assert len(hopeless.intermediate_values) < 4
