@@ -24,6 +24,13 @@ class AutofreezeGroup(click.Group):
             return super().invoke(ctx)
         except AutofreezeError as exc:
             raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo(
+                "interrupted: finished trials are kept and an interrupted trial is "
+                "re-queued; run the same command to resume",
+                err=True,
+            )
+            raise click.exceptions.Exit(130) from None
 
 
 def echo_json(data: Any) -> None:
@@ -276,29 +283,9 @@ COMPARISON_COLUMNS = [
 ]
 
 
-@cli.command()
-@click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--n-trials", type=click.IntRange(min=1), help="total trial budget of the study")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="seconds to run")
-@click.option("--epochs", type=click.IntRange(min=1), help="override [training] epochs")
-@click.option("--storage", envvar="AUTOFREEZE_STORAGE", help="Optuna storage URL")
-@click.option("--study-name", help="override [study] name")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-def search(
-    config: str,
-    n_trials: int | None,
-    timeout: float | None,
-    epochs: int | None,
-    storage: str | None,
-    study_name: str | None,
-    as_json: bool,
-) -> None:
-    """Search freeze plans for the study CONFIG (a TOML file); re-running resumes."""
+def _report(result: Any, cfg: Any, as_json: bool) -> None:
     from autofreeze.review import best_summary, comparison
-    from autofreeze.search import run_search
 
-    cfg = _config(config, **{"training.epochs": epochs, "study.name": study_name})
-    result = run_search(cfg, storage_url=storage, n_trials=n_trials, timeout=timeout)
     rows = comparison(result.study)
     if as_json:
         echo_json(
@@ -316,6 +303,133 @@ def search(
         f"{result.seconds:.0f}s"
     )
     click.echo(format_table(rows, COMPARISON_COLUMNS))
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--n-trials", type=click.IntRange(min=1), help="total trial budget of the study")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="seconds to run")
+@click.option("--epochs", type=click.IntRange(min=1), help="override [training] epochs")
+@click.option("--storage", envvar="AUTOFREEZE_STORAGE", help="Optuna storage URL")
+@click.option("--study-name", help="override [study] name")
+@click.option(
+    "--devices",
+    default="cpu",
+    show_default=True,
+    help="auto (every visible GPU, else CPU), cpu, or GPU ids like 0,1,3",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="CPU worker processes (default 1); GPUs get one worker each",
+)
+@click.option(
+    "--heartbeat",
+    type=click.IntRange(min=1),
+    default=None,
+    help="seconds between trial heartbeats (a dead worker's trial is retried after "
+    "three missed beats)",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+def search(
+    config: str,
+    n_trials: int | None,
+    timeout: float | None,
+    epochs: int | None,
+    storage: str | None,
+    study_name: str | None,
+    devices: str,
+    workers: int | None,
+    heartbeat: int | None,
+    as_json: bool,
+) -> None:
+    """Search freeze plans for the study CONFIG (a TOML file); re-running resumes."""
+    import os
+
+    from autofreeze.search import run_parallel_search, run_search
+    from autofreeze.storage import HEARTBEAT_INTERVAL
+    from autofreeze.workers import plan_workers
+
+    cfg = _config(config, **{"training.epochs": epochs, "study.name": study_name})
+    specs = plan_workers(devices, workers)
+    if len(specs) == 1 and specs[0].device == "cpu":
+        result = run_search(
+            cfg,
+            storage_url=storage,
+            n_trials=n_trials,
+            timeout=timeout,
+            heartbeat_interval=heartbeat or HEARTBEAT_INTERVAL,
+        )
+    else:
+        extra = ["--epochs", str(epochs)] if epochs else []
+        result = run_parallel_search(
+            cfg,
+            specs,
+            config_path=os.path.abspath(config),
+            storage_url=storage,
+            n_trials=n_trials,
+            timeout=timeout,
+            worker_args=extra,
+            heartbeat=heartbeat or HEARTBEAT_INTERVAL,
+        )
+    _report(result, cfg, as_json)
+
+
+@cli.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--storage", envvar="AUTOFREEZE_STORAGE", help="Optuna storage URL")
+@click.option("--study-name", help="the study to join (default: the config's)")
+@click.option("--device", default="cpu", show_default=True, help="torch device to train on")
+@click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads")
+@click.option("--n-trials", type=click.IntRange(min=1), help="the study's total trial budget")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="seconds to run")
+@click.option("--epochs", type=click.IntRange(min=1), help="override [training] epochs")
+@click.option(
+    "--heartbeat", type=click.IntRange(min=1), default=None, help="seconds between trial heartbeats"
+)
+@click.option(
+    "--connect-attempts",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="tries to reach the database (exponential backoff) before giving up",
+)
+def worker(
+    config: str | None,
+    storage: str | None,
+    study_name: str | None,
+    device: str,
+    threads: int | None,
+    n_trials: int | None,
+    timeout: float | None,
+    epochs: int | None,
+    heartbeat: int | None,
+    connect_attempts: int,
+) -> None:
+    """Join an existing study (from this or another machine) and run trials until its budget
+    is spent. Without CONFIG the study's stored config is used."""
+    from autofreeze.search import run_worker
+
+    _set_threads(threads)
+    ran = run_worker(
+        config,
+        storage=storage,
+        study_name=study_name,
+        device=device,
+        n_trials=n_trials,
+        timeout=timeout,
+        epochs=epochs,
+        heartbeat=heartbeat,
+        connect_attempts=connect_attempts,
+    )
+    click.echo(f"worker done: {ran} trials run", err=True)
 
 
 @cli.command()
@@ -459,5 +573,9 @@ def _load_plugin_commands() -> None:
 
 
 def main() -> None:
+    import warnings
+
+    # optuna flags features it calls experimental; users cannot act on that
+    warnings.filterwarnings("ignore", message=".*experimental.*")
     _load_plugin_commands()
     cli()

@@ -8,6 +8,7 @@ from typing import Any
 
 import optuna
 import torch
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from autofreeze import pipeline
 from autofreeze.config import StudyConfig
@@ -38,9 +39,11 @@ class Objective:
         self.n_blocks = probe.n_blocks
         self.data, self.train, self.val = pipeline.load_data(cfg, probe, self.registry)
         self.num_classes = pipeline.check_num_classes(self.data)
+        self.current_trial: int | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
         cfg = self.cfg
+        self.current_trial = trial.number
         plan = suggest_plan(trial, cfg.search, self.registry, self.n_blocks)
         backbone = pipeline.build_backbone(cfg, self.num_classes, plan, self.registry)
         frozen = backbone.blocks[: plan.boundary]
@@ -52,6 +55,10 @@ class Objective:
             round(sum(backbone.block_param_count(b) for b in frozen) / total, 6),
         )
         trial.set_user_attr("schedule", plan.schedule)
+        frozen_self = trial.study.get_trials(deepcopy=False)[trial.number]
+        retry_of = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen_self)
+        if retry_of is not None:  # a retry of a trial whose worker died
+            trial.set_user_attr("retry_of", retry_of)
         schedule = self.registry.get_schedule(plan.schedule)(
             boundary=plan.boundary,
             n_blocks=backbone.n_blocks,

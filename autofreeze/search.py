@@ -19,6 +19,7 @@ from autofreeze.space import check_space, plan_params
 from autofreeze.storage import mask_url, open_storage
 
 CONFIG_ATTR = "autofreeze_config"
+CONFIG_DIR_ATTR = "autofreeze_config_dir"
 
 
 def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
@@ -157,10 +158,125 @@ def prepare_study(
     """Store the config with the study and enqueue the baselines, once per study."""
     if CONFIG_ATTR not in study.user_attrs:
         study.set_user_attr(CONFIG_ATTR, cfg.to_dict())
+        study.set_user_attr(CONFIG_DIR_ATTR, str(cfg.base_dir))
     if cfg.study.baselines and not study.get_trials(deepcopy=False):
         for name, plan in baseline_plans(cfg, n_blocks):
             study.enqueue_trial(plan_params(plan), user_attrs={"baseline": name})
             progress(f"enqueued baseline {name}")
+
+
+def prepare_search(
+    cfg: StudyConfig,
+    storage_url: str | None = None,
+    progress: pipeline.Progress = pipeline.stderr_progress,
+    registry: Registry | None = None,
+    **storage_kw: Any,
+) -> optuna.Study:
+    """Everything before the first trial: storage, weights, checks, study, baselines.
+
+    Run once by ``autofreeze search`` before it starts its workers, so that workers never race
+    to pretrain or to enqueue the baselines.
+    """
+    registry = registry or get_registry()
+    url = storage_url or cfg.storage_url
+    storage = open_storage(url, **storage_kw)  # fail on a bad URL before any expensive work
+    pipeline.ensure_weights(cfg, progress, registry)
+    probe = pipeline.build_backbone(cfg, num_classes=2, registry=registry)
+    check_space(cfg.search, registry, probe.n_blocks, cfg.training.epochs)
+    study = open_study(cfg, url, storage=storage)
+    prepare_study(cfg, study, probe.n_blocks, progress)
+    return study
+
+
+def budget_state(study: optuna.Study) -> tuple[int, int]:
+    """(counted, running) trials of the whole study, whichever worker runs them."""
+    trials = study.get_trials(deepcopy=False)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    return counted_trials(study), running
+
+
+def run_trials(
+    cfg: StudyConfig,
+    study: optuna.Study,
+    *,
+    n_trials: int | None,
+    timeout: float | None,
+    progress: pipeline.Progress = pipeline.stderr_progress,
+    registry: Registry | None = None,
+    poll: float = 2.0,
+) -> int:
+    """The worker loop: take trials until the study's global budget is spent.
+
+    A trial starts only while ``counted + running < n_trials``, so the budget holds however
+    many workers share the study. When the rest of the budget is running elsewhere the worker
+    waits: if one of those trials dies (its heartbeat goes stale) it is retried here.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    objective = Objective(cfg, registry, progress, n_trials)
+    t0 = time.perf_counter()
+    ran = 0
+    while True:
+        done, running = budget_state(study)
+        elapsed = time.perf_counter() - t0
+        if n_trials is not None and done >= n_trials:
+            break
+        if timeout is not None and elapsed >= timeout:
+            progress(f"timeout of {timeout:.0f}s reached")
+            break
+        if n_trials is not None and done + running >= n_trials:
+            fail_stale = getattr(study._storage, "fail_stale_trials", None)
+            if fail_stale is not None:
+                fail_stale(study._study_id)
+                # the stale trials' retries are WAITING now; the next loop picks them up
+            time.sleep(poll)
+            continue
+        finished: list[FrozenTrial] = []
+        try:
+            study.optimize(
+                objective,
+                n_trials=1,
+                catch=(TrialFailed,),
+                callbacks=[lambda _study, trial, out=finished: out.append(trial)],
+            )
+        except KeyboardInterrupt:
+            requeue_interrupted(study, objective.current_trial, progress)
+            raise
+        ran += 1
+        if finished:
+            progress(trial_line(study, finished[0], done + 1, n_trials, t0, timeout))
+    return ran
+
+
+def requeue_interrupted(
+    study: optuna.Study, number: int | None, progress: pipeline.Progress
+) -> None:
+    """Put the trial a Ctrl-C cut short back in the queue, linked to the one it replaces."""
+    if number is None:
+        return
+    trial = study.get_trials(deepcopy=False)[number]
+    if trial.state != TrialState.FAIL or "fail_reason" in trial.user_attrs:
+        return
+    attrs = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
+    study.enqueue_trial(trial.params, user_attrs={**attrs, "retry_of": number})
+    progress(f"interrupted trial {number} re-queued; run the same command to resume")
+
+
+def load_worker_config(study: optuna.Study) -> StudyConfig:
+    """The config a study was created with (what `autofreeze worker` runs without a CONFIG)."""
+    from pathlib import Path
+
+    from autofreeze.config import parse_config
+    from autofreeze.errors import ConfigError
+
+    stored = study.user_attrs.get(CONFIG_ATTR)
+    if stored is None:
+        raise ConfigError(
+            f"study {study.study_name!r} has no stored autofreeze config; "
+            "give the study's CONFIG file"
+        )
+    folder = Path(study.user_attrs.get(CONFIG_DIR_ATTR, "."))
+    base = folder if folder.is_dir() else Path.cwd()
+    return parse_config(stored, f"study {study.study_name!r} stored config", base / "study.toml")
 
 
 def run_search(
@@ -171,39 +287,16 @@ def run_search(
     timeout: float | None = None,
     progress: pipeline.Progress = pipeline.stderr_progress,
     registry: Registry | None = None,
+    **storage_kw: Any,
 ) -> SearchResult:
-    """Run trials until the study holds ``n_trials`` counted trials or ``timeout`` passes."""
-    registry = registry or get_registry()
+    """Prepare the study and run its trials in this process (one worker)."""
     n_trials = n_trials if n_trials is not None else cfg.study.n_trials
     timeout = timeout if timeout is not None else cfg.study.timeout
-    url = storage_url or cfg.storage_url
-    storage = open_storage(url)  # fail on a bad URL before any expensive work
-    pipeline.ensure_weights(cfg, progress, registry)
-    objective = Objective(cfg, registry, progress, n_trials)
-    check_space(cfg.search, registry, objective.n_blocks, cfg.training.epochs)
-    study = open_study(cfg, url, storage=storage)
-    prepare_study(cfg, study, objective.n_blocks, progress)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     t0 = time.perf_counter()
-    ran = 0
-    while True:
-        done = counted_trials(study)
-        elapsed = time.perf_counter() - t0
-        if n_trials is not None and done >= n_trials:
-            break
-        if timeout is not None and elapsed >= timeout:
-            progress(f"timeout of {timeout:.0f}s reached")
-            break
-        finished: list[FrozenTrial] = []
-        study.optimize(
-            objective,
-            n_trials=1,
-            catch=(TrialFailed,),
-            callbacks=[lambda _study, trial, out=finished: out.append(trial)],
-        )
-        ran += 1
-        if finished:
-            progress(trial_line(study, finished[0], done + 1, n_trials, t0, timeout))
+    study = prepare_search(cfg, storage_url, progress, registry, **storage_kw)
+    ran = run_trials(
+        cfg, study, n_trials=n_trials, timeout=timeout, progress=progress, registry=registry
+    )
     return SearchResult(study, ran, time.perf_counter() - t0)
 
 
@@ -232,3 +325,109 @@ def trial_line(
         f"trial {index}/{n_trials or '?'} #{last.number} {name} {last.state.name.lower()} "
         f"value={value} best={best} ({elapsed:.0f}s elapsed{left})"
     )
+
+
+def run_parallel_search(
+    cfg: StudyConfig,
+    specs: list[Any],
+    *,
+    config_path: str,
+    storage_url: str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    worker_args: list[str] | None = None,
+    heartbeat: int | None = None,
+    progress: pipeline.Progress = pipeline.stderr_progress,
+) -> SearchResult:
+    """Prepare the study here, then run one ``autofreeze worker`` process per spec."""
+    from autofreeze import workers
+
+    n_trials = n_trials if n_trials is not None else cfg.study.n_trials
+    url = storage_url or cfg.storage_url
+    t0 = time.perf_counter()
+    study = prepare_search(cfg, url, progress, heartbeat_interval=heartbeat)
+    before = counted_trials(study)
+    extra = list(worker_args or [])
+    if n_trials is not None:
+        extra += ["--n-trials", str(n_trials)]
+    if timeout is not None:
+        extra += ["--timeout", str(timeout)]
+    if heartbeat is not None:
+        extra += ["--heartbeat", str(heartbeat)]
+    progress(
+        f"starting {len(specs)} workers: "
+        + ", ".join(f"{s.label} ({s.device}, {s.threads} threads)" for s in specs)
+    )
+    codes = workers.launch(
+        specs,
+        lambda spec: workers.worker_command(spec, config_path, cfg.study.name, extra),
+        lambda label, line: progress(f"[{label}] {line}"),
+        env={"AUTOFREEZE_STORAGE": url},
+    )
+    failed = [(s.label, c) for s, c in zip(specs, codes, strict=True) if c != 0]
+    if failed:
+        label, code = failed[0]
+        raise WorkerError(
+            f"worker {label} exited with code {code} (its last lines are above); "
+            "the study is consistent: run the same command to resume"
+        )
+    return SearchResult(study, counted_trials(study) - before, time.perf_counter() - t0)
+
+
+class WorkerError(StorageError):
+    """A worker process ended with an error."""
+
+
+def run_worker(
+    config: str | None,
+    *,
+    storage: str | None,
+    study_name: str | None,
+    device: str = "cpu",
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    epochs: int | None = None,
+    heartbeat: int | None = None,
+    connect_attempts: int = 5,
+    progress: pipeline.Progress = pipeline.stderr_progress,
+) -> int:
+    """Join an existing study and run trials until its global budget is spent."""
+    from sqlalchemy.exc import OperationalError
+
+    from autofreeze.config import load_config
+    from autofreeze.errors import ConfigError
+    from autofreeze.storage import HEARTBEAT_INTERVAL, load_existing_study
+
+    cfg = load_config(config) if config else None
+    url = storage or (cfg.storage_url if cfg else None)
+    name = study_name or (cfg.study.name if cfg else None)
+    if not (url and name):
+        raise ConfigError("a worker needs a CONFIG, or --storage URL and --study-name NAME")
+    study = load_existing_study(
+        url,
+        name,
+        heartbeat_interval=heartbeat or HEARTBEAT_INTERVAL,
+        attempts=connect_attempts,
+        progress=progress,
+    )
+    cfg = cfg or load_worker_config(study)
+    changes: dict[str, Any] = {"device": device}
+    if epochs:
+        changes["epochs"] = epochs
+    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update=changes)})
+    study.sampler = make_sampler(cfg)
+    study.pruner = make_pruner(cfg)
+    try:
+        return run_trials(
+            cfg,
+            study,
+            n_trials=n_trials or cfg.study.n_trials,
+            timeout=timeout or cfg.study.timeout,
+            progress=progress,
+        )
+    except OperationalError as exc:
+        raise StorageError(
+            f"lost the study database {mask_url(url)} ({str(exc.orig or exc).splitlines()[0]}); "
+            "the trial that was running is retried by another worker once its heartbeat "
+            "goes stale"
+        ) from None

@@ -19,8 +19,58 @@ def mask_url(url: str) -> str:
     return u.render_as_string(hide_password=True) if u.password else url
 
 
-def open_storage(url: str, **kwargs: Any) -> Any:
-    """Open (and create the tables of) an RDB storage, failing with one clear line."""
+HEARTBEAT_INTERVAL = 20
+GRACE_PERIOD = 60
+
+
+def _enable_wal(path: Path) -> None:
+    """WAL lets readers (the dashboard, other workers) proceed while one worker writes."""
+    import sqlite3
+
+    with sqlite3.connect(path, timeout=60) as con:
+        con.execute("PRAGMA journal_mode=WAL")
+
+
+def _serialize_sqlite_writes(engine: Any) -> None:
+    """Make every SQLite transaction ``BEGIN IMMEDIATE``.
+
+    pysqlite starts a transaction lazily at the first write, so two workers can both read a
+    WAITING (enqueued) trial and both claim it: measured here, two workers ran the same baseline
+    twice in two runs out of three ("Cannot tell a COMPLETE trial"). Taking the write lock at
+    the start of the transaction makes Optuna's check-then-set of the trial state atomic.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_pysqlite_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners existed are not reused
+
+
+def open_storage(
+    url: str,
+    *,
+    heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
+    grace_period: int | None = None,
+    max_retry: int | None = 3,
+    attempts: int = 1,
+    backoff: float = 2.0,
+    progress: Any = None,
+) -> Any:
+    """Open (and create the tables of) an RDB storage, failing with one clear line.
+
+    Running trials send a heartbeat every ``heartbeat_interval`` seconds; a trial silent for
+    ``grace_period`` seconds (default: three intervals) is marked FAIL and re-queued as a new
+    WAITING trial (``RetryHeartbeatStaleTrialCallback``, up to ``max_retry`` times). With
+    ``attempts > 1`` an unreachable database is retried with exponential backoff.
+    """
+    import time
+
     import optuna
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
@@ -29,25 +79,50 @@ def open_storage(url: str, **kwargs: Any) -> Any:
         path = Path(url.removeprefix("sqlite:///"))
         if str(path) not in ("", ":memory:"):
             path.parent.mkdir(parents=True, exist_ok=True)
+            _enable_wal(path)
         # several local workers share the file: wait for the lock instead of failing
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
         engine_kwargs["pool_pre_ping"] = True
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-    except (ArgumentError, NoSuchModuleError) as exc:
-        raise StorageError(
-            f"bad storage URL {mask_url(url)!r}: {_short(exc)} (expected e.g. "
-            f"sqlite:///studies/x.db or postgresql://user@host/db)"
-        ) from None
-    except ImportError:
-        raise StorageError(
-            f"no database driver for {mask_url(url)!r}: install one (pip install "
-            f"'autofreeze[postgres]' for postgresql://, 'autofreeze[mysql]' and a "
-            f"mysql+pymysql:// URL for MySQL)"
-        ) from None
-    except (OperationalError, ValueError, OSError) as exc:
-        raise StorageError(f"cannot open storage {mask_url(url)!r}: {_short(exc)}") from None
+    heartbeat: dict[str, Any] = {}
+    if heartbeat_interval:
+        heartbeat = {
+            "heartbeat_interval": heartbeat_interval,
+            "grace_period": grace_period or 3 * heartbeat_interval,
+            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=max_retry
+            ),
+        }
+    for attempt in range(1, attempts + 1):
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+            if url.startswith("sqlite"):
+                _serialize_sqlite_writes(storage.engine)
+            return storage
+        except (ArgumentError, NoSuchModuleError) as exc:
+            raise StorageError(
+                f"bad storage URL {mask_url(url)!r}: {_short(exc)} (expected e.g. "
+                f"sqlite:///studies/x.db or postgresql://user@host/db)"
+            ) from None
+        except ImportError:
+            raise StorageError(
+                f"no database driver for {mask_url(url)!r}: install one (pip install "
+                f"'autofreeze[postgres]' for postgresql://, 'autofreeze[mysql]' and a "
+                f"mysql+pymysql:// URL for MySQL)"
+            ) from None
+        except (OperationalError, ValueError, OSError) as exc:
+            if attempt == attempts:
+                tries = f" after {attempts} attempts" if attempts > 1 else ""
+                raise StorageError(
+                    f"cannot open storage {mask_url(url)!r}{tries}: {_short(exc)}"
+                ) from None
+            wait = backoff ** (attempt - 1)
+            if progress:
+                progress(
+                    f"storage {mask_url(url)} unreachable ({_short(exc)}); retrying in {wait:.0f}s"
+                )
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def _short(exc: BaseException) -> str:
@@ -55,11 +130,11 @@ def _short(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-def load_existing_study(url: str, study_name: str) -> Any:
+def load_existing_study(url: str, study_name: str, **storage_kw: Any) -> Any:
     """Load a study that must exist; a missing one lists the names the storage holds."""
     import optuna
 
-    storage = open_storage(url)
+    storage = open_storage(url, **storage_kw)
     names = [s.study_name for s in optuna.study.get_all_study_summaries(storage)]
     if study_name not in names:
         raise StorageError(

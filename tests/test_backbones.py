@@ -20,7 +20,7 @@ from autofreeze.registry import Registry
 
 NUM_CLASSES = 7  # no stem or stage width equals it, so a shape check finds only the head
 
-# name -> timm model class (the family); small models of 26 families, each built in < 0.5 s
+# name -> timm model class (the family): 24 small models of 22 families
 ARCHITECTURES = {
     "resnet10t": "ResNet",
     "convnext_atto": "ConvNeXt",
@@ -44,14 +44,25 @@ ARCHITECTURES = {
     "pvt_v2_b0": "PyramidVisionTransformerV2",
     "edgenext_xx_small": "EdgeNeXt",
     "crossvit_tiny_240": "CrossVit",  # two heads
-    "eva02_tiny_patch14_224": "Eva",
     "inception_next_atto": "MetaNeXt",  # an MLP head: only its last layer is reset
     "fastvit_t8": "FastVit",
-    "efficientformerv2_s0": "EfficientFormerV2",
-    "dla46_c": "DLA",
-    "hgnetv2_b0": "HighPerfGpuNet",
 }
-GRANULARITIES = ("block", "stage")
+# stage (coarse) granularity is checked on a subset whose stages differ from their blocks
+STAGE_SUBSET = [
+    "convnext_atto",
+    "efficientnet_b0",
+    "mobilenetv4_conv_small_035",
+    "regnetx_002",
+    "swin_tiny_patch4_window7_224",
+    "densenet121",
+    "levit_128s",
+    "ghostnet_050",
+    "efficientvit_b0",
+    "mobilevit_xxs",
+    "test_mambaout",
+    "edgenext_xx_small",
+]
+CASES = [(name, "block") for name in ARCHITECTURES] + [(name, "stage") for name in STAGE_SUBSET]
 
 REGISTRY = Registry()
 
@@ -63,8 +74,22 @@ def backbone(name: str, granularity: str = "block") -> Backbone:
     return REGISTRY.create_backbone(name, num_classes=NUM_CLASSES, granularity=granularity)
 
 
+# models whose position embeddings, attention biases or windows fix their input size
+FIXED_INPUT_SIZE = {
+    "vit_tiny_patch16_224",
+    "deit_tiny_distilled_patch16_224",
+    "swin_tiny_patch4_window7_224",
+    "levit_128s",
+    "test_maxvit",
+    "coat_lite_tiny",
+}
+SMALL_INPUT = 64  # the others run at 64 x 64 to keep the forward passes cheap
+
+
 def sample_input(bb: Backbone, batch: int = 2) -> torch.Tensor:
     c, h, w = bb.data_config["input_size"]
+    if bb.name not in FIXED_INPUT_SIZE:
+        h = w = SMALL_INPUT
     return torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(0))
 
 
@@ -73,8 +98,8 @@ def classifier_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     return list(head) if isinstance(head, tuple | list) else [head]
 
 
-both = pytest.mark.parametrize("granularity", GRANULARITIES)
 archs = pytest.mark.parametrize("name", list(ARCHITECTURES))
+cases = pytest.mark.parametrize(("name", "granularity"), CASES)
 
 
 @archs
@@ -89,8 +114,7 @@ def test_the_architectures_span_many_families():
     assert len(set(ARCHITECTURES.values())) >= 13
 
 
-@archs
-@both
+@cases
 def test_blocks_partition_the_parameters(name, granularity):
     bb = backbone(name, granularity)
     assert bb.n_blocks >= 2
@@ -109,10 +133,10 @@ def test_blocks_partition_the_parameters(name, granularity):
     assert next(iter(params)) in bb.blocks[0].param_names  # the stem / patch embedding
 
 
-@archs
-def test_stages_are_no_finer_than_blocks(name):
+@pytest.mark.parametrize("name", STAGE_SUBSET)
+def test_stages_are_coarser_than_blocks(name):
     blocks, stages = backbone(name, "block"), backbone(name, "stage")
-    assert 2 <= stages.n_blocks <= blocks.n_blocks
+    assert 2 <= stages.n_blocks < blocks.n_blocks
     assert set(stages.head_param_names) == set(blocks.head_param_names)
     assert stages.blocks[0].param_names[0] == blocks.blocks[0].param_names[0]
 
@@ -145,8 +169,7 @@ def first_calls(bb: Backbone) -> dict[int, int]:
     return first
 
 
-@archs
-@both
+@cases
 def test_blocks_run_in_input_order(name, granularity):
     bb = backbone(name, granularity)
     first = first_calls(bb)
@@ -161,11 +184,12 @@ def test_head_is_the_fresh_classifier(name):
     bb = backbone(name)
     params = dict(bb.model.named_parameters())
     head = [params[n] for n in bb.head_param_names]
-    assert {id(p) for p in head} == {
+    # the output layers: within timm's classifier (a norm before it may stay in the last block)
+    assert {id(p) for p in head} <= {
         id(p) for m in classifier_modules(bb.model) for p in m.parameters()
     }
-    for n, p in zip(bb.head_param_names, head, strict=True):
-        assert p.shape[0] == NUM_CLASSES, (n, tuple(p.shape))
+    outputs = {n for n, p in params.items() if p.shape[0] == NUM_CLASSES}
+    assert outputs == set(bb.head_param_names)
     x = sample_input(bb)
     bb.model.eval()
     saved = [p.detach().clone() for p in head]
@@ -183,8 +207,7 @@ def test_head_is_the_fresh_classifier(name):
     assert torch.count_nonzero(zeroed) == 0, "logits do not come from the head alone"
 
 
-@archs
-@both
+@cases
 def test_freezing_k_blocks_freezes_exactly_their_parameters(name, granularity):
     bb = backbone(name, granularity)
     n = bb.n_blocks

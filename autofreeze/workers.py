@@ -1,0 +1,177 @@
+"""Device discovery and one-worker-process-per-device fan-out.
+
+Each GPU worker sees only its GPU (``CUDA_VISIBLE_DEVICES``) and trains on ``cuda``; CPU
+workers split the cores (``torch.set_num_threads``). Discovery takes the visible GPU list as an
+input, so the multi-GPU path is exercised without GPUs. Workers coordinate only through the
+study database; the parent streams their progress, forwards Ctrl-C and waits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from autofreeze.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One worker: a label, the torch device it trains on, its threads and extra env."""
+
+    label: str
+    device: str
+    threads: int
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process can use (respects an existing ``CUDA_VISIBLE_DEVICES``)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return []
+    if not torch.cuda.is_available():
+        return []
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [i.strip() for i in env.split(",") if i.strip()] if env else []
+    count = torch.cuda.device_count()
+    return ids[:count] if ids else [str(i) for i in range(count)]
+
+
+def plan_workers(
+    devices: str = "cpu",
+    workers: int | None = None,
+    *,
+    gpus: Sequence[str] | None = None,
+    cores: int | None = None,
+) -> list[WorkerSpec]:
+    """Turn ``--devices`` and ``--workers`` into worker specs.
+
+    Args:
+        devices: ``auto`` (every visible GPU, else CPU workers), ``cpu``, or GPU ids ``0,1,3``.
+        workers: CPU workers (default 1); with GPUs, at most one per GPU is started.
+        gpus: the visible GPU ids (default: :func:`visible_gpus`); injected by tests.
+        cores: CPU cores to share between CPU workers (default: ``os.cpu_count()``).
+    """
+    gpus = list(visible_gpus() if gpus is None else gpus)
+    cores = cores or os.cpu_count() or 1
+    spec = devices.strip().lower()
+    if spec == "auto":
+        chosen = gpus
+    elif spec == "cpu":
+        chosen = []
+    else:
+        chosen = [d.strip() for d in spec.split(",") if d.strip()]
+        unknown = [d for d in chosen if d not in gpus]
+        if unknown or len(set(chosen)) != len(chosen):
+            raise ConfigError(
+                f"--devices {devices!r}: GPU {unknown[0] if unknown else 'listed twice'} is not "
+                f"available (visible GPUs: {', '.join(gpus) or 'none'}); use --devices cpu or auto"
+            )
+    if chosen:
+        if workers is not None and workers > len(chosen):
+            raise ConfigError(
+                f"--workers {workers} exceeds the {len(chosen)} GPUs chosen (one worker per GPU)"
+            )
+        chosen = chosen[: workers or len(chosen)]
+        return [WorkerSpec(f"gpu{g}", "cuda", 1, {"CUDA_VISIBLE_DEVICES": g}) for g in chosen]
+    n = workers or 1
+    if n < 1:
+        raise ConfigError("--workers must be at least 1")
+    threads = max(1, cores // n)
+    # CPU workers must not touch a GPU even if the machine has one
+    return [WorkerSpec(f"cpu{i}", "cpu", threads, {"CUDA_VISIBLE_DEVICES": ""}) for i in range(n)]
+
+
+def launch(
+    specs: Sequence[WorkerSpec],
+    command: Callable[[WorkerSpec], list[str]],
+    on_line: Callable[[str, str], None],
+    env: dict[str, str] | None = None,
+) -> list[int]:
+    """Start one process per spec, stream their stderr lines, forward Ctrl-C, wait for all.
+
+    Returns the exit codes in spec order. A Ctrl-C in the parent is passed on to every worker
+    as SIGINT (each finishes its bookkeeping: the trial it was running is marked failed and
+    re-queued), then the parent waits for them and re-raises ``KeyboardInterrupt``.
+    """
+    procs: list[subprocess.Popen[str]] = []
+    threads: list[threading.Thread] = []
+    for spec in specs:
+        child_env = {
+            **os.environ,
+            **(env or {}),
+            **spec.env,
+            "AUTOFREEZE_WORKER": spec.label,
+            "OMP_NUM_THREADS": str(spec.threads),
+            "PYTHONUNBUFFERED": "1",
+        }
+        proc = subprocess.Popen(
+            command(spec),
+            env=child_env,
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+            start_new_session=True,  # Ctrl-C reaches workers through us, exactly once
+        )
+        procs.append(proc)
+        t = threading.Thread(target=_pump, args=(proc, spec.label, on_line), daemon=True)
+        t.start()
+        threads.append(t)
+    interrupted = False
+    try:
+        for proc in procs:
+            proc.wait()
+    except KeyboardInterrupt:
+        interrupted = True
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    for t in threads:
+        t.join(timeout=5)
+    if interrupted:
+        raise KeyboardInterrupt
+    return [p.returncode for p in procs]
+
+
+def _pump(proc: subprocess.Popen[str], label: str, on_line: Callable[[str, str], None]) -> None:
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        on_line(label, line.rstrip("\n"))
+
+
+def worker_command(
+    spec: WorkerSpec, config: str, study_name: str, extra: Sequence[str] = ()
+) -> list[str]:
+    """The ``autofreeze worker`` invocation of one spec.
+
+    The storage URL travels in ``AUTOFREEZE_STORAGE`` (see :func:`launch`'s ``env``), never on
+    the command line, where ``ps`` would show its password.
+    """
+    return [
+        sys.executable,
+        "-m",
+        "autofreeze",
+        "worker",
+        config,
+        "--study-name",
+        study_name,
+        "--device",
+        spec.device,
+        "--threads",
+        str(spec.threads),
+        *extra,
+    ]

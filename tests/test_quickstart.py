@@ -1,0 +1,30 @@
+"""The README's main job in a reduced form: the real quickstart config, fewer trials/epochs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quickstart_config_runs_reduced(tmp_path):
+    storage = f"sqlite:///{tmp_path}/quickstart.db"
+    proc = subprocess.run(
+        [sys.executable, "-m", "autofreeze", "search", str(ROOT / "studies" / "quickstart.toml"),
+         "--n-trials", "7", "--epochs", "2", "--storage", storage, "--json"],
+        capture_output=True, text=True, timeout=540, stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    recipes = [row["recipe"] for row in out["comparison"]]
+    assert recipes[0].startswith("BEST")
+    assert {"linear_probe", "from_scratch", "lp_ft"} <= set(recipes)
+    assert out["best"]["value"] >= max(
+        row["value"] for row in out["comparison"] if row["value"] is not None
+    )
+    # progress goes to stderr, one line per finished trial
+    assert proc.stderr.count("trial 7/7") == 1
+    assert (ROOT / "studies" / "weights" / "resnet10t-digits0-4.safetensors").is_file()
