@@ -31,14 +31,14 @@ seed = 7
 [dataset]
 name = "synthetic"
 num_classes = 3
-train_per_class = 8
+train_per_class = {per_class}
 val_per_class = 6
-image_size = 16
+image_size = {size}
 
 [training]
 epochs = {epochs}
 batch_size = 8
-image_size = 16
+image_size = {size}
 
 [search]
 {search}
@@ -55,6 +55,8 @@ def write_study(
     weights: str = "weights/source.safetensors",
     search: str = "",
     study_extra: str = "",
+    per_class: int = 8,
+    size: int = 16,
 ) -> Path:
     path = folder / f"{name}.toml"
     path.write_text(
@@ -66,6 +68,8 @@ def write_study(
             weights=weights,
             search=search,
             study_extra=study_extra,
+            per_class=per_class,
+            size=size,
         )
     )
     return path

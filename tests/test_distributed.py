@@ -1,0 +1,217 @@
+"""Distributed studies with real worker processes on real SQLite and PostgreSQL databases."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.studies import write_study
+
+BASELINES = {
+    "linear_probe",
+    "full_finetune_low_lr",
+    "freeze_first_half",
+    "gradual_unfreezing",
+    "lp_ft",
+    "from_scratch",
+}
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def start(*args: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "autofreeze", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+        env={**os.environ, **(env or {})},
+    )
+
+
+def trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=url).get_trials()
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except (KeyError, ValueError):  # the study does not exist yet
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def assert_budget_kept(all_trials, budget: int) -> None:
+    """Exactly the budget finished; nothing left running; every lost trial was retried."""
+    finished = [t for t in all_trials if t.state in FINISHED]
+    assert len(finished) == budget
+    assert not [t for t in all_trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    done_baselines = [t.user_attrs["baseline"] for t in finished if "baseline" in t.user_attrs]
+    assert sorted(done_baselines) == sorted(BASELINES)  # each exactly once
+    for t in all_trials:
+        if t.state == TrialState.FAIL:
+            assert "fail_reason" not in t.user_attrs  # nothing diverged in these studies
+            retries = [r for r in all_trials if r.user_attrs.get("retry_of") == t.number]
+            assert retries and retries[0].state in FINISHED, f"trial {t.number} was lost"
+
+
+def trials_per_minute(all_trials) -> float:
+    done = [t for t in all_trials if t.state in FINISHED]
+    span = max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)
+    return len(done) / span.total_seconds() * 60
+
+
+def test_two_cpu_workers_on_sqlite_beat_one(tmp_path):
+    rates = {}
+    for workers in (1, 2):
+        # enough work per trial (32 px, 96 images) that training, not bookkeeping, dominates
+        config = write_study(tmp_path, f"w{workers}", n_trials=8, epochs=2, pruner="none",
+                             per_class=24, size=32)
+        log = tmp_path / f"w{workers}.log"
+        proc = start("search", str(config), "--workers", str(workers), log=log)
+        assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
+        found = trials(f"sqlite:///{tmp_path}/w{workers}.db", f"w{workers}")
+        assert len(found) == 8
+        assert_budget_kept(found, 8)
+        rates[workers] = trials_per_minute(found)
+    if workers == 2:
+        text = log.read_text()
+        assert "[cpu0]" in text and "[cpu1]" in text
+    print(f"trials per minute: 1 worker {rates[1]:.1f}, 2 workers {rates[2]:.1f}")
+    assert rates[2] > rates[1]
+
+
+@pytest.fixture
+def pg_url():
+    psycopg = pytest.importorskip("psycopg")
+    name = f"autofreeze_test_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(
+            PG_ADMIN.replace("postgresql://", "postgresql://", 1), autocommit=True
+        )
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is not reachable ({exc}); .ci/run starts it")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def test_postgres_study_with_a_second_machine_worker(tmp_path, pg_url):
+    config = write_study(tmp_path, "pg", n_trials=10, epochs=3, pruner="none")
+    a = start("search", str(config), "--storage", pg_url, log=tmp_path / "a.log")
+    wait_for(lambda: trials(pg_url, "pg"), 120, "the study to be created")
+    # the second worker knows only the storage and the study name: it reads the stored config
+    b = start(
+        "worker",
+        "--study-name",
+        "pg",
+        "--threads",
+        "1",
+        log=tmp_path / "b.log",
+        env={"AUTOFREEZE_STORAGE": pg_url},
+    )
+    assert a.wait(timeout=400) == 0, (tmp_path / "a.log").read_text()[-3000:]
+    assert b.wait(timeout=120) == 0, (tmp_path / "b.log").read_text()[-3000:]
+    assert_budget_kept(trials(pg_url, "pg"), 10)
+    b_log = (tmp_path / "b.log").read_text()
+    ran_by_b = int(b_log.rsplit("worker done: ", 1)[1].split()[0])
+    assert ran_by_b >= 1, b_log
+
+
+def test_sigkilled_worker_trial_fails_and_is_retried(tmp_path):
+    config = write_study(tmp_path, "kill", n_trials=8, epochs=6, pruner="none")
+    url = f"sqlite:///{tmp_path}/kill.db"
+    a = start("search", str(config), "--heartbeat", "2", log=tmp_path / "a.log")
+    wait_for(lambda: trials(url, "kill"), 120, "the study to be created")
+    b = start("worker", str(config), "--heartbeat", "2", "--threads", "1", log=tmp_path / "b.log")
+    wait_for(
+        lambda: "epoch 2/6" in (tmp_path / "b.log").read_text(),
+        120,
+        "the second worker to be inside a trial",
+    )
+    running_before = {t.number for t in trials(url, "kill") if t.state == TrialState.RUNNING}
+    b.send_signal(signal.SIGKILL)
+    b.wait()
+    killed_at = time.time()
+    assert a.wait(timeout=400) == 0, (tmp_path / "a.log").read_text()[-3000:]
+    found = trials(url, "kill")
+    assert_budget_kept(found, 8)
+    failed = [t for t in found if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and failed[0].number in running_before
+    # failed within the grace period (3 heartbeats of 2 s) plus the waiting worker's poll
+    stale_after = failed[0].datetime_complete.timestamp() - killed_at
+    assert stale_after < 6 + 2 + 5, stale_after
+
+
+def test_ctrl_c_stops_workers_keeps_the_study_consistent_and_resumes(tmp_path):
+    config = write_study(tmp_path, "intr", n_trials=8, epochs=4, pruner="none")
+    url = f"sqlite:///{tmp_path}/intr.db"
+    log = tmp_path / "a.log"
+    proc = start("search", str(config), "--workers", "2", "--heartbeat", "2", log=log)
+    wait_for(
+        lambda: (
+            sum(t.state in FINISHED for t in trials(url, "intr")) >= 1
+            and any(t.state == TrialState.RUNNING for t in trials(url, "intr"))
+        ),
+        180,
+        "a finished and a running trial",
+    )
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
+    assert "run the same command to resume" in log.read_text()
+    after = trials(url, "intr")
+    assert not [t for t in after if t.state == TrialState.RUNNING]
+    interrupted = [t for t in after if t.state == TrialState.FAIL]
+    assert interrupted
+    for t in interrupted:
+        assert any(r.user_attrs.get("retry_of") == t.number for r in after)
+    finished_before = {t.number: t.value for t in after if t.state in FINISHED}
+    again = start(
+        "search", str(config), "--workers", "2", "--heartbeat", "2", log=tmp_path / "b.log"
+    )
+    assert again.wait(timeout=400) == 0, (tmp_path / "b.log").read_text()[-3000:]
+    final = trials(url, "intr")
+    assert_budget_kept(final, 8)
+    assert {t.number: t.value for t in final if t.number in finished_before} == finished_before
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://autofreeze:hunter2@127.0.0.1:1/study", "postgresql://autofreeze:***@"),
+        ("mysql+pymysql://root:hunter2@127.0.0.1:1/study", "mysql+pymysql://root:***@"),
+        ("notadatabase://u:hunter2@x", "bad storage URL"),
+    ],
+)
+def test_unreachable_database_is_one_masked_line(tmp_path, url, shown):
+    log = tmp_path / "w.log"
+    proc = start(
+        "worker",
+        "--study-name",
+        "s",
+        "--connect-attempts",
+        "2",
+        log=log,
+        env={"AUTOFREEZE_STORAGE": url},
+    )
+    assert proc.wait(timeout=60) == 1
+    text = log.read_text()
+    assert "hunter2" not in text and "Traceback" not in text
+    last = text.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and shown in last, text
