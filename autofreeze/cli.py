@@ -60,6 +60,10 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 def cli() -> None:
     """Search how to fine-tune a pretrained image backbone: which blocks to freeze, how to
     unfreeze them, and which learning rate each group gets."""
+    import warnings
+
+    # optuna flags some features it uses as experimental; users cannot act on that
+    warnings.filterwarnings("ignore", message=".*experimental.*")
 
 
 @cli.command()
@@ -223,8 +227,8 @@ def _load_study(config: str | None, storage: str | None, study_name: str | None)
     from autofreeze.storage import load_existing_study
 
     if config:
-        cfg = _config(config)
-        return load_existing_study(storage or cfg.storage_url, study_name or cfg.study.name)
+        cfg = _config(config, **{"study.name": study_name})
+        return load_existing_study(storage or cfg.storage_url, cfg.study.name)
     if not (storage and study_name):
         raise click.UsageError("give a CONFIG, or both --storage and --study-name")
     return load_existing_study(storage, study_name)
@@ -386,7 +390,7 @@ def search(
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @click.option("--storage", envvar="AUTOFREEZE_STORAGE", help="Optuna storage URL")
 @click.option("--study-name", help="the study to join (default: the config's)")
-@click.option("--device", default="cpu", show_default=True, help="torch device to train on")
+@click.option("--device", help="torch device to train on (default: [training] device)")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads")
 @click.option("--n-trials", type=click.IntRange(min=1), help="the study's total trial budget")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="seconds to run")
@@ -405,7 +409,7 @@ def worker(
     config: str | None,
     storage: str | None,
     study_name: str | None,
-    device: str,
+    device: str | None,
     threads: int | None,
     n_trials: int | None,
     timeout: float | None,
@@ -488,6 +492,12 @@ def trials(config: str | None, storage: str | None, study_name: str | None, as_j
     help="data to train on",
 )
 @click.option("--storage", envvar="AUTOFREEZE_STORAGE", help="Optuna storage URL")
+@click.option("--study-name", help="override [study] name")
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    help="override [training] epochs (default with --best: the study's)",
+)
 @click.option("--json", "as_json", is_flag=True)
 def train(
     config: str,
@@ -496,6 +506,8 @@ def train(
     out: str,
     on: str,
     storage: str | None,
+    study_name: str | None,
+    epochs: int | None,
     as_json: bool,
 ) -> None:
     """Train one freeze plan (the study's best, or given values) and write a checkpoint."""
@@ -504,16 +516,22 @@ def train(
     from autofreeze.freezing import FreezePlan
     from autofreeze.pipeline import train_plan
     from autofreeze.review import best_trial
+    from autofreeze.search import CONFIG_ATTR
     from autofreeze.storage import load_existing_study
 
     if use_best == bool(params):
         raise click.UsageError("give either --best or one or more --param KEY=VALUE")
-    cfg = _config(config)
+    overrides = {"study.name": study_name, "training.epochs": epochs}
+    cfg = _config(config, **overrides)
     if use_best:
-        trial = best_trial(load_existing_study(storage or cfg.storage_url, cfg.study.name))
+        study = load_existing_study(storage or cfg.storage_url, cfg.study.name)
+        trial = best_trial(study)
         if trial is None:
             raise click.ClickException(f"study {cfg.study.name!r} has no finished trial yet")
         plan = FreezePlan.from_dict(trial.user_attrs["plan"])
+        stored = study.user_attrs.get(CONFIG_ATTR, {}).get("training", {})
+        if epochs is None and "epochs" in stored:  # reproduce the trial: the study's epochs
+            cfg = _config(config, **{**overrides, "training.epochs": stored["epochs"]})
     else:
         values = parse_assignments(params, "--param")
         knobs = {k.split(".", 1)[1]: values.pop(k) for k in list(values) if "." in k}
@@ -573,9 +591,5 @@ def _load_plugin_commands() -> None:
 
 
 def main() -> None:
-    import warnings
-
-    # optuna flags features it calls experimental; users cannot act on that
-    warnings.filterwarnings("ignore", message=".*experimental.*")
     _load_plugin_commands()
     cli()

@@ -142,6 +142,13 @@ class SearchSection(_Strict):
             raise ValueError("lists a schedule twice")
         return v
 
+    @field_validator("bn_mode", "init")
+    @classmethod
+    def _some_choice(cls, v: Any) -> Any:
+        if isinstance(v, list) and not v:
+            raise ValueError("list at least one choice")
+        return v
+
     @field_validator("boundary")
     @classmethod
     def _boundary(cls, v: Any) -> Any:
@@ -152,17 +159,26 @@ class SearchSection(_Strict):
             raise ValueError("must be >= 0")
         return v
 
-    @model_validator(mode="after")
-    def _bounds(self) -> SearchSection:
-        if self.head_lr.low <= 0:
-            raise ValueError("head_lr must be > 0")
-        if self.backbone_lr_ratio.low <= 0:
-            raise ValueError("backbone_lr_ratio must be > 0")
-        if not (self.layer_decay.low > 0 and self.layer_decay.high <= 1):
-            raise ValueError("layer_decay must lie in (0, 1]")
-        if self.weight_decay.low < 0:
-            raise ValueError("weight_decay must be >= 0")
-        return self
+    @field_validator("head_lr", "backbone_lr_ratio")
+    @classmethod
+    def _positive(cls, v: FloatRange) -> FloatRange:
+        if v.low <= 0:
+            raise ValueError("must be > 0")
+        return v
+
+    @field_validator("layer_decay")
+    @classmethod
+    def _decay(cls, v: FloatRange) -> FloatRange:
+        if not (v.low > 0 and v.high <= 1):
+            raise ValueError("must lie in (0, 1]")
+        return v
+
+    @field_validator("weight_decay")
+    @classmethod
+    def _non_negative(cls, v: FloatRange) -> FloatRange:
+        if v.low < 0:
+            raise ValueError("must be >= 0")
+        return v
 
     def choices(self, name: str) -> list[str]:
         value = getattr(self, name)
@@ -222,7 +238,7 @@ class StudyConfig(_Strict):
 
     def weights_path(self) -> str:
         w = self.backbone.weights
-        return w if w in ("none", "default") or w.startswith("hf-hub:") else self.resolve(w)
+        return w if w in ("none", "default") else self.resolve(w)
 
     def dataset_options(self) -> dict[str, Any]:
         options = {k: v for k, v in self.dataset.items() if k != "name"}

@@ -34,7 +34,7 @@ class FreezePlan:
         head_lr: learning rate of the head.
         backbone_lr_ratio: the block nearest the head trains at ``head_lr * backbone_lr_ratio``.
         layer_decay: each block further from the head multiplies its LR by this (LLRD).
-        weight_decay: decoupled weight decay (not applied to biases, norms and tokens).
+        weight_decay: weight decay (decoupled with AdamW; not applied to biases, norms, tokens).
         bn_mode: BatchNorm in frozen blocks: ``eval`` (running stats used and kept), ``train``
             (batch stats, running stats updated) or ``frozen`` (batch stats, running stats kept).
         init: ``pretrained`` (the backbone's weights) or ``scratch`` (random init).

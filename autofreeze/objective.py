@@ -67,17 +67,19 @@ class Objective:
         )
         prunable = "baseline" not in trial.user_attrs  # baselines always run to the end
         metric = cfg.study.metric
-        label = trial.user_attrs.get("baseline") or f"trial {trial.number}"
-        of = f"/{self.n_trials}" if self.n_trials else ""
+        label = f"#{trial.number} {trial.user_attrs.get('baseline', 'searched')}"
 
         def report(r: EpochResult) -> None:
             value = getattr(r, metric)
             trial.report(value, step=r.epoch)  # the common axis is the epoch
+            if r.event:
+                self.progress(f"  {label} {r.event}")
             self.progress(
-                f"  {label}{of} epoch {r.epoch}/{cfg.training.epochs} "
-                f"[{r.phase}] {metric}={value:.4f}"
+                f"  {label} epoch {r.epoch}/{cfg.training.epochs} [{r.phase}] {metric}={value:.4f}"
             )
-            if prunable and trial.should_prune():
+            # a head-only warm-up (gradual, lp_ft) is not judged before its backbone trains
+            warm_up = r.first_trainable == backbone.n_blocks > plan.boundary
+            if prunable and not warm_up and trial.should_prune():
                 trial.set_user_attr("pruned_at_epoch", r.epoch)
                 raise optuna.TrialPruned(f"pruned at epoch {r.epoch} ({metric}={value:.4f})")
 
@@ -92,6 +94,7 @@ class Objective:
             return self._fail(trial, "out of memory")
         finally:
             trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
+        trial.set_user_attr("phase_events", result.events)
         for key, value in result.cost.items():
             trial.set_user_attr(key, round(value, 3))
         trial.set_user_attr(

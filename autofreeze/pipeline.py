@@ -105,7 +105,7 @@ def ensure_weights(
     finds it and does nothing (the recipe's result is cached on disk).
     """
     w = cfg.weights_path()
-    if w in ("none", "default") or w.startswith("hf-hub:"):
+    if w in ("none", "default"):
         return None
     path = Path(w)
     if path.exists() and not force:

@@ -30,7 +30,8 @@ def make_plugin_manager(*, load_entry_points: bool = True) -> pluggy.PluginManag
     """Build a plugin manager: add the hookspecs, register built-ins, load entry points.
 
     Built-ins are registered under their module names; ``AUTOFREEZE_DISABLE_PLUGINS`` can block
-    any plugin, built-in or third-party, by its registered name.
+    any plugin, built-in or third-party, by its registered name. A plugin with a misspelled hook
+    or a wrong hook argument raises :class:`PluginError` (one line naming it), not a traceback.
     """
     pm = pluggy.PluginManager("autofreeze")
     pm.add_hookspecs(hookspecs)

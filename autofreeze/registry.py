@@ -124,7 +124,7 @@ class Registry:
     # -- collection -------------------------------------------------------------------------
     def _call(self, hook_name: str, register: _Register) -> None:
         hook = getattr(self.pm.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):  # registration order
+        for impl in hook.get_hookimpls():  # registration order (pluggy calls them LIFO)
             register.plugin = self.pm.get_name(impl.plugin) or impl.plugin_name
             impl.function(register)
 

@@ -11,10 +11,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autofreeze import pipeline
 from autofreeze.config import StudyConfig
-from autofreeze.errors import StorageError
+from autofreeze.errors import ConfigError, PlanError, StorageError, UnknownNameError
 from autofreeze.freezing import FreezePlan
 from autofreeze.objective import Objective, TrialFailed
 from autofreeze.registry import Registry, get_registry
+from autofreeze.review import best_trial
 from autofreeze.space import check_space, plan_params
 from autofreeze.storage import mask_url, open_storage
 
@@ -26,8 +27,15 @@ def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
     seed = cfg.study.seed
     name = cfg.study.sampler
     if name == "tpe":
+        # the baselines are the first trials; TPE still needs a few random ones of its own to
+        # see the categorical choices (bn_mode, init, schedule) before it models the space
+        startup = 5 + (len(BASELINE_NAMES) if cfg.study.baselines else 0)
         return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, group=True, n_startup_trials=5, constant_liar=True
+            seed=seed,
+            multivariate=True,
+            group=True,
+            n_startup_trials=startup,
+            constant_liar=True,
         )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -40,10 +48,21 @@ def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
 
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     if cfg.study.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        # steps are 1-based epochs: never prune on the first epoch
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
     if cfg.study.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.training.epochs)
     return optuna.pruners.NopPruner()
+
+
+BASELINE_NAMES = (
+    "linear_probe",
+    "full_finetune_low_lr",
+    "freeze_first_half",
+    "gradual_unfreezing",
+    "lp_ft",
+    "from_scratch",
+)
 
 
 def baseline_plans(cfg: StudyConfig, n_blocks: int) -> list[tuple[str, FreezePlan]]:
@@ -88,6 +107,15 @@ def baseline_plans(cfg: StudyConfig, n_blocks: int) -> list[tuple[str, FreezePla
     def clamp(value: float, r: Any) -> float:
         return min(max(value, r.low), r.high)
 
+    def clamp_knobs(schedule: str, knobs: dict[str, Any]) -> dict[str, Any]:
+        out = dict(knobs)
+        for key, configured in space.knobs.get(schedule, {}).items():
+            if isinstance(configured, list) and len(configured) == 2 and key in out:
+                out[key] = type(out[key])(min(max(out[key], configured[0]), configured[1]))
+            elif not isinstance(configured, list):
+                out[key] = configured
+        return out
+
     out = []
     for name, plan in recipes:
         if plan.schedule not in space.schedules or not low <= plan.boundary <= high:
@@ -100,7 +128,7 @@ def baseline_plans(cfg: StudyConfig, n_blocks: int) -> list[tuple[str, FreezePla
                 FreezePlan(
                     boundary=plan.boundary,
                     schedule=plan.schedule,
-                    schedule_params=plan.schedule_params,
+                    schedule_params=clamp_knobs(plan.schedule, plan.schedule_params),
                     head_lr=clamp(plan.head_lr, space.head_lr),
                     backbone_lr_ratio=clamp(plan.backbone_lr_ratio, space.backbone_lr_ratio),
                     layer_decay=clamp(1.0, space.layer_decay),
@@ -180,9 +208,13 @@ def prepare_search(
     registry = registry or get_registry()
     url = storage_url or cfg.storage_url
     storage = open_storage(url, **storage_kw)  # fail on a bad URL before any expensive work
-    pipeline.ensure_weights(cfg, progress, registry)
-    probe = pipeline.build_backbone(cfg, num_classes=2, registry=registry)
-    check_space(cfg.search, registry, probe.n_blocks, cfg.training.epochs)
+    try:
+        pipeline.ensure_weights(cfg, progress, registry)
+        probe = pipeline.build_backbone(cfg, num_classes=2, registry=registry)
+        check_space(cfg.search, registry, probe.n_blocks, cfg.training.epochs)
+    except (ConfigError, UnknownNameError, PlanError) as exc:
+        where = str(cfg.path) if cfg.path else "config"
+        raise type(exc)(f"{where}: {exc}") from None
     study = open_study(cfg, url, storage=storage)
     prepare_study(cfg, study, probe.n_blocks, progress)
     return study
@@ -224,10 +256,8 @@ def run_trials(
             progress(f"timeout of {timeout:.0f}s reached")
             break
         if n_trials is not None and done + running >= n_trials:
-            fail_stale = getattr(study._storage, "fail_stale_trials", None)
-            if fail_stale is not None:
-                fail_stale(study._study_id)
-                # the stale trials' retries are WAITING now; the next loop picks them up
+            # marks trials of dead workers FAIL and re-queues them (the retry callback)
+            optuna.storages.fail_stale_trials(study)
             time.sleep(poll)
             continue
         finished: list[FrozenTrial] = []
@@ -243,7 +273,7 @@ def run_trials(
             raise
         ran += 1
         if finished:
-            progress(trial_line(study, finished[0], done + 1, n_trials, t0, timeout))
+            progress(trial_line(study, finished[0], ran, n_trials, t0, timeout))
     return ran
 
 
@@ -303,27 +333,28 @@ def run_search(
 def trial_line(
     study: optuna.Study,
     last: FrozenTrial,
-    index: int,
+    ran: int,
     n_trials: int | None,
     t0: float,
     timeout: float | None,
 ) -> str:
+    """One progress line per finished trial: outcome, best so far, budget and time left."""
     value = "-" if last.value is None else f"{last.value:.4f}"
-    try:
-        best = f"{study.best_value:.4f}"
-    except ValueError:
-        best = "-"
+    best = best_trial(study)
     elapsed = time.perf_counter() - t0
+    done = counted_trials(study)
+    budget = f"{done}/{n_trials} done" if n_trials else f"{done} done"
     left = ""
     if n_trials:
-        per = elapsed / max(1, index)
-        left = f", ~{max(0.0, per * (n_trials - index)):.0f}s left"
+        left = f", ~{max(0.0, elapsed / max(1, ran) * (n_trials - done)):.0f}s left"
     if timeout:
         left += f", timeout in {max(0.0, timeout - elapsed):.0f}s"
-    name = last.user_attrs.get("baseline", "")
+    name = last.user_attrs.get("baseline", "searched")
+    reason = last.user_attrs.get("fail_reason", "")
     return (
-        f"trial {index}/{n_trials or '?'} #{last.number} {name} {last.state.name.lower()} "
-        f"value={value} best={best} ({elapsed:.0f}s elapsed{left})"
+        f"#{last.number} {name} {last.state.name.lower()}{' (' + reason + ')' if reason else ''}"
+        f" value={value} best={'-' if best is None else f'{best.value:.4f} (#{best.number})'}"
+        f" | {budget}, {elapsed:.0f}s elapsed{left}"
     )
 
 
@@ -383,7 +414,7 @@ def run_worker(
     *,
     storage: str | None,
     study_name: str | None,
-    device: str = "cpu",
+    device: str | None = None,
     n_trials: int | None = None,
     timeout: float | None = None,
     epochs: int | None = None,
@@ -411,7 +442,7 @@ def run_worker(
         progress=progress,
     )
     cfg = cfg or load_worker_config(study)
-    changes: dict[str, Any] = {"device": device}
+    changes: dict[str, Any] = {"device": device} if device else {}
     if epochs:
         changes["epochs"] = epochs
     cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update=changes)})

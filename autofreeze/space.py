@@ -60,8 +60,15 @@ def check_space(space: SearchSection, registry: Registry, n_blocks: int, epochs:
                     f"[search.knobs.{sched}] {key}: unknown knob (knobs: {', '.join(declared)})"
                 )
             knob = declared[key]
-            values = value if isinstance(value, list) else [value]
-            for v in values:
+            where = f"[search.knobs.{sched}] {key}"
+            if knob.kind != "categorical" and isinstance(value, list):
+                if len(value) != 2 or value[0] > value[1]:
+                    raise ConfigError(
+                        f"{where}: a range is [low, high] with low <= high, not {value}"
+                    )
+            elif knob.kind == "categorical" and isinstance(value, list) and not value:
+                raise ConfigError(f"{where}: list at least one choice")
+            for v in value if isinstance(value, list) else [value]:
                 knob.check(v, f"[search.knobs.{sched}]")
 
 

@@ -67,12 +67,14 @@ class EpochResult:
     val_accuracy: float
     seconds: float
     lrs: dict[str, float] = field(default_factory=dict)
+    event: str = ""  # the phase change at the start of this epoch, if any
 
 
 @dataclass
 class FitResult:
     history: list[EpochResult]
     cost: dict[str, float]
+    events: list[str] = field(default_factory=list)
 
     @property
     def final(self) -> EpochResult:
@@ -160,11 +162,15 @@ class Trainer:
             )
         else:
             keep = {id(p) for g in self.freezer.param_groups() for p in g["params"]}
-            for group in list(self.optimizer.param_groups):
-                if not any(id(p) in keep for p in group["params"]):
+            kept = []
+            for group in self.optimizer.param_groups:
+                if any(id(p) in keep for p in group["params"]):
+                    kept.append(group)
+                else:
                     for p in group["params"]:
                         self.optimizer.state.pop(p, None)
-                    self.optimizer.param_groups.remove(group)
+            # rebuilt by identity: list.remove() would compare the groups' tensors with ==
+            self.optimizer.param_groups[:] = kept
             self._event(f"epoch {epoch}: froze blocks {before}..{first - 1}; their state dropped")
         if self.cfg.compile:
             # compiled graphs ignore requires_grad flips: recompile at every phase change
@@ -254,6 +260,7 @@ class Trainer:
         t_start = time.perf_counter()
         for epoch in range(cfg.epochs):
             t0 = time.perf_counter()
+            n_events = len(self.events)
             label, lr_scale = self.enter_phase(epoch)
             max_trainable = max(max_trainable, parameter_count(self.model, trainable_only=True))
             train_loss, step = self.train_epoch(train, step, total, warmup, lr_scale, generator)
@@ -268,6 +275,7 @@ class Trainer:
                 val_loss=val_loss,
                 val_accuracy=val_acc,
                 seconds=time.perf_counter() - t0,
+                event=self.events[-1] if len(self.events) > n_events else "",
                 lrs={
                     g["name"].removesuffix(":no_wd"): g["planned_lr"] * lr_scale
                     for g in self.optimizer.param_groups
@@ -283,7 +291,7 @@ class Trainer:
             "total_params": float(parameter_count(self.model)),
             "peak_memory_mb": peak_memory_mb(self.device),
         }
-        return FitResult(history, cost)
+        return FitResult(history, cost, list(self.events))
 
 
 def peak_memory_mb(device: torch.device) -> float:

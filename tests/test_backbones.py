@@ -20,7 +20,7 @@ from autofreeze.registry import Registry
 
 NUM_CLASSES = 7  # no stem or stage width equals it, so a shape check finds only the head
 
-# name -> timm model class (the family): 24 small models of 22 families
+# name -> timm model class (the family): 24 small models of 23 classes
 ARCHITECTURES = {
     "resnet10t": "ResNet",
     "convnext_atto": "ConvNeXt",
@@ -141,8 +141,8 @@ def test_stages_are_coarser_than_blocks(name):
     assert stages.blocks[0].param_names[0] == blocks.blocks[0].param_names[0]
 
 
-def first_calls(bb: Backbone) -> dict[int, int]:
-    """Run a forward pass; for each block (-1 = head) the index of its first module call.
+def first_calls(bb: Backbone) -> tuple[dict[int, int], torch.Tensor]:
+    """Run a forward pass: for each block (-1 = head) the index of its first module call, logits.
 
     A module is hooked when all of its own (non-recursive) parameters belong to one owner.
     """
@@ -159,24 +159,41 @@ def first_calls(bb: Backbone) -> dict[int, int]:
     bb.model.eval()
     try:
         with torch.no_grad():
-            bb.model(sample_input(bb, batch=1))
+            logits = bb.model(sample_input(bb, batch=2))
     finally:
         for h in handles:
             h.remove()
     first: dict[int, int] = {}
     for i, o in enumerate(calls):
         first.setdefault(o, i)
-    return first
+    return first, logits
 
 
 @cases
 def test_blocks_run_in_input_order(name, granularity):
     bb = backbone(name, granularity)
-    first = first_calls(bb)
+    first, logits = first_calls(bb)
+    assert logits.shape == (2, NUM_CLASSES) and torch.isfinite(logits).all()
     assert set(first) == {b.index for b in bb.blocks} | {-1}, "a block or the head never ran"
     order = [first[b.index] for b in bb.blocks]
     assert order == sorted(order), f"first call per block: {order}"
     assert first[-1] > order[-1], "the head runs before the last block"
+
+
+def test_the_order_check_catches_a_reversed_cut():
+    bb = backbone("resnet10t")
+    groups = [b.param_names for b in reversed(bb.blocks)]
+    reversed_cut = Backbone.from_groups(
+        "reversed",
+        bb.model,
+        groups,
+        bb.head_param_names,
+        data_config=bb.data_config,
+        num_classes=NUM_CLASSES,
+    )
+    first, _ = first_calls(reversed_cut)
+    order = [first[b.index] for b in reversed_cut.blocks]
+    assert order == sorted(order, reverse=True)
 
 
 @archs
@@ -188,23 +205,21 @@ def test_head_is_the_fresh_classifier(name):
     assert {id(p) for p in head} <= {
         id(p) for m in classifier_modules(bb.model) for p in m.parameters()
     }
-    outputs = {n for n, p in params.items() if p.shape[0] == NUM_CLASSES}
+    outputs = {n for n, p in params.items() if p.ndim and p.shape[0] == NUM_CLASSES}
     assert outputs == set(bb.head_param_names)
-    x = sample_input(bb)
     bb.model.eval()
     saved = [p.detach().clone() for p in head]
     try:
         with torch.no_grad():
-            logits = bb.model(x)
             for p in head:
                 p.zero_()
-            zeroed = bb.model(x)
+            zeroed = bb.model(sample_input(bb, batch=1))
     finally:
         with torch.no_grad():
             for p, s in zip(head, saved, strict=True):
                 p.copy_(s)
-    assert logits.shape == (2, NUM_CLASSES) and torch.isfinite(logits).all()
-    assert torch.count_nonzero(zeroed) == 0, "logits do not come from the head alone"
+    assert zeroed.shape == (1, NUM_CLASSES)
+    assert torch.count_nonzero(zeroed) == 0, "the logits do not come from the head alone"
 
 
 @cases

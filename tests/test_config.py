@@ -56,7 +56,11 @@ def trial_count(config) -> int:
         ("[search]\n", "[search]\nhead_lr = [0.1, 0.01]\n", ["search.head_lr", "above high"]),
         ("[search]\n", "[search]\nlayer_decay = [0.5, 2.0]\n", ["layer_decay", "(0, 1]"]),
         ("[search]\n", '[search]\nbn_mode = ["eval", "sometimes"]\n', ["search.bn_mode"]),
-        ('name = "synthetic"\nnum_classes', 'name = "synthetic"\nnum_clases', ["num_clases"]),
+        (
+            '[dataset]\nname = "synthetic"\nnum_classes',
+            '[dataset]\nname = "synthetic"\nnum_clases',
+            ["num_clases"],
+        ),
         ('name = "resnet10t"', 'name = "resnet10"', ["unknown backbone", "resnet10t"]),
         ("[study]\n", '[study]\nsampler = "bayes"\n', ["study.sampler", "tpe"]),
         ("[search]\n", "[search]\n[search.knobs.gradual]\nevery = [0, 3]\n", ["every=0"]),

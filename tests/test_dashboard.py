@@ -33,7 +33,9 @@ def test_dashboard_serves_the_study_with_plans_as_user_attrs(tmp_path):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "autofreeze", "dashboard", "--storage", url, "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 60

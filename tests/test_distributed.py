@@ -78,8 +78,9 @@ def test_two_cpu_workers_on_sqlite_beat_one(tmp_path):
     rates = {}
     for workers in (1, 2):
         # enough work per trial (32 px, 96 images) that training, not bookkeeping, dominates
-        config = write_study(tmp_path, f"w{workers}", n_trials=8, epochs=2, pruner="none",
-                             per_class=24, size=32)
+        config = write_study(
+            tmp_path, f"w{workers}", n_trials=8, epochs=2, pruner="none", per_class=24, size=32
+        )
         log = tmp_path / f"w{workers}.log"
         proc = start("search", str(config), "--workers", str(workers), log=log)
         assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]

@@ -13,9 +13,24 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_quickstart_config_runs_reduced(tmp_path):
     storage = f"sqlite:///{tmp_path}/quickstart.db"
     proc = subprocess.run(
-        [sys.executable, "-m", "autofreeze", "search", str(ROOT / "studies" / "quickstart.toml"),
-         "--n-trials", "7", "--epochs", "2", "--storage", storage, "--json"],
-        capture_output=True, text=True, timeout=540, stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "autofreeze",
+            "search",
+            str(ROOT / "studies" / "quickstart.toml"),
+            "--n-trials",
+            "7",
+            "--epochs",
+            "2",
+            "--storage",
+            storage,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=540,
+        stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
