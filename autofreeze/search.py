@@ -206,6 +206,7 @@ def prepare_search(
     to pretrain or to enqueue the baselines.
     """
     registry = registry or get_registry()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage_url or cfg.storage_url
     storage = open_storage(url, **storage_kw)  # fail on a bad URL before any expensive work
     try:
