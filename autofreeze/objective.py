@@ -8,7 +8,6 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from autofreeze import pipeline
 from autofreeze.config import StudyConfig
@@ -55,10 +54,6 @@ class Objective:
             round(sum(backbone.block_param_count(b) for b in frozen) / total, 6),
         )
         trial.set_user_attr("schedule", plan.schedule)
-        frozen_self = trial.study.get_trials(deepcopy=False)[trial.number]
-        retry_of = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen_self)
-        if retry_of is not None:  # a retry of a trial whose worker died
-            trial.set_user_attr("retry_of", retry_of)
         schedule = self.registry.get_schedule(plan.schedule)(
             boundary=plan.boundary,
             n_blocks=backbone.n_blocks,

@@ -141,17 +141,14 @@ def baseline_plans(cfg: StudyConfig, n_blocks: int) -> list[tuple[str, FreezePla
     return out
 
 
+def _counts(trial: FrozenTrial) -> bool:
+    finished = trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    return finished or (trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs)
+
+
 def counted_trials(study: optuna.Study) -> int:
     """Trials that use up the budget: finished ones, and failures the objective reported."""
-    n = 0
-    for t in study.get_trials(deepcopy=False):
-        if (
-            t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-            or t.state == TrialState.FAIL
-            and "fail_reason" in t.user_attrs
-        ):
-            n += 1
-    return n
+    return sum(_counts(t) for t in study.get_trials(deepcopy=False))
 
 
 @dataclass
@@ -224,8 +221,7 @@ def prepare_search(
 def budget_state(study: optuna.Study) -> tuple[int, int]:
     """(counted, running) trials of the whole study, whichever worker runs them."""
     trials = study.get_trials(deepcopy=False)
-    running = sum(t.state == TrialState.RUNNING for t in trials)
-    return counted_trials(study), running
+    return sum(_counts(t) for t in trials), sum(t.state == TrialState.RUNNING for t in trials)
 
 
 def run_trials(

@@ -52,6 +52,22 @@ def _serialize_sqlite_writes(engine: Any) -> None:
     engine.dispose()  # connections opened before the listeners existed are not reused
 
 
+def _retry_callback(max_retry: int | None) -> Any:
+    """Optuna's stale-trial retry, with the new trial's user attr ``retry_of`` naming the
+    trial it replaces (the first one of a chain), visible in the dashboard while it waits."""
+    import copy
+
+    import optuna
+
+    class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
+        def __call__(self, study: Any, trial: Any) -> None:
+            trial = copy.deepcopy(trial)
+            trial.user_attrs["retry_of"] = trial.system_attrs.get("failed_trial", trial.number)
+            super().__call__(study, trial)
+
+    return RetryStaleTrial(max_retry=max_retry)
+
+
 def open_storage(
     url: str,
     *,
@@ -89,9 +105,7 @@ def open_storage(
         heartbeat = {
             "heartbeat_interval": heartbeat_interval,
             "grace_period": grace_period or 3 * heartbeat_interval,
-            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=max_retry
-            ),
+            "heartbeat_stale_trial_callback": _retry_callback(max_retry),
         }
     for attempt in range(1, attempts + 1):
         try:
