@@ -4,6 +4,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SRC := $(wildcard autofreeze tests plugins benchmarks)
 
 .PHONY: test quickstart lint venv clean
 
@@ -16,16 +17,16 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check autofreeze tests plugins benchmarks
-	$(BIN)/ruff format --check autofreeze tests plugins benchmarks
+	$(BIN)/ruff check $(SRC)
+	$(BIN)/ruff format --check $(SRC)
 	$(BIN)/python -m pytest -q
 
 quickstart: $(STAMP)
 	$(BIN)/autofreeze search studies/quickstart.toml
 
 lint: $(STAMP)
-	$(BIN)/ruff check --fix autofreeze tests plugins benchmarks
-	$(BIN)/ruff format autofreeze tests plugins benchmarks
+	$(BIN)/ruff check --fix $(SRC)
+	$(BIN)/ruff format $(SRC)
 
 clean:
 	rm -rf $(VENV) studies/*.db studies/.cache
