@@ -182,7 +182,10 @@ def prepare_study(
 ) -> None:
     """Store the config with the study and enqueue the baselines, once per study."""
     if CONFIG_ATTR not in study.user_attrs:
-        study.set_user_attr(CONFIG_ATTR, cfg.to_dict())
+        stored = cfg.to_dict()
+        if stored["study"].get("storage"):  # user attrs are shown everywhere: no passwords
+            stored["study"]["storage"] = mask_url(stored["study"]["storage"])
+        study.set_user_attr(CONFIG_ATTR, stored)
         study.set_user_attr(CONFIG_DIR_ATTR, str(cfg.base_dir))
     if cfg.study.baselines and not study.get_trials(deepcopy=False):
         for name, plan in baseline_plans(cfg, n_blocks):

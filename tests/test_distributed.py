@@ -216,3 +216,54 @@ def test_unreachable_database_is_one_masked_line(tmp_path, url, shown):
     assert "hunter2" not in text and "Traceback" not in text
     last = text.strip().splitlines()[-1]
     assert last.startswith("Error: ") and shown in last, text
+
+
+@pytest.fixture
+def mysql_url():
+    pymysql = pytest.importorskip("pymysql")
+    name = f"autofreeze_test_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = pymysql.connect(
+            host="127.0.0.1", port=3306, user="root", password="", autocommit=True
+        )
+    except pymysql.err.OperationalError as exc:
+        pytest.fail(f"MariaDB at 127.0.0.1:3306 is not reachable ({exc})")
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}`")
+    try:
+        yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+
+
+def test_mysql_url_works_unchanged(tmp_path, mysql_url):
+    config = write_study(
+        tmp_path, "my", n_trials=3, epochs=1, pruner="none", study_extra="baselines = false"
+    )
+    proc = start("search", str(config), "--storage", mysql_url, log=tmp_path / "a.log")
+    assert proc.wait(timeout=300) == 0, (tmp_path / "a.log").read_text()[-3000:]
+    found = trials(mysql_url, "my")
+    assert len(found) == 3 and all(t.state in FINISHED for t in found)
+
+
+def test_storage_password_never_reaches_user_attrs(tmp_path, pg_url):
+    url = pg_url.replace("postgres@", "postgres:not-checked-by-trust@")
+    config = write_study(
+        tmp_path,
+        "pw",
+        n_trials=1,
+        epochs=1,
+        pruner="none",
+        study_extra=f'baselines = false\nstorage = "{url}"',
+    )
+    proc = start("search", str(config), "--json", log=tmp_path / "a.log")
+    assert proc.wait(timeout=300) == 0, (tmp_path / "a.log").read_text()[-3000:]
+    study = optuna.load_study(study_name="pw", storage=pg_url)
+    dumped = repr(study.user_attrs) + repr([t.user_attrs for t in study.trials])
+    assert "not-checked-by-trust" not in dumped
+    assert "not-checked-by-trust" not in (tmp_path / "a.log").read_text()
+    assert study.user_attrs["autofreeze_config"]["study"]["storage"].startswith(
+        "postgresql://postgres:***@"
+    )
