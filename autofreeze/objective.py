@@ -39,10 +39,18 @@ class Objective:
         self.data, self.train, self.val = pipeline.load_data(cfg, probe, self.registry)
         self.num_classes = pipeline.check_num_classes(self.data)
         self.current_trial: int | None = None
+        self.training = False  # True while a trial's own code runs (Ctrl-C may cut it)
 
     def __call__(self, trial: optuna.Trial) -> float:
-        cfg = self.cfg
         self.current_trial = trial.number
+        self.training = True
+        try:
+            return self._run(trial)
+        finally:
+            self.training = False
+
+    def _run(self, trial: optuna.Trial) -> float:
+        cfg = self.cfg
         plan = suggest_plan(trial, cfg.search, self.registry, self.n_blocks)
         backbone = pipeline.build_backbone(cfg, self.num_classes, plan, self.registry)
         frozen = backbone.blocks[: plan.boundary]

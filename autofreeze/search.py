@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -227,6 +229,35 @@ def budget_state(study: optuna.Study) -> tuple[int, int]:
     return sum(_counts(t) for t in trials), sum(t.state == TrialState.RUNNING for t in trials)
 
 
+class _Interrupts:
+    """Ctrl-C while a trial trains interrupts it at once; anywhere else (Optuna creating or
+    finishing a trial in the database, the wait between trials) it is held until that step is
+    done, so an interrupt never leaves a trial RUNNING with nobody behind it."""
+
+    def __init__(self, objective: Objective) -> None:
+        self.objective = objective
+        self.requested = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        if self.objective.training:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+
 def run_trials(
     cfg: StudyConfig,
     study: optuna.Study,
@@ -247,33 +278,35 @@ def run_trials(
     objective = Objective(cfg, registry, progress, n_trials)
     t0 = time.perf_counter()
     ran = 0
-    while True:
-        done, running = budget_state(study)
-        elapsed = time.perf_counter() - t0
-        if n_trials is not None and done >= n_trials:
-            break
-        if timeout is not None and elapsed >= timeout:
-            progress(f"timeout of {timeout:.0f}s reached")
-            break
-        if n_trials is not None and done + running >= n_trials:
-            # marks trials of dead workers FAIL and re-queues them (the retry callback)
-            optuna.storages.fail_stale_trials(study)
-            time.sleep(poll)
-            continue
-        finished: list[FrozenTrial] = []
-        try:
-            study.optimize(
-                objective,
-                n_trials=1,
-                catch=(TrialFailed,),
-                callbacks=[lambda _study, trial, out=finished: out.append(trial)],
-            )
-        except KeyboardInterrupt:
-            requeue_interrupted(study, objective.current_trial, progress)
-            raise
-        ran += 1
-        if finished:
-            progress(trial_line(study, finished[0], ran, n_trials, t0, timeout))
+    with _Interrupts(objective) as interrupts:
+        while True:
+            interrupts.check()
+            done, running = budget_state(study)
+            elapsed = time.perf_counter() - t0
+            if n_trials is not None and done >= n_trials:
+                break
+            if timeout is not None and elapsed >= timeout:
+                progress(f"timeout of {timeout:.0f}s reached")
+                break
+            if n_trials is not None and done + running >= n_trials:
+                # marks trials of dead workers FAIL and re-queues them (the retry callback)
+                optuna.storages.fail_stale_trials(study)
+                time.sleep(poll)
+                continue
+            finished: list[FrozenTrial] = []
+            try:
+                study.optimize(
+                    objective,
+                    n_trials=1,
+                    catch=(TrialFailed,),
+                    callbacks=[lambda _study, trial, out=finished: out.append(trial)],
+                )
+            except KeyboardInterrupt:
+                requeue_interrupted(study, objective.current_trial, progress)
+                raise
+            ran += 1
+            if finished:
+                progress(trial_line(study, finished[0], ran, n_trials, t0, timeout))
     return ran
 
 

@@ -28,14 +28,30 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_orphans():
+    """A failing test must not leave workers running into the next ones."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def start(*args: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "autofreeze", *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=log.open("w"),
         env={**os.environ, **(env or {})},
     )
+    STARTED.append(proc)
+    return proc
 
 
 def trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
