@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from autofreeze.errors import BackboneError, UnknownNameError, WeightsError
 from autofreeze.hookspecs import hookimpl
+from autofreeze.weights import first_line, load_state_dict, reachable, read_state_dict
 
 if TYPE_CHECKING:
     from torch import nn
@@ -73,7 +74,7 @@ def create_timm_backbone(
         ) from None
     except AssertionError as exc:  # timm asserts where a model lacks coarse grouping (RDNet)
         raise BackboneError(
-            f"timm model {name!r} cannot be cut by {granularity} ({_first_line(exc)})"
+            f"timm model {name!r} cannot be cut by {granularity} ({first_line(exc)})"
             + ("; use granularity 'block'" if granularity == "stage" else "")
         ) from None
     grouped = group_parameters(model, matcher)
@@ -113,16 +114,6 @@ def classifier_param_names(model: nn.Module) -> list[str]:
     raise BackboneError(f"cannot find the classifier of {type(model).__name__}")
 
 
-def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    import socket
-
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 @contextmanager
 def _offline_if_hub_unreachable() -> Iterator[bool]:
     """Yield whether the hub is unreachable; if so, hub calls fail at once instead of retrying.
@@ -131,7 +122,7 @@ def _offline_if_hub_unreachable() -> Iterator[bool]:
     """
     import huggingface_hub.constants as hf_constants
 
-    offline = not _hub_reachable()
+    offline = not reachable("huggingface.co")
     saved = hf_constants.HF_HUB_OFFLINE
     if offline:
         hf_constants.HF_HUB_OFFLINE = True
@@ -148,13 +139,13 @@ def _create_random(name: str, num_classes: int) -> nn.Module:
         try:
             return timm.create_model(name, pretrained=False, num_classes=num_classes)
         except RuntimeError as exc:
-            raise BackboneError(f"cannot build timm model {name!r}: {_first_line(exc)}") from None
+            raise BackboneError(f"cannot build timm model {name!r}: {first_line(exc)}") from None
     with _offline_if_hub_unreachable() as offline:  # hf-hub: names need the hub for their config
         try:
             return timm.create_model(name, pretrained=False, num_classes=num_classes)
         except Exception as exc:  # network errors come in many types (requests, hf_hub, urllib)
             why = "the hub is unreachable and the config is not cached" if offline else exc
-            raise BackboneError(f"cannot build timm model {name!r}: {_first_line(why)}") from None
+            raise BackboneError(f"cannot build timm model {name!r}: {first_line(why)}") from None
 
 
 def _create_pretrained(name: str, num_classes: int) -> nn.Module:
@@ -166,71 +157,17 @@ def _create_pretrained(name: str, num_classes: int) -> nn.Module:
         except Exception as exc:  # network errors come in many types (requests, hf_hub, urllib)
             raise WeightsError(
                 f"cannot get the default pretrained weights of {name!r}"
-                + (" (the hub is unreachable)" if offline else f" ({_first_line(exc)})")
+                + (" (the hub is unreachable)" if offline else f" ({first_line(exc)})")
                 + '; pass a local file instead: weights = "/path/to/weights.safetensors" in '
                 "[backbone] (or --weights PATH)"
             ) from None
 
 
-def read_state_dict(path: Path) -> dict[str, Any]:
-    """Read a ``.safetensors`` or a torch file (``weights_only=True``) into a state dict."""
-    import torch
-
-    if not path.is_file():
-        raise WeightsError(f"weights file {str(path)!r} does not exist")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(
-            f"cannot read weights file {str(path)!r} ({_first_line(exc)}); expected a "
-            f".safetensors file or a torch state dict saved with torch.save"
-        ) from None
-    for key in ("state_dict", "model", "model_state_dict", "state_dict_ema"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"weights file {str(path)!r} does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
 def load_weights(model: nn.Module, path: Path, name: str) -> None:
     """Load a local weights file, ignoring only a classifier whose class count differs."""
-    state = read_state_dict(path)
-    own = model.state_dict()
-    head = set(classifier_param_names(model))
-    for k in list(state):
-        if k in head and k in own and state[k].shape != own[k].shape:
-            del state[k]  # the head is reset to the task's classes anyway
-    missing = [k for k in own if k not in state and k not in head]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]!r})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]!r})")
-        if mismatched:
-            k = mismatched[0]
-            parts.append(
-                f"{len(mismatched)} shape mismatches (e.g. {k!r}: file "
-                f"{tuple(state[k].shape)} vs model {tuple(own[k].shape)})"
-            )
-        raise WeightsError(
-            f"weights file {str(path)!r} does not match backbone {name!r}: " + ", ".join(parts)
-        )
-    model.load_state_dict(state, strict=False)
-
-
-def _first_line(exc: BaseException | str) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
+    load_state_dict(
+        model, read_state_dict(path), classifier_param_names(model), source=str(path), name=name
+    )
 
 
 @hookimpl
