@@ -14,16 +14,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from autofreeze.search import BASELINE_NAMES
 from tests.studies import write_study
 
-BASELINES = {
-    "linear_probe",
-    "full_finetune_low_lr",
-    "freeze_first_half",
-    "gradual_unfreezing",
-    "lp_ft",
-    "from_scratch",
-}
+BASELINES = set(BASELINE_NAMES)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -10,16 +10,10 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from autofreeze.cli import cli
+from autofreeze.search import BASELINE_NAMES
 from tests.studies import write_study
 
-BASELINES = {
-    "linear_probe",
-    "full_finetune_low_lr",
-    "freeze_first_half",
-    "gradual_unfreezing",
-    "lp_ft",
-    "from_scratch",
-}
+BASELINES = set(BASELINE_NAMES)
 
 
 def invoke(*args: str):
