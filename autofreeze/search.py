@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,13 +33,15 @@ def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
         # the baselines are the first trials; TPE still needs a few random ones of its own to
         # see the categorical choices (bn_mode, init, schedule) before it models the space
         startup = 5 + (len(BASELINE_NAMES) if cfg.study.baselines else 0)
-        return optuna.samplers.TPESampler(
-            seed=seed,
-            multivariate=True,
-            group=True,
-            n_startup_trials=startup,
-            constant_liar=True,
-        )
+        with warnings.catch_warnings():  # multivariate/group are "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=seed,
+                multivariate=True,
+                group=True,
+                n_startup_trials=startup,
+                constant_liar=True,
+            )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,9 @@ def _retry_callback(max_retry: int | None) -> Any:
             trial.user_attrs["retry_of"] = trial.system_attrs.get("failed_trial", trial.number)
             super().__call__(study, trial)
 
-    return RetryStaleTrial(max_retry=max_retry)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryStaleTrial(max_retry=max_retry)
 
 
 def open_storage(
@@ -109,7 +112,9 @@ def open_storage(
         }
     for attempt in range(1, attempts + 1):
         try:
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
             if url.startswith("sqlite"):
                 _serialize_sqlite_writes(storage.engine)
             return storage
