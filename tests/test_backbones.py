@@ -17,6 +17,7 @@ from autofreeze.backbones import Backbone
 from autofreeze.errors import BackboneError, WeightsError
 from autofreeze.freezing import FreezePlan, Freezer
 from autofreeze.registry import Registry
+from autofreeze.testing import first_calls
 
 NUM_CLASSES = 7  # no stem or stage width equals it, so a shape check finds only the head
 
@@ -141,38 +142,10 @@ def test_stages_are_coarser_than_blocks(name):
     assert stages.blocks[0].param_names[0] == blocks.blocks[0].param_names[0]
 
 
-def first_calls(bb: Backbone) -> tuple[dict[int, int], torch.Tensor]:
-    """Run a forward pass: for each block (-1 = head) the index of its first module call, logits.
-
-    A module is hooked when all of its own (non-recursive) parameters belong to one owner.
-    """
-    owner = {n: b.index for b in bb.blocks for n in b.param_names}
-    owner.update({n: -1 for n in bb.head_param_names})
-    calls: list[int] = []
-    handles = []
-    for mod_name, module in bb.model.named_modules():
-        prefix = f"{mod_name}." if mod_name else ""
-        owners = {owner[prefix + n] for n, _ in module.named_parameters(recurse=False)}
-        if len(owners) == 1:
-            (o,) = owners
-            handles.append(module.register_forward_pre_hook(lambda *_, o=o: calls.append(o)))
-    bb.model.eval()
-    try:
-        with torch.no_grad():
-            logits = bb.model(sample_input(bb, batch=2))
-    finally:
-        for h in handles:
-            h.remove()
-    first: dict[int, int] = {}
-    for i, o in enumerate(calls):
-        first.setdefault(o, i)
-    return first, logits
-
-
 @cases
 def test_blocks_run_in_input_order(name, granularity):
     bb = backbone(name, granularity)
-    first, logits = first_calls(bb)
+    first, logits = first_calls(bb, sample_input(bb, batch=2))
     assert logits.shape == (2, NUM_CLASSES) and torch.isfinite(logits).all()
     assert set(first) == {b.index for b in bb.blocks} | {-1}, "a block or the head never ran"
     order = [first[b.index] for b in bb.blocks]
@@ -191,7 +164,7 @@ def test_the_order_check_catches_a_reversed_cut():
         data_config=bb.data_config,
         num_classes=NUM_CLASSES,
     )
-    first, _ = first_calls(reversed_cut)
+    first, _ = first_calls(reversed_cut, sample_input(bb, batch=2))
     order = [first[b.index] for b in reversed_cut.blocks]
     assert order == sorted(order, reverse=True)
 

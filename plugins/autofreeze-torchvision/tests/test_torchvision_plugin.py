@@ -26,6 +26,7 @@ from autofreeze.cli import cli
 from autofreeze.errors import WeightsError
 from autofreeze.freezing import FreezePlan, Freezer
 from autofreeze.registry import Registry
+from autofreeze.testing import first_calls
 
 NUM_CLASSES = 7  # no stem or stage width equals it, so a shape check finds only the head
 NAMES = [f"tv_{arch}" for arch in MODELS]
@@ -186,34 +187,6 @@ def test_freezing_k_blocks_freezes_exactly_their_parameters(pair):
         finally:
             for p in bb.model.parameters():
                 p.requires_grad_(True)
-
-
-def first_calls(bb: Backbone, x: torch.Tensor) -> tuple[dict[int, int], torch.Tensor]:
-    """One forward pass: the index of each block's first module call (-1 = head), and logits.
-
-    A module is hooked when all of its own (non-recursive) parameters have one owner.
-    """
-    owner = {n: b.index for b in bb.blocks for n in b.param_names}
-    owner.update({n: -1 for n in bb.head_param_names})
-    calls: list[int] = []
-    handles = []
-    for mod_name, module in bb.model.named_modules():
-        prefix = f"{mod_name}." if mod_name else ""
-        owners = {owner[prefix + n] for n, _ in module.named_parameters(recurse=False)}
-        if len(owners) == 1:
-            (o,) = owners
-            handles.append(module.register_forward_pre_hook(lambda *_, o=o: calls.append(o)))
-    bb.model.eval()
-    try:
-        with torch.no_grad():
-            logits = bb.model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    first: dict[int, int] = {}
-    for i, o in enumerate(calls):
-        first.setdefault(o, i)
-    return first, logits
 
 
 def test_forward_runs_the_blocks_in_input_order(pair):
