@@ -183,3 +183,69 @@ def test_median_pruner_stops_a_hopeless_trial(tmp_path):
     hopeless = load(config, "prune").trials[3]
     assert hopeless.state == TrialState.PRUNED
     assert len(hopeless.intermediate_values) < 4
+
+
+def test_out_of_memory_fails_the_trial_with_its_reason_and_the_study_goes_on(tmp_path):
+    """A plugin schedule that runs out of memory at its second epoch, as a big model would."""
+    import torch
+
+    from autofreeze.config import load_config
+    from autofreeze.hookspecs import hookimpl
+    from autofreeze.registry import get_registry
+    from autofreeze.schedules import Phase, Schedule
+    from autofreeze.search import open_study, run_search
+
+    class Greedy(Schedule):
+        name = "greedy"
+        description = "needs more memory than there is after one epoch"
+
+        def phase(self, epoch: int) -> Phase:
+            if epoch == 1:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80 GiB")
+            return Phase(self.boundary)
+
+    class Plugin:
+        @hookimpl
+        def register_schedules(self, register):
+            register(Greedy)
+
+    config = write_study(
+        tmp_path,
+        "oom",
+        n_trials=3,
+        epochs=2,
+        pruner="none",
+        study_extra="baselines = false",
+        search='schedules = ["greedy", "static"]',
+    )
+    cfg = load_config(config)
+    with get_registry().plugin(Plugin(), name="greedy-plugin"):
+        open_study(cfg).enqueue_trial({"schedule": "greedy"})
+        run_search(cfg, progress=lambda _: None)
+    found = load(config, "oom").trials
+    assert len(found) == 3  # the failure counts: its reason is recorded
+    first = found[0]
+    assert first.state == TrialState.FAIL and first.params["schedule"] == "greedy"
+    assert first.user_attrs["fail_reason"] == "out of memory"
+    assert len(first.intermediate_values) == 1  # it stopped at the second epoch
+    assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in found[1:])
+
+
+def test_train_on_train_and_val_says_so(searched, tmp_path):
+    config, _ = searched
+    result = invoke(
+        "train",
+        str(config),
+        "--param",
+        "boundary=5",
+        "--on",
+        "train+val",
+        "--out",
+        str(tmp_path / "final"),
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["trained_on"] == "train+val"
+    assert info["checkpoint"].endswith("final.safetensors")
+    assert json.loads((tmp_path / "final.json").read_text())["plan"]["boundary"] == 5
