@@ -89,7 +89,10 @@ class FitResult:
 
 
 def _use_amp(cfg: TrainConfig, device: torch.device) -> bool:
-    return cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
+    if cfg.amp == "bf16":
+        return True
+    # auto: bf16 where the GPU computes it natively (Ampere and newer); no loss scaling needed
+    return cfg.amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 def _use_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
@@ -242,6 +245,12 @@ class Trainer:
         n = max(1, len(data))
         return loss_sum / n, correct / n
 
+    def _on_device(self, split: TensorSplit, max_bytes: int = 2**30) -> TensorSplit:
+        """Small datasets move to the accelerator once, not batch by batch every epoch."""
+        if self.device.type == "cpu" or split.x.numel() * split.x.element_size() > max_bytes:
+            return split
+        return TensorSplit(split.x.to(self.device), split.y.to(self.device))
+
     def fit(
         self,
         train: TensorSplit,
@@ -249,6 +258,7 @@ class Trainer:
         callback: Callable[[EpochResult], None] | None = None,
     ) -> FitResult:
         cfg = self.cfg
+        train, val = self._on_device(train), self._on_device(val)
         generator = torch.Generator().manual_seed(cfg.seed)
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         total = steps_per_epoch * cfg.epochs
