@@ -252,3 +252,38 @@ def test_cost_figures_are_recorded(tiny_data):
     frozen_params = sum(bb.block_param_count(b) for b in bb.blocks[:3])
     assert fit.cost["trainable_params"] == fit.cost["total_params"] - frozen_params
     assert fit.cost["train_examples_per_second"] > 0 and fit.cost["peak_memory_mb"] > 0
+
+
+class _FreezeMore(Static):
+    """A FreezeOut-like schedule: from epoch 1 one more block, next to the boundary, freezes."""
+
+    name = "freeze_more"
+
+    def phase(self, epoch):
+        from autofreeze.schedules import Phase
+
+        return Phase(self.clamp(self.boundary + min(epoch, 1)), 1.0, f"freeze_more:{epoch}")
+
+
+def test_a_block_frozen_later_stops_moving_and_leaves_the_optimizer(tiny_data):
+    bb = make()
+    sums = []
+    trainer, fit = run(
+        bb,
+        FreezePlan(boundary=2),
+        _FreezeMore,
+        epochs=3,
+        data=tiny_data,
+        callback=lambda r: sums.append(block_sums(bb)),
+    )
+    assert [e.first_trainable for e in fit.history] == [2, 3, 3]
+    assert sums[1][2] == sums[0][2] == sums[2][2]  # block 2 trains in the first epoch only
+    assert sums[2][3] != sums[1][3]  # block 3 keeps training
+    assert all(
+        p.grad is None and not p.requires_grad for p in bb.parameters_of(bb.blocks[2].param_names)
+    )
+    names = {g["name"].removesuffix(":no_wd") for g in trainer.optimizer.param_groups}
+    assert names == {"head", "block3", "block4"}
+    frozen = set(map(id, bb.parameters_of(bb.blocks[2].param_names)))
+    assert not any(id(p) in frozen for p in trainer.optimizer.state)
+    assert any("froze blocks 2..2" in e for e in trainer.events)
