@@ -103,6 +103,7 @@ class TrainingSection(_Strict):
     phase_optimizer: Literal["keep", "reset"] = "keep"
     augment: bool = False
     seed: int = 0
+    feature_cache: bool = True
 
 
 class SearchSection(_Strict):

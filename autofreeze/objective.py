@@ -10,6 +10,7 @@ import optuna
 import torch
 
 from autofreeze import pipeline
+from autofreeze.cache import FeatureCache, cacheable
 from autofreeze.config import StudyConfig
 from autofreeze.registry import Registry, get_registry
 from autofreeze.space import suggest_plan
@@ -39,6 +40,7 @@ class Objective:
         self.data, self.train, self.val = pipeline.load_data(cfg, probe, self.registry)
         self.num_classes = pipeline.check_num_classes(self.data)
         self.current_trial: int | None = None
+        self.features = FeatureCache()
         self.training = False  # True while a trial's own code runs (Ctrl-C may cut it)
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -87,9 +89,21 @@ class Objective:
                 raise optuna.TrialPruned(f"pruned at epoch {r.epoch} ({metric}={value:.4f})")
 
         t0 = time.perf_counter()
+        features = None
+        if cfg.training.feature_cache and cacheable(backbone, plan, cfg.training.augment):
+            # every block frozen: the classifier trains on pooled features computed once
+            features = self.features.get(backbone, plan, (), self.train, self.val)
+        trial.set_user_attr("feature_cache", features is not None)
         try:
             result = fit(
-                backbone, plan, schedule, self.train, self.val, pipeline.train_config(cfg), report
+                backbone,
+                plan,
+                schedule,
+                self.train,
+                self.val,
+                pipeline.train_config(cfg),
+                report,
+                features=features,
             )
         except TrainingDiverged as exc:
             return self._fail(trial, f"diverged: {exc}")

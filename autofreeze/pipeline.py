@@ -32,7 +32,7 @@ def stderr_progress(msg: str) -> None:
 
 
 def train_config(cfg: StudyConfig, **changes: Any) -> TrainConfig:
-    t = cfg.training.model_dump(exclude={"image_size"})
+    t = cfg.training.model_dump(exclude={"image_size", "feature_cache"})
     return replace(TrainConfig(**t), **changes)
 
 

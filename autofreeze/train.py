@@ -134,7 +134,9 @@ class Trainer:
         self.model = backbone.model.to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward: Callable[[torch.Tensor], torch.Tensor] = self.model
+        # what a batch runs through: the model, or only its classifier on cached features
+        self.net: nn.Module = self.model
+        self.forward: Callable[[torch.Tensor], torch.Tensor] = self.net
         self.optimizer: torch.optim.Optimizer | None = None
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.events: list[str] = []
@@ -178,13 +180,13 @@ class Trainer:
         if self.cfg.compile:
             # compiled graphs ignore requires_grad flips: recompile at every phase change
             torch._dynamo.reset()
-            self.forward = torch.compile(self.model)
+            self.forward = torch.compile(self.net)
         return phase.label, phase.lr_scale
 
     # -- loops --------------------------------------------------------------------------------
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
-        if self.channels_last:
+        if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
@@ -251,12 +253,19 @@ class Trainer:
             return split
         return TensorSplit(split.x.to(self.device), split.y.to(self.device))
 
+    def use_features(self, classifier: nn.Module) -> None:
+        """Train only ``classifier``, on cached pre-logits features instead of images."""
+        self.net = classifier
+        self.forward = classifier
+
     def fit(
         self,
         train: TensorSplit,
         val: TensorSplit,
         callback: Callable[[EpochResult], None] | None = None,
     ) -> FitResult:
+        """Train for ``cfg.epochs``; ``train``/``val`` are images, or features after
+        :meth:`use_features`."""
         cfg = self.cfg
         train, val = self._on_device(train), self._on_device(val)
         generator = torch.Generator().manual_seed(cfg.seed)
@@ -320,6 +329,15 @@ def fit(
     val: TensorSplit,
     cfg: TrainConfig,
     callback: Callable[[EpochResult], None] | None = None,
+    features: tuple[TensorSplit, TensorSplit] | None = None,
 ) -> FitResult:
-    """Train ``backbone`` under ``plan`` and ``schedule``; see :class:`Trainer`."""
-    return Trainer(backbone, plan, schedule, cfg).fit(train, val, callback)
+    """Train ``backbone`` under ``plan`` and ``schedule``; see :class:`Trainer`.
+
+    With ``features`` (cached pre-logits features of ``train`` and ``val``, see
+    :mod:`autofreeze.cache`) only the classifier runs.
+    """
+    trainer = Trainer(backbone, plan, schedule, cfg)
+    if features is not None:
+        trainer.use_features(backbone.model.get_classifier())
+        train, val = features
+    return trainer.fit(train, val, callback)
