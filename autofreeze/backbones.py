@@ -216,13 +216,6 @@ def block_name(param_names: Sequence[str]) -> str:
     return "+".join(pieces)
 
 
-def input_shape(backbone: Backbone, image_size: int | None = None) -> tuple[int, int, int]:
-    c, h, w = backbone.data_config.get("input_size", (3, 224, 224))
-    if image_size:
-        h = w = image_size
-    return int(c), int(h), int(w)
-
-
 def parameter_count(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 

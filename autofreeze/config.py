@@ -241,8 +241,9 @@ class StudyConfig(_Strict):
         w = self.backbone.weights
         return w if w in ("none", "default") else self.resolve(w)
 
-    def dataset_options(self) -> dict[str, Any]:
-        options = {k: v for k, v in self.dataset.items() if k != "name"}
+    def dataset_options(self, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A dataset table's options (``[dataset]`` by default), paths resolved."""
+        options = {k: v for k, v in (spec or self.dataset).items() if k != "name"}
         for key in ("path", "root"):
             if isinstance(options.get(key), str):
                 options[key] = self.resolve(options[key])

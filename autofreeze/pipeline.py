@@ -51,12 +51,8 @@ def load_data(
 ) -> tuple[ImageDataset, TensorSplit, TensorSplit]:
     """Decode the dataset once per process into normalised tensors (cached by content key)."""
     registry = registry or get_registry()
-    spec = dict(dataset or cfg.dataset)
-    name = spec.pop("name")
-    options = {
-        k: cfg.resolve(v) if k in ("path", "root") and isinstance(v, str) else v
-        for k, v in spec.items()
-    }
+    name = (dataset or cfg.dataset)["name"]
+    options = cfg.dataset_options(dataset)
     size = image_size(cfg, backbone)
     key = json.dumps(
         [name, options, backbone.data_config["mean"], backbone.data_config["std"], size],
