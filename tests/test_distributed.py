@@ -87,16 +87,16 @@ def trials_per_minute(all_trials) -> float:
 def test_two_cpu_workers_on_sqlite_beat_one(tmp_path):
     rates = {}
     for workers in (1, 2):
-        # enough work per trial (32 px, 96 images) that training, not bookkeeping, dominates
+        # enough work per trial (32 px, 144 images) that training, not bookkeeping, dominates
         config = write_study(
-            tmp_path, f"w{workers}", n_trials=8, epochs=2, pruner="none", per_class=24, size=32
+            tmp_path, f"w{workers}", n_trials=12, epochs=3, pruner="none", per_class=48, size=32
         )
         log = tmp_path / f"w{workers}.log"
         proc = start("search", str(config), "--workers", str(workers), log=log)
         assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
         found = trials(f"sqlite:///{tmp_path}/w{workers}.db", f"w{workers}")
-        assert len(found) == 8
-        assert_budget_kept(found, 8)
+        assert len(found) == 12
+        assert_budget_kept(found, 12)
         rates[workers] = trials_per_minute(found)
     if workers == 2:
         text = log.read_text()
