@@ -1,4 +1,5 @@
-"""The whole extension surface of autofreeze: four hooks, each receiving a ``register`` object.
+"""The whole extension surface of autofreeze: four hooks, the register objects they receive and
+the protocols of what plugins register.
 
 A plugin is any module or object with functions decorated by :data:`hookimpl` whose names match
 the hooks below. Built-in backbones, datasets and schedules are registered through these same
@@ -7,33 +8,140 @@ entry-point group ``autofreeze``::
 
     [project.entry-points.autofreeze]
     my_backbones = "my_package.plugin"
+
+A plugin needs nothing else from autofreeze's internals: the types it receives are defined
+here, the types it returns are :class:`autofreeze.backbones.Backbone`,
+:class:`autofreeze.data.ImageDataset` and :class:`autofreeze.schedules.Schedule`, and
+:mod:`autofreeze.weights` reads and loads weight files.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
+
+from autofreeze.errors import PluginError
 
 if TYPE_CHECKING:
     import click
 
-    from autofreeze.registry import BackboneRegister, DatasetRegister, ScheduleRegister
+    from autofreeze.backbones import Backbone
+    from autofreeze.data import ImageDataset
+    from autofreeze.schedules import Schedule
 
 hookspec = pluggy.HookspecMarker("autofreeze")
 hookimpl = pluggy.HookimplMarker("autofreeze")
 
 
+# -- what plugins register -----------------------------------------------------------------------
+class BackboneFactory(Protocol):
+    """Builds backbone ``name`` with a fresh head of ``num_classes`` outputs.
+
+    ``weights`` is ``"none"`` (random), ``"default"`` (the model's own pretrained weights) or a
+    local file path; ``granularity`` is ``"block"`` (fine) or ``"stage"`` (coarse).
+    """
+
+    def __call__(
+        self, name: str, *, num_classes: int, weights: str | None, granularity: str
+    ) -> Backbone: ...
+
+
+class BackboneNamespace(Protocol):
+    """An open-ended family of backbone names (for example every timm model)."""
+
+    label: str
+
+    def names(self) -> Iterable[str]: ...
+
+    def handles(self, name: str) -> bool: ...
+
+    def create(
+        self, name: str, *, num_classes: int, weights: str | None, granularity: str
+    ) -> Backbone: ...
+
+
+DatasetFactory = Callable[..., "ImageDataset"]
+"""``factory(**options) -> ImageDataset``; the options are the config's ``[dataset]`` table.
+
+The host validates the options against the factory's signature and type hints (pydantic) before
+calling it, so a wrong key or a value of the wrong type fails with a line naming the option.
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered thing: its name, the object, the plugin that registered it."""
+
+    name: str
+    obj: Any
+    plugin: str
+    description: str = ""
+
+
+class _Register:
+    kind = "thing"
+
+    def __init__(self, entries: dict[str, Entry]) -> None:
+        self._entries = entries
+        self.plugin = "?"  # set by the registry before each plugin's hook runs
+
+    def _add(self, name: str, obj: Any, description: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"plugin {self.plugin!r} registered a {self.kind} without a name")
+        if name in self._entries:
+            other = self._entries[name].plugin
+            raise PluginError(
+                f"{self.kind} {name!r} is registered twice: by plugin {other!r} and by plugin "
+                f"{self.plugin!r}; rename one or disable a plugin with AUTOFREEZE_DISABLE_PLUGINS"
+            )
+        self._entries[name] = Entry(name, obj, self.plugin, description)
+
+
+class BackboneRegister(_Register):
+    """Passed to ``register_backbones``: ``register(name, factory)`` or ``.namespace(ns)``."""
+
+    kind = "backbone"
+
+    def __init__(self, entries: dict[str, Entry], namespaces: list[Entry]) -> None:
+        super().__init__(entries)
+        self._namespaces = namespaces
+
+    def __call__(self, name: str, factory: BackboneFactory, description: str = "") -> None:
+        self._add(name, factory, description)
+
+    def namespace(self, namespace: BackboneNamespace, description: str = "") -> None:
+        self._namespaces.append(Entry(namespace.label, namespace, self.plugin, description))
+
+
+class DatasetRegister(_Register):
+    """Passed to ``register_datasets``: ``register(name, factory, description="")``."""
+
+    kind = "dataset"
+
+    def __call__(self, name: str, factory: DatasetFactory, description: str = "") -> None:
+        self._add(name, factory, description)
+
+
+class ScheduleRegister(_Register):
+    """Passed to ``register_schedules``: ``register(schedule_class)``."""
+
+    kind = "schedule"
+
+    def __call__(self, schedule: type[Schedule]) -> None:
+        self._add(getattr(schedule, "name", ""), schedule, getattr(schedule, "description", ""))
+
+
+# -- the hooks -----------------------------------------------------------------------------------
 @hookspec
 def register_backbones(register: BackboneRegister) -> None:
     """Register backbone factories.
 
-    Call ``register(name, factory, description="")`` once per backbone name, where
-    ``factory(name, *, num_classes, weights, granularity) -> autofreeze.backbones.Backbone``.
-    For an open-ended family of names (all of timm, ``hf-hub:`` names) call
-    ``register.namespace(namespace)`` with an object that has ``label: str``,
-    ``names() -> Iterable[str]``, ``handles(name) -> bool`` and the same ``create`` signature
-    as a factory.
+    Call ``register(name, factory, description="")`` once per backbone name (a
+    :class:`BackboneFactory`). For an open-ended family of names (all of timm, ``hf-hub:``
+    names) call ``register.namespace(namespace)`` with a :class:`BackboneNamespace`.
     """
 
 

@@ -11,11 +11,17 @@ import inspect
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from autofreeze.errors import ConfigError, PluginError, UnknownNameError
+from autofreeze.errors import ConfigError, UnknownNameError
+from autofreeze.hookspecs import (
+    BackboneRegister,
+    DatasetRegister,
+    Entry,
+    ScheduleRegister,
+)
 from autofreeze.plugins import make_plugin_manager, validation_error
 
 if TYPE_CHECKING:
@@ -24,86 +30,6 @@ if TYPE_CHECKING:
     from autofreeze.backbones import Backbone
     from autofreeze.data import ImageDataset
     from autofreeze.schedules import Schedule
-
-BackboneFactory = Callable[..., "Backbone"]
-DatasetFactory = Callable[..., "ImageDataset"]
-
-
-class BackboneNamespace(Protocol):
-    """An open-ended family of backbone names (for example every timm model)."""
-
-    label: str
-
-    def names(self) -> Iterable[str]: ...
-
-    def handles(self, name: str) -> bool: ...
-
-    def create(
-        self, name: str, *, num_classes: int, weights: str | None, granularity: str
-    ) -> Backbone: ...
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One registered thing: its name, the object, the plugin that registered it."""
-
-    name: str
-    obj: Any
-    plugin: str
-    description: str = ""
-
-
-class _Register:
-    kind = "thing"
-
-    def __init__(self, entries: dict[str, Entry]) -> None:
-        self._entries = entries
-        self.plugin = "?"
-
-    def _add(self, name: str, obj: Any, description: str) -> None:
-        if not isinstance(name, str) or not name:
-            raise PluginError(f"plugin {self.plugin!r} registered a {self.kind} without a name")
-        if name in self._entries:
-            other = self._entries[name].plugin
-            raise PluginError(
-                f"{self.kind} {name!r} is registered twice: by plugin {other!r} and by plugin "
-                f"{self.plugin!r}; rename one or disable a plugin with AUTOFREEZE_DISABLE_PLUGINS"
-            )
-        self._entries[name] = Entry(name, obj, self.plugin, description)
-
-
-class BackboneRegister(_Register):
-    """Passed to ``register_backbones``: ``register(name, factory)`` or ``.namespace(ns)``."""
-
-    kind = "backbone"
-
-    def __init__(self, entries: dict[str, Entry], namespaces: list[Entry]) -> None:
-        super().__init__(entries)
-        self._namespaces = namespaces
-
-    def __call__(self, name: str, factory: BackboneFactory, description: str = "") -> None:
-        self._add(name, factory, description)
-
-    def namespace(self, namespace: BackboneNamespace, description: str = "") -> None:
-        self._namespaces.append(Entry(namespace.label, namespace, self.plugin, description))
-
-
-class DatasetRegister(_Register):
-    """Passed to ``register_datasets``: ``register(name, factory, description="")``."""
-
-    kind = "dataset"
-
-    def __call__(self, name: str, factory: DatasetFactory, description: str = "") -> None:
-        self._add(name, factory, description)
-
-
-class ScheduleRegister(_Register):
-    """Passed to ``register_schedules``: ``register(schedule_class)``."""
-
-    kind = "schedule"
-
-    def __call__(self, schedule: type[Schedule]) -> None:
-        self._add(getattr(schedule, "name", ""), schedule, getattr(schedule, "description", ""))
 
 
 def _unknown(kind: str, name: str, known: Iterable[str], hint: str = "") -> UnknownNameError:
@@ -122,7 +48,9 @@ class Registry:
     _collected: dict[str, Any] | None = None
 
     # -- collection -------------------------------------------------------------------------
-    def _call(self, hook_name: str, register: _Register) -> None:
+    def _call(
+        self, hook_name: str, register: BackboneRegister | DatasetRegister | ScheduleRegister
+    ) -> None:
         hook = getattr(self.pm.hook, hook_name)
         for impl in hook.get_hookimpls():  # registration order (pluggy calls them LIFO)
             register.plugin = self.pm.get_name(impl.plugin) or impl.plugin_name

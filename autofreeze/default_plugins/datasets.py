@@ -20,7 +20,7 @@ import numpy as np
 
 from autofreeze.data import ImageDataset, ImageSet, stratified_split
 from autofreeze.errors import ConfigError, DatasetError
-from autofreeze.hookspecs import hookimpl
+from autofreeze.hookspecs import DatasetRegister, hookimpl
 
 IMAGE_EXTENSIONS = tuple(
     [".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp"]
@@ -29,7 +29,7 @@ SPLIT_COLUMN = "split"
 
 
 @hookimpl
-def register_datasets(register: Any) -> None:
+def register_datasets(register: DatasetRegister) -> None:
     register("imagefolder", imagefolder, "a folder of class sub-folders (or train/ and val/)")
     register("csv", csv, "a CSV file of image paths and labels, optional train/val split column")
     register("digits", digits, "scikit-learn's 8x8 handwritten digits (offline, 1797 images)")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from autofreeze.hookspecs import hookimpl
+from autofreeze.hookspecs import ScheduleRegister, hookimpl
 
 
 @hookimpl
-def register_schedules(register: Any) -> None:
+def register_schedules(register: ScheduleRegister) -> None:
     from autofreeze.schedules import BUILTIN_SCHEDULES
 
     for schedule in BUILTIN_SCHEDULES:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from autofreeze.errors import BackboneError, UnknownNameError, WeightsError
-from autofreeze.hookspecs import hookimpl
+from autofreeze.hookspecs import BackboneRegister, hookimpl
 from autofreeze.weights import first_line, load_state_dict, reachable, read_state_dict
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ def load_weights(model: nn.Module, path: Path, name: str) -> None:
 
 
 @hookimpl
-def register_backbones(register: Any) -> None:
+def register_backbones(register: BackboneRegister) -> None:
     register.namespace(TimmNamespace(), description="every timm model name, and hf-hub: names")
 
 

@@ -16,7 +16,7 @@ from autofreeze.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from autofreeze.backbones import Backbone
-    from autofreeze.registry import BackboneRegister
+    from autofreeze.hookspecs import BackboneRegister
 
 PREFIX = "tv_"
 
@@ -57,8 +57,8 @@ def create_torchvision_backbone(
     from torchvision.models import get_model
 
     from autofreeze.backbones import Backbone
-    from autofreeze.default_plugins.timm_backbones import read_state_dict
     from autofreeze.errors import UnknownNameError
+    from autofreeze.weights import read_state_dict
     from autofreeze_torchvision.cuts import FAMILIES
     from autofreeze_torchvision.weights import (
         default_state_dict,
