@@ -17,7 +17,7 @@ from torch import nn
 
 from autofreeze.backbones import Backbone
 from autofreeze.data import TensorSplit
-from autofreeze.freezing import FreezePlan
+from autofreeze.plan import FreezePlan
 
 
 def cacheable(backbone: Backbone, plan: FreezePlan, augment: bool) -> bool:

@@ -1,4 +1,9 @@
-"""Checkpoints of trained plans: a ``.safetensors`` file plus a JSON sidecar that describes it."""
+"""Checkpoints of trained plans: a ``.safetensors`` file plus a JSON sidecar that describes it.
+
+:func:`train_checkpoint` trains one plan of a study config and writes both; :func:`train_best`
+does it for a study's best trial, with the config the study ran; :func:`load_checkpoint` gives
+the trained backbone back.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from autofreeze.backbones import Backbone
-from autofreeze.errors import WeightsError
+from autofreeze.build import prepare
+from autofreeze.config import StudyConfig
+from autofreeze.errors import ConfigError, WeightsError
+from autofreeze.plan import FreezePlan
+from autofreeze.pretrain import ensure_weights
+from autofreeze.progress import Progress, stderr_progress
+from autofreeze.registry import Registry
+from autofreeze.weights import save_state
 
 
 def sidecar_path(path: Path) -> Path:
@@ -15,14 +27,10 @@ def sidecar_path(path: Path) -> Path:
 
 
 def save_checkpoint(path: Path, backbone: Backbone, info: dict[str, Any]) -> Path:
-    from safetensors.torch import save_file
-
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in backbone.model.state_dict().items()}
-    save_file(state, str(path), metadata={"backbone": backbone.name})
+    save_state(path, backbone.model, {"backbone": backbone.name})
     sidecar_path(path).write_text(json.dumps(info, indent=2, default=str) + "\n")
     return path
 
@@ -49,3 +57,83 @@ def load_checkpoint(path: Path) -> tuple[Backbone, dict[str, Any]]:
     )
     backbone.model.eval()
     return backbone, info
+
+
+def train_checkpoint(
+    cfg: StudyConfig,
+    plan: FreezePlan,
+    out: Path,
+    *,
+    on: str = "train",
+    registry: Registry | None = None,
+    progress: Progress = stderr_progress,
+) -> dict[str, Any]:
+    """Train one plan and write ``out`` (.safetensors) plus its JSON sidecar; return the sidecar.
+
+    ``on="train"`` reproduces a trial (same seed, same data) and reports validation metrics;
+    ``on="train+val"`` trains on both splits for the final model (its metrics are then
+    measured on data it saw, and say so).
+    """
+    import torch
+
+    from autofreeze.data import TensorSplit
+    from autofreeze.train import fit
+
+    if on not in ("train", "train+val"):
+        raise ConfigError(f"--on must be 'train' or 'train+val', not {on!r}")
+    ensure_weights(cfg, progress, registry)
+    prepared = prepare(cfg, registry)
+    plan.check(prepared.n_blocks)
+    backbone = prepared.backbone(plan)
+    train, val = prepared.train, prepared.val
+    if on == "train+val":
+        train = TensorSplit(torch.cat([train.x, val.x]), torch.cat([train.y, val.y]))
+    epochs = cfg.training.epochs
+    result = fit(
+        backbone,
+        plan,
+        prepared.schedule(plan),
+        train,
+        val,
+        cfg.training,
+        lambda r: progress(
+            f"  epoch {r.epoch}/{epochs} [{r.phase}] val_accuracy={r.val_accuracy:.4f}"
+        ),
+    )
+    info = {
+        "backbone": cfg.backbone.name,
+        "granularity": cfg.backbone.granularity,
+        "source_weights": "none" if plan.init == "scratch" else cfg.weights_path(),
+        "classes": prepared.data.classes,
+        "plan": plan.to_dict(),
+        "frozen_blocks": [b.name for b in backbone.blocks[: plan.boundary]],
+        "trained_on": on,
+        "image_size": prepared.image_size,
+        "mean": list(prepared.data_config["mean"]),
+        "std": list(prepared.data_config["std"]),
+        "metrics": {"val_accuracy": result.final.val_accuracy, "val_loss": result.final.val_loss},
+        "cost": result.cost,
+        "study": cfg.study.name,
+    }
+    path = save_checkpoint(out, backbone, info)
+    info["checkpoint"] = str(path)
+    return info
+
+
+def train_best(
+    cfg: StudyConfig,
+    out: Path,
+    *,
+    on: str = "train",
+    epochs: int | None = None,
+    progress: Progress = stderr_progress,
+) -> dict[str, Any]:
+    """Train the best plan of ``cfg``'s study with the config the study ran (its epochs, data
+    and weights), so ``on="train"`` reproduces the trial; ``epochs`` overrides."""
+    from autofreeze.storage import load_existing_study
+    from autofreeze.study import best_plan, stored_config
+
+    study = load_existing_study(cfg.storage_url, cfg.study.name)
+    plan = best_plan(study)
+    ran = stored_config(study, cfg.storage_url, {"training.epochs": epochs})
+    return train_checkpoint(ran, plan, out, on=on, progress=progress)

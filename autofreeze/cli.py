@@ -38,21 +38,9 @@ def echo_json(data: Any) -> None:
 
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """Left-aligned text columns; floats with 4 significant digits."""
+    from autofreeze.review import format_table as table
 
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return "" if v is None else str(v)
-
-    cells = [[cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += [
-        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    ]
-    return "\n".join(lines)
+    return table(rows, columns)
 
 
 @click.group(cls=AutofreezeGroup)
@@ -217,21 +205,29 @@ def datasets(as_json: bool) -> None:
 
 # -- studies -----------------------------------------------------------------------------------
 def _config(path: str, **overrides: Any) -> Any:
+    """Load a study config with CLI flags as dotted-key overrides (``training.epochs=...``)."""
     from autofreeze.config import load_config
 
     return load_config(path, overrides)
+
+
+def _study_address(
+    config: str | None, storage: str | None, study_name: str | None
+) -> tuple[str, str]:
+    """(storage URL, study name) from a CONFIG, or from --storage and --study-name."""
+    if config:
+        cfg = _config(config, **{"study.name": study_name, "study.storage": storage})
+        return cfg.storage_url, cfg.study.name
+    if not (storage and study_name):
+        raise click.UsageError("give a CONFIG, or both --storage and --study-name")
+    return storage, study_name
 
 
 def _load_study(config: str | None, storage: str | None, study_name: str | None) -> Any:
     """The study named by a config, or by --storage and --study-name."""
     from autofreeze.storage import load_existing_study
 
-    if config:
-        cfg = _config(config, **{"study.name": study_name})
-        return load_existing_study(storage or cfg.storage_url, cfg.study.name)
-    if not (storage and study_name):
-        raise click.UsageError("give a CONFIG, or both --storage and --study-name")
-    return load_existing_study(storage, study_name)
+    return load_existing_study(*_study_address(config, storage, study_name))
 
 
 study_options = [
@@ -253,42 +249,8 @@ def with_study_options(f: Any) -> Any:
     return f
 
 
-TRIAL_COLUMNS = [
-    "number",
-    "name",
-    "state",
-    "value",
-    "boundary",
-    "schedule",
-    "knobs",
-    "init",
-    "head_lr",
-    "backbone_lr_ratio",
-    "layer_decay",
-    "bn_mode",
-    "frozen_fraction",
-    "epochs_run",
-    "seconds",
-    "reason",
-]
-COMPARISON_COLUMNS = [
-    "recipe",
-    "state",
-    "value",
-    "boundary",
-    "schedule",
-    "knobs",
-    "init",
-    "head_lr",
-    "backbone_lr_ratio",
-    "layer_decay",
-    "epochs_run",
-    "seconds",
-]
-
-
 def _report(result: Any, cfg: Any, as_json: bool) -> None:
-    from autofreeze.review import best_summary, comparison
+    from autofreeze.review import COMPARISON_COLUMNS, best_summary, comparison
 
     rows = comparison(result.study)
     if as_json:
@@ -307,13 +269,6 @@ def _report(result: Any, cfg: Any, as_json: bool) -> None:
         f"{result.seconds:.0f}s"
     )
     click.echo(format_table(rows, COMPARISON_COLUMNS))
-
-
-def _set_threads(threads: int | None) -> None:
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 @cli.command()
@@ -338,8 +293,8 @@ def _set_threads(threads: int | None) -> None:
     "--heartbeat",
     type=click.IntRange(min=1),
     default=None,
-    help="seconds between trial heartbeats (a dead worker's trial is retried after "
-    "three missed beats)",
+    help="override [study] heartbeat: seconds between trial heartbeats (a dead worker's "
+    "trial is retried after three missed beats)",
 )
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 def search(
@@ -355,35 +310,18 @@ def search(
     as_json: bool,
 ) -> None:
     """Search freeze plans for the study CONFIG (a TOML file); re-running resumes."""
-    import os
+    from autofreeze.search import run_search
 
-    from autofreeze.search import run_parallel_search, run_search
-    from autofreeze.storage import HEARTBEAT_INTERVAL
-    from autofreeze.workers import plan_workers
-
-    cfg = _config(config, **{"training.epochs": epochs, "study.name": study_name})
-    specs = plan_workers(devices, workers)
-    if len(specs) == 1 and specs[0].device == "cpu":
-        result = run_search(
-            cfg,
-            storage_url=storage,
-            n_trials=n_trials,
-            timeout=timeout,
-            heartbeat_interval=heartbeat or HEARTBEAT_INTERVAL,
-        )
-    else:
-        extra = ["--epochs", str(epochs)] if epochs else []
-        result = run_parallel_search(
-            cfg,
-            specs,
-            config_path=os.path.abspath(config),
-            storage_url=storage,
-            n_trials=n_trials,
-            timeout=timeout,
-            worker_args=extra,
-            heartbeat=heartbeat or HEARTBEAT_INTERVAL,
-        )
-    _report(result, cfg, as_json)
+    overrides = {
+        "study.n_trials": n_trials,
+        "study.timeout": timeout,
+        "study.storage": storage,
+        "study.name": study_name,
+        "study.heartbeat": heartbeat,
+        "training.epochs": epochs,
+    }
+    cfg = _config(config, **overrides)
+    _report(run_search(cfg, devices=devices, workers=workers), cfg, as_json)
 
 
 @cli.command()
@@ -392,11 +330,8 @@ def search(
 @click.option("--study-name", help="the study to join (default: the config's)")
 @click.option("--device", help="torch device to train on (default: [training] device)")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads")
-@click.option("--n-trials", type=click.IntRange(min=1), help="the study's total trial budget")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="seconds to run")
-@click.option("--epochs", type=click.IntRange(min=1), help="override [training] epochs")
 @click.option(
-    "--heartbeat", type=click.IntRange(min=1), default=None, help="seconds between trial heartbeats"
+    "--timeout", type=click.FloatRange(min=0, min_open=True), help="seconds this worker runs"
 )
 @click.option(
     "--connect-attempts",
@@ -411,28 +346,20 @@ def worker(
     study_name: str | None,
     device: str | None,
     threads: int | None,
-    n_trials: int | None,
     timeout: float | None,
-    epochs: int | None,
-    heartbeat: int | None,
     connect_attempts: int,
 ) -> None:
     """Join an existing study (from this or another machine) and run trials until its budget
-    is spent. Without CONFIG the study's stored config is used."""
-    from autofreeze.search import run_worker
+    is spent. The worker runs the config stored in the study by `autofreeze search`; CONFIG,
+    or --storage and --study-name, only say where the study is."""
+    from autofreeze.search import join_study
 
-    _set_threads(threads)
-    ran = run_worker(
-        config,
-        storage=storage,
-        study_name=study_name,
-        device=device,
-        n_trials=n_trials,
-        timeout=timeout,
-        epochs=epochs,
-        heartbeat=heartbeat,
-        connect_attempts=connect_attempts,
-    )
+    url, name = _study_address(config, storage, study_name)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    ran = join_study(url, name, device=device, timeout=timeout, connect_attempts=connect_attempts)
     click.echo(f"worker done: {ran} trials run", err=True)
 
 
@@ -459,7 +386,7 @@ def best(config: str | None, storage: str | None, study_name: str | None, as_jso
 @with_study_options
 def trials(config: str | None, storage: str | None, study_name: str | None, as_json: bool) -> None:
     """One row per trial: state, metric, boundary, schedule, LRs, cost."""
-    from autofreeze.review import trial_rows
+    from autofreeze.review import TRIAL_COLUMNS, trial_rows
 
     rows = trial_rows(_load_study(config, storage, study_name))
     if as_json:
@@ -510,35 +437,26 @@ def train(
     epochs: int | None,
     as_json: bool,
 ) -> None:
-    """Train one freeze plan (the study's best, or given values) and write a checkpoint."""
+    """Train one freeze plan (the study's best, or given values) and write a checkpoint.
+
+    With --best the study's stored config is used (the config its trials ran), so training
+    on `train` reproduces the best trial."""
     from pathlib import Path
 
-    from autofreeze.freezing import FreezePlan
-    from autofreeze.pipeline import train_plan
-    from autofreeze.review import best_trial
-    from autofreeze.search import CONFIG_ATTR
-    from autofreeze.storage import load_existing_study
+    from autofreeze.checkpoint import train_best, train_checkpoint
+    from autofreeze.plan import FreezePlan
 
     if use_best == bool(params):
         raise click.UsageError("give either --best or one or more --param KEY=VALUE")
-    overrides = {"study.name": study_name, "training.epochs": epochs}
-    cfg = _config(config, **overrides)
+    overrides = {"study.name": study_name, "study.storage": storage}
     if use_best:
-        study = load_existing_study(storage or cfg.storage_url, cfg.study.name)
-        trial = best_trial(study)
-        if trial is None:
-            raise click.ClickException(f"study {cfg.study.name!r} has no finished trial yet")
-        plan = FreezePlan.from_dict(trial.user_attrs["plan"])
-        stored = study.user_attrs.get(CONFIG_ATTR, {}).get("training", {})
-        if epochs is None and "epochs" in stored:  # reproduce the trial: the study's epochs
-            cfg = _config(config, **{**overrides, "training.epochs": stored["epochs"]})
+        info = train_best(_config(config, **overrides), Path(out), on=on, epochs=epochs)
     else:
         values = parse_assignments(params, "--param")
-        knobs = {k.split(".", 1)[1]: values.pop(k) for k in list(values) if "." in k}
         if "boundary" not in values:
             raise click.UsageError("--param boundary=K is required")
-        plan = FreezePlan.from_dict({**values, "schedule_params": knobs})
-    info = train_plan(cfg, plan, Path(out), on=on)
+        cfg = _config(config, **overrides, **{"training.epochs": epochs})
+        info = train_checkpoint(cfg, FreezePlan.from_params(values), Path(out), on=on)
     if as_json:
         echo_json(info)
     else:
@@ -553,7 +471,7 @@ def train(
 @click.option("--force", is_flag=True, help="retrain even if the weights file exists")
 def pretrain(config: str, force: bool) -> None:
     """Make the config's local weights file from its [backbone.pretrain] recipe."""
-    from autofreeze.pipeline import ensure_weights
+    from autofreeze.pretrain import ensure_weights
 
     path = ensure_weights(_config(config), force=force)
     click.echo(str(path) if path else "the config's weights are not a local file; nothing to do")

@@ -1,19 +1,32 @@
 """Study configs: TOML files validated with pydantic; every error names the file and the key.
 
 Numeric search knobs are written as a fixed value (``head_lr = 1e-3``) or a ``[low, high]``
-range; categorical ones as a fixed value or a list of choices. Relative paths (weights, data,
-the default SQLite file) are resolved against the config file's folder.
+range; categorical ones as a fixed value or a list of choices (``space.py`` turns each into one
+dimension of the search). Relative paths (weights, data, the default SQLite file) are resolved
+against the config file's folder. Every override (CLI flags, ``AUTOFREEZE_STORAGE``) is applied
+once, by :func:`load_config` or :func:`parse_config`; nothing reads the environment later.
 """
 
 from __future__ import annotations
 
+import copy
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from autofreeze.errors import ConfigError
+from autofreeze.plan import LIMITS, BnMode, Init
 
 METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
 
@@ -57,6 +70,7 @@ class StudySection(_Strict):
     pruner: Literal["median", "hyperband", "none"] = "median"
     seed: int = 0
     baselines: bool = True
+    heartbeat: int = Field(default=20, ge=1)
 
     @property
     def direction(self) -> str:
@@ -87,9 +101,17 @@ class BackboneSection(_Strict):
     pretrain: PretrainSection | None = None
 
 
-class TrainingSection(_Strict):
+class TrainConfig(_Strict):
+    """How to train one plan: the study config's ``[training]`` table, and what
+    :func:`autofreeze.train.fit` takes.
+
+    ``amp`` and ``channels_last`` default to ``auto``: on for CUDA, off on the CPU; forcing them
+    on the CPU runs the same code path (bf16 autocast works on the CPU too).
+    """
+
     epochs: int = Field(default=5, ge=1, le=1000)
     batch_size: int = Field(default=32, ge=1)
+    eval_batch_size: int = Field(default=256, ge=1)
     image_size: int | None = Field(default=None, ge=8, le=1024)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = Field(default=0.9, ge=0, lt=1)
@@ -118,10 +140,8 @@ class SearchSection(_Strict):
     )
     layer_decay: FloatRange = Field(default_factory=lambda: FloatRange(low=0.5, high=1.0))
     weight_decay: FloatRange = Field(default_factory=lambda: FloatRange(low=0.0, high=0.1))
-    bn_mode: list[Literal["eval", "train", "frozen"]] | Literal["eval", "train", "frozen"] = "eval"
-    init: list[Literal["pretrained", "scratch"]] | Literal["pretrained", "scratch"] = Field(
-        default_factory=lambda: ["pretrained", "scratch"]
-    )
+    bn_mode: list[BnMode] | BnMode = "eval"
+    init: list[Init] | Init = Field(default_factory=lambda: ["pretrained", "scratch"])
 
     @field_validator("head_lr", "backbone_lr_ratio", mode="before")
     @classmethod
@@ -160,52 +180,24 @@ class SearchSection(_Strict):
             raise ValueError("must be >= 0")
         return v
 
-    @field_validator("head_lr", "backbone_lr_ratio")
+    @field_validator("head_lr", "backbone_lr_ratio", "layer_decay", "weight_decay")
     @classmethod
-    def _positive(cls, v: FloatRange) -> FloatRange:
-        if v.low <= 0:
-            raise ValueError("must be > 0")
-        return v
-
-    @field_validator("layer_decay")
-    @classmethod
-    def _decay(cls, v: FloatRange) -> FloatRange:
-        if not (v.low > 0 and v.high <= 1):
-            raise ValueError("must lie in (0, 1]")
-        return v
-
-    @field_validator("weight_decay")
-    @classmethod
-    def _non_negative(cls, v: FloatRange) -> FloatRange:
-        if v.low < 0:
-            raise ValueError("must be >= 0")
+    def _within_limits(cls, v: FloatRange, info: ValidationInfo) -> FloatRange:
+        limits = LIMITS[str(info.field_name)]
+        if v.low not in limits or v.high not in limits:
+            raise ValueError(f"must be {limits}")
         return v
 
     def choices(self, name: str) -> list[str]:
         value = getattr(self, name)
         return list(value) if isinstance(value, list) else [value]
 
-    def boundary_range(self, n_blocks: int) -> tuple[int, int]:
-        if self.boundary == "all":
-            return 0, n_blocks
-        low, high = (
-            (self.boundary, self.boundary)
-            if isinstance(self.boundary, int)
-            else (self.boundary[0], self.boundary[1])
-        )
-        if high > n_blocks:
-            raise ConfigError(
-                f"[search] boundary: {high} is beyond the backbone, which has {n_blocks} blocks "
-                f"(allowed 0..{n_blocks}; see `autofreeze inspect`)"
-            )
-        return low, high
-
 
 class StudyConfig(_Strict):
     study: StudySection
     backbone: BackboneSection
     dataset: dict[str, Any]
-    training: TrainingSection = Field(default_factory=TrainingSection)
+    training: TrainConfig = Field(default_factory=TrainConfig)
     search: SearchSection = Field(default_factory=SearchSection)
     path: Path | None = Field(default=None, exclude=True)
 
@@ -227,12 +219,7 @@ class StudyConfig(_Strict):
 
     @property
     def storage_url(self) -> str:
-        """``AUTOFREEZE_STORAGE`` beats the config; the default is SQLite beside the config."""
-        import os
-
-        env = os.environ.get("AUTOFREEZE_STORAGE")
-        if env:
-            return env
+        """The study's storage; the default is SQLite beside the config file."""
         if self.study.storage:
             return self.study.storage
         return f"sqlite:///{self.resolve(self.study.name + '.db')}"
@@ -268,9 +255,37 @@ def format_validation_error(exc: ValidationError, where: str) -> str:
     return f"{where}: {key}: {msg}{more}"
 
 
+STORAGE_ENV = "AUTOFREEZE_STORAGE"
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """``data`` with dotted keys set (``{"training.epochs": 3}``); ``None`` values are skipped.
+
+    ``study.storage`` falls back to ``AUTOFREEZE_STORAGE``: a flag beats the environment, the
+    environment beats the file.
+    """
+    overrides = dict(overrides or {})
+    if overrides.get("study.storage") is None and os.environ.get(STORAGE_ENV):
+        overrides["study.storage"] = os.environ[STORAGE_ENV]
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return data
+
+
 def parse_config(
-    data: dict[str, Any], where: str = "config", path: Path | None = None
+    data: dict[str, Any],
+    where: str = "config",
+    path: Path | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> StudyConfig:
+    """Validate a config table (a TOML file's, or the one stored with a study)."""
+    data = apply_overrides(copy.deepcopy(data), overrides)
     try:
         return StudyConfig.model_validate({**data, "path": path})
     except ValidationError as exc:
@@ -288,12 +303,4 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> St
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
-    for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        node = data
-        *parents, last = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return parse_config(data, str(path), path.resolve())
+    return parse_config(data, str(path), path.resolve(), overrides)

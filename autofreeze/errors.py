@@ -37,3 +37,7 @@ class PlanError(AutofreezeError):
 
 class StorageError(AutofreezeError):
     """The study database cannot be reached or opened."""
+
+
+class WorkerError(AutofreezeError):
+    """A worker process of a search ended with an error."""

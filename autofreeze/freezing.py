@@ -4,84 +4,21 @@ Semantics (DESIGN.md section 5): blocks below the trainable range get ``requires
 and ``grad=None``; modules inside frozen blocks run in eval mode (dropout and drop-path off),
 except BatchNorm, which follows the plan's ``bn_mode``; every optimizer param group carries its
 own learning rate (``lr = head_lr * scale``) in ``planned_lr``, never an implicit ``lr_scale``.
+The plan itself (:class:`~autofreeze.plan.FreezePlan`) is defined in :mod:`autofreeze.plan`.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from torch import nn
 
 from autofreeze.backbones import Backbone
 from autofreeze.errors import PlanError
+from autofreeze.plan import FreezePlan
 
 log = logging.getLogger("autofreeze.freezing")
-
-BN_MODES = ("eval", "train", "frozen")
-INITS = ("pretrained", "scratch")
-
-
-@dataclass(frozen=True)
-class FreezePlan:
-    """One trial's full choice of how to fine-tune.
-
-    Attributes:
-        boundary: blocks ``0..boundary-1`` (counted from the input) never train. ``0`` is full
-            fine-tuning, ``n_blocks`` trains the head only (linear probe).
-        schedule: name of the unfreezing schedule; ``schedule_params`` are its knobs.
-        head_lr: learning rate of the head.
-        backbone_lr_ratio: the block nearest the head trains at ``head_lr * backbone_lr_ratio``.
-        layer_decay: each block further from the head multiplies its LR by this (LLRD).
-        weight_decay: weight decay (decoupled with AdamW; not applied to biases, norms, tokens).
-        bn_mode: BatchNorm in frozen blocks: ``eval`` (running stats used and kept), ``train``
-            (batch stats, running stats updated) or ``frozen`` (batch stats, running stats kept).
-        init: ``pretrained`` (the backbone's weights) or ``scratch`` (random init).
-    """
-
-    boundary: int
-    schedule: str = "static"
-    schedule_params: dict[str, Any] = field(default_factory=dict)
-    head_lr: float = 1e-3
-    backbone_lr_ratio: float = 0.1
-    layer_decay: float = 1.0
-    weight_decay: float = 0.05
-    bn_mode: Literal["eval", "train", "frozen"] = "eval"
-    init: Literal["pretrained", "scratch"] = "pretrained"
-
-    def check(self, n_blocks: int) -> None:
-        """Reject values no backbone could accept, naming the field."""
-        if not isinstance(self.boundary, int) or not 0 <= self.boundary <= n_blocks:
-            raise PlanError(
-                f"boundary must be an integer in 0..{n_blocks} for this backbone, not "
-                f"{self.boundary!r}"
-            )
-        if self.head_lr <= 0:
-            raise PlanError(f"head_lr must be > 0, not {self.head_lr}")
-        if self.backbone_lr_ratio <= 0:
-            raise PlanError(f"backbone_lr_ratio must be > 0, not {self.backbone_lr_ratio}")
-        if not 0 < self.layer_decay <= 1:
-            raise PlanError(f"layer_decay must be in (0, 1], not {self.layer_decay}")
-        if self.weight_decay < 0:
-            raise PlanError(f"weight_decay must be >= 0, not {self.weight_decay}")
-        if self.bn_mode not in BN_MODES:
-            raise PlanError(f"bn_mode must be one of {list(BN_MODES)}, not {self.bn_mode!r}")
-        if self.init not in INITS:
-            raise PlanError(f"init must be one of {list(INITS)}, not {self.init!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FreezePlan:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise PlanError(
-                f"unknown plan field {unknown[0]!r} (fields: {', '.join(sorted(known))})"
-            )
-        return cls(**data)
 
 
 def block_lr_scale(plan: FreezePlan, block_index: int, n_blocks: int) -> float:

@@ -1,18 +1,48 @@
-"""What a reviewer reads: trial rows, the best plan, the comparison with the baselines."""
+"""What a reviewer reads: trial rows, the best plan, the comparison with the baselines, and
+the terminal tables and progress lines they are printed as."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autofreeze import records
+from autofreeze.study import best_trial
+
+# the columns of `autofreeze trials`, each a key of trial_row()
+TRIAL_COLUMNS = (
+    "number",
+    "name",
+    "state",
+    "value",
+    "boundary",
+    "schedule",
+    "knobs",
+    "init",
+    "head_lr",
+    "backbone_lr_ratio",
+    "layer_decay",
+    "bn_mode",
+    "frozen_fraction",
+    "epochs_run",
+    "seconds",
+    "reason",
+)
+# the comparison `autofreeze search` prints: the recipe's name, then the trial's columns
+COMPARISON_COLUMNS = ("recipe",) + tuple(
+    c for c in TRIAL_COLUMNS if c not in ("number", "name", "bn_mode", "frozen_fraction", "reason")
+)
+
 
 def trial_row(t: FrozenTrial) -> dict[str, Any]:
-    plan = t.user_attrs.get("plan", {})
+    plan = records.plan(t)
     return {
         "number": t.number,
-        "name": t.user_attrs.get("baseline", ""),
+        "name": records.baseline(t) or "",
         "state": t.state.name,
         "value": t.value,
         "boundary": plan.get("boundary"),
@@ -23,10 +53,10 @@ def trial_row(t: FrozenTrial) -> dict[str, Any]:
         "backbone_lr_ratio": plan.get("backbone_lr_ratio"),
         "layer_decay": plan.get("layer_decay"),
         "bn_mode": plan.get("bn_mode"),
-        "frozen_fraction": t.user_attrs.get("frozen_param_fraction"),
+        "frozen_fraction": t.user_attrs.get(records.FROZEN_PARAM_FRACTION),
         "epochs_run": len(t.intermediate_values),
-        "seconds": t.user_attrs.get("seconds"),
-        "reason": t.user_attrs.get("fail_reason", ""),
+        "seconds": t.user_attrs.get(records.SECONDS),
+        "reason": records.fail_reason(t),
     }
 
 
@@ -36,13 +66,6 @@ def _fmt(v: Any) -> str:
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     return [trial_row(t) for t in study.get_trials(deepcopy=False)]
-
-
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    try:
-        return study.best_trial
-    except ValueError:
-        return None
 
 
 def best_summary(study: optuna.Study) -> dict[str, Any]:
@@ -55,41 +78,69 @@ def best_summary(study: optuna.Study) -> dict[str, Any]:
         "best": {
             "number": best.number,
             "value": best.value,
-            "name": best.user_attrs.get("baseline") or "searched",
-            "plan": best.user_attrs.get("plan"),
+            "name": records.name(best),
+            "plan": best.user_attrs.get(records.PLAN),
             "params": best.params,
-            "frozen_blocks": best.user_attrs.get("frozen_blocks"),
-            "cost": {
-                k: best.user_attrs.get(k)
-                for k in (
-                    "seconds",
-                    "train_examples_per_second",
-                    "trainable_params",
-                    "peak_memory_mb",
-                )
-            },
+            "frozen_blocks": best.user_attrs.get(records.FROZEN_BLOCKS),
+            "cost": {k: best.user_attrs.get(k) for k in records.COST},
         },
     }
 
 
 def comparison(study: optuna.Study) -> list[dict[str, Any]]:
     """The best searched plan next to every baseline (what the search bought)."""
-    rows = []
+    trials = study.get_trials(deepcopy=False)
+    rows = [{**trial_row(t), "recipe": records.baseline(t)} for t in trials if records.baseline(t)]
     best = best_trial(study)
-    for t in study.get_trials(deepcopy=False):
-        if "baseline" in t.user_attrs:
-            row = trial_row(t)
-            row["recipe"] = t.user_attrs["baseline"]
-            rows.append(row)
     if best is not None:
-        row = trial_row(best)
-        row["recipe"] = f"BEST (trial {best.number})"
-        rows.insert(0, row)
-    finished = [
-        t
-        for t in study.get_trials(deepcopy=False)
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-    ]
+        rows.insert(0, {**trial_row(best), "recipe": f"BEST (trial {best.number})"})
+    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     for row in rows:
-        row["of"] = len(finished)
+        row["of"] = finished
     return rows
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """Left-aligned text columns; floats with 4 significant digits."""
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return "" if v is None else str(v)
+
+    cells = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += [
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    return "\n".join(lines)
+
+
+def trial_line(
+    study: optuna.Study,
+    last: FrozenTrial,
+    ran: int,
+    n_trials: int | None,
+    t0: float,
+    timeout: float | None,
+) -> str:
+    """One progress line per finished trial: outcome, best so far, budget and time left."""
+    value = "-" if last.value is None else f"{last.value:.4f}"
+    best = best_trial(study)
+    elapsed = time.perf_counter() - t0
+    done, _ = records.budget(study.get_trials(deepcopy=False))
+    budget = f"{done}/{n_trials} done" if n_trials else f"{done} done"
+    left = ""
+    if n_trials:
+        left = f", ~{max(0.0, elapsed / max(1, ran) * (n_trials - done)):.0f}s left"
+    if timeout:
+        left += f", timeout in {max(0.0, timeout - elapsed):.0f}s"
+    reason = records.fail_reason(last)
+    return (
+        f"#{last.number} {records.name(last)} {last.state.name.lower()}"
+        f"{' (' + reason + ')' if reason else ''}"
+        f" value={value} best={'-' if best is None else f'{best.value:.4f} (#{best.number})'}"
+        f" | {budget}, {elapsed:.0f}s elapsed{left}"
+    )

@@ -1,120 +1,228 @@
-"""The search space: one function turns an Optuna trial into a freeze plan.
+"""The search space: every entry of ``[search]`` parsed once into a dimension, and one method
+that turns an Optuna trial into a freeze plan.
 
-It reads like docs/search_space.md: the boundary, the schedule and its own knobs (conditional on
-the schedule), the learning rates per group, BatchNorm handling and the initialisation. Entries
-fixed in the config are not suggested; they are still part of the plan.
+A dimension is a fixed value, a numeric range or a list of choices; each knows how to suggest
+itself, whether it contains a value, and the nearest value it allows (what a baseline recipe is
+clamped to). :class:`SearchSpace` reads like docs/search_space.md: the boundary, the schedule
+and its own knobs (conditional on the schedule), the learning rates per group, BatchNorm
+handling and the initialisation. Fixed entries are not suggested; they are still in the plan.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import optuna
 
 from autofreeze.config import FloatRange, SearchSection
 from autofreeze.errors import ConfigError
-from autofreeze.freezing import FreezePlan
+from autofreeze.plan import FreezePlan
 from autofreeze.registry import Registry
 from autofreeze.schedules import Knob
 
 
-def _float(trial: optuna.Trial, name: str, r: FloatRange) -> float:
-    if r.low == r.high:
-        return r.low
-    return trial.suggest_float(name, r.low, r.high, log=r.log)
+class Dimension(Protocol):
+    def suggest(self, trial: optuna.Trial, name: str) -> Any: ...
+
+    def __contains__(self, value: Any) -> bool: ...
+
+    def clamp(self, value: Any) -> Any: ...
 
 
-def _categorical(trial: optuna.Trial, name: str, choices: list[Any]) -> Any:
-    return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, choices)
+@dataclass(frozen=True)
+class Fixed:
+    """One value: never suggested, always in the plan."""
+
+    value: Any
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+        return self.value
+
+    def __contains__(self, value: Any) -> bool:
+        return value == self.value
+
+    def clamp(self, value: Any) -> Any:
+        return self.value
 
 
-def _knob(trial: optuna.Trial, name: str, knob: Knob, configured: Any) -> Any:
-    """A schedule knob: the config may fix it, narrow its range, or leave the declared one."""
-    if configured is not None and not isinstance(configured, list):
-        return configured
+@dataclass(frozen=True)
+class Range:
+    """Numbers from ``low`` to ``high`` (integers with ``integer``; log-uniform with ``log``)."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+        if self.integer:
+            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_float(name, float(self.low), float(self.high), log=self.log)
+
+    def __contains__(self, value: Any) -> bool:
+        return self.low <= value <= self.high
+
+    def clamp(self, value: Any) -> Any:
+        value = min(max(value, self.low), self.high)
+        return int(round(value)) if self.integer else float(value)
+
+
+@dataclass(frozen=True)
+class Choices:
+    """Categorical values; the first one is the fallback of :meth:`clamp`."""
+
+    options: tuple[Any, ...]
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+        return trial.suggest_categorical(name, list(self.options))
+
+    def __contains__(self, value: Any) -> bool:
+        return value in self.options
+
+    def clamp(self, value: Any) -> Any:
+        return value if value in self.options else self.options[0]
+
+
+def numbers(low: float, high: float, *, log: bool = False, integer: bool = False) -> Dimension:
+    return Fixed(low) if low == high else Range(low, high, log, integer)
+
+
+def choices(values: list[Any] | tuple[Any, ...] | Any) -> Dimension:
+    values = tuple(values) if isinstance(values, list | tuple) else (values,)
+    return Fixed(values[0]) if len(values) == 1 else Choices(values)
+
+
+def _float(r: FloatRange) -> Dimension:
+    return numbers(r.low, r.high, log=r.log)
+
+
+def knob_dimension(knob: Knob, configured: Any, where: str) -> Dimension:
+    """A schedule knob as the config gives it (fixed, narrowed or absent), checked once."""
     if knob.kind == "categorical":
-        return _categorical(trial, name, list(configured or knob.choices))
-    low, high = configured if configured is not None else (knob.low, knob.high)
-    if low == high:
-        return low
-    if knob.kind == "int":
-        return trial.suggest_int(name, int(low), int(high), log=knob.log)
-    return trial.suggest_float(name, float(low), float(high), log=knob.log)
+        values = configured if isinstance(configured, list) else [configured]
+        if configured is None:
+            values = list(knob.choices)
+        if not values:
+            raise ConfigError(f"{where}: list at least one choice")
+        return choices([knob.check(v, where) for v in values])
+    if configured is None:
+        assert knob.low is not None and knob.high is not None
+        return numbers(knob.low, knob.high, log=knob.log, integer=knob.kind == "int")
+    if not isinstance(configured, list):
+        return Fixed(knob.check(configured, where))
+    if len(configured) != 2 or configured[0] > configured[1]:
+        raise ConfigError(f"{where}: a range is [low, high] with low <= high, not {configured}")
+    low, high = (knob.check(v, where) for v in configured)
+    return numbers(low, high, log=knob.log, integer=knob.kind == "int")
 
 
-def check_space(space: SearchSection, registry: Registry, n_blocks: int, epochs: int) -> None:
-    """Validate what the search space names against the loaded plugins and the backbone."""
-    space.boundary_range(n_blocks)
-    for name in space.schedules:
-        registry.get_schedule(name)
-    for sched, knobs in space.knobs.items():
-        if sched not in space.schedules:
-            raise ConfigError(
-                f"[search.knobs.{sched}]: schedule {sched!r} is not in [search] schedules "
-                f"{space.schedules}"
-            )
-        declared = {k.name: k for k in registry.get_schedule(sched).knobs}
-        for key, value in knobs.items():
-            if key not in declared:
+def boundary_dimension(boundary: Any, n_blocks: int) -> Dimension:
+    if boundary == "all":
+        return numbers(0, n_blocks, integer=True)
+    low, high = (boundary, boundary) if isinstance(boundary, int) else boundary
+    if high > n_blocks:
+        raise ConfigError(
+            f"[search] boundary: {high} is beyond the backbone, which has {n_blocks} blocks "
+            f"(allowed 0..{n_blocks}; see `autofreeze inspect`)"
+        )
+    return numbers(low, high, integer=True)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The search space of one study on one backbone, every entry parsed and checked."""
+
+    boundary: Dimension
+    schedule: Dimension
+    knobs: dict[str, dict[str, Dimension]]  # schedule -> knob -> dimension
+    head_lr: Dimension
+    backbone_lr_ratio: Dimension
+    layer_decay: Dimension
+    weight_decay: Dimension
+    bn_mode: Dimension
+    init: Dimension
+
+    @classmethod
+    def from_config(cls, search: SearchSection, registry: Registry, n_blocks: int) -> SearchSpace:
+        """Check ``[search]`` against the loaded schedules and the backbone's block count."""
+        for sched in search.knobs:
+            if sched not in search.schedules:
                 raise ConfigError(
-                    f"[search.knobs.{sched}] {key}: unknown knob (knobs: {', '.join(declared)})"
+                    f"[search.knobs.{sched}]: schedule {sched!r} is not in [search] schedules "
+                    f"{search.schedules}"
                 )
-            knob = declared[key]
-            where = f"[search.knobs.{sched}] {key}"
-            if knob.kind != "categorical" and isinstance(value, list):
-                if len(value) != 2 or value[0] > value[1]:
-                    raise ConfigError(
-                        f"{where}: a range is [low, high] with low <= high, not {value}"
-                    )
-            elif knob.kind == "categorical" and isinstance(value, list) and not value:
-                raise ConfigError(f"{where}: list at least one choice")
-            for v in value if isinstance(value, list) else [value]:
-                knob.check(v, f"[search.knobs.{sched}]")
+        knobs = {}
+        for sched in search.schedules:
+            declared = registry.get_schedule(sched).knobs
+            given = search.knobs.get(sched, {})
+            unknown = [key for key in given if key not in {k.name for k in declared}]
+            if unknown:
+                raise ConfigError(
+                    f"[search.knobs.{sched}] {unknown[0]}: unknown knob "
+                    f"(knobs: {', '.join(k.name for k in declared)})"
+                )
+            knobs[sched] = {
+                k.name: knob_dimension(k, given.get(k.name), f"[search.knobs.{sched}]")
+                for k in declared
+            }
+        return cls(
+            boundary=boundary_dimension(search.boundary, n_blocks),
+            schedule=choices(search.schedules),
+            knobs=knobs,
+            head_lr=_float(search.head_lr),
+            backbone_lr_ratio=_float(search.backbone_lr_ratio),
+            layer_decay=_float(search.layer_decay),
+            weight_decay=_float(search.weight_decay),
+            bn_mode=choices(search.bn_mode),
+            init=choices(search.init),
+        )
 
+    def suggest(self, trial: optuna.Trial) -> FreezePlan:
+        """Ask ``trial`` for one freeze plan (parameter names as in ``FreezePlan.to_params``)."""
+        schedule = self.schedule.suggest(trial, "schedule")
+        return FreezePlan(
+            boundary=self.boundary.suggest(trial, "boundary"),
+            schedule=schedule,
+            schedule_params={
+                name: dim.suggest(trial, f"{schedule}.{name}")
+                for name, dim in self.knobs[schedule].items()
+            },
+            head_lr=self.head_lr.suggest(trial, "head_lr"),
+            backbone_lr_ratio=self.backbone_lr_ratio.suggest(trial, "backbone_lr_ratio"),
+            layer_decay=self.layer_decay.suggest(trial, "layer_decay"),
+            weight_decay=self.weight_decay.suggest(trial, "weight_decay"),
+            bn_mode=self.bn_mode.suggest(trial, "bn_mode"),
+            init=self.init.suggest(trial, "init"),
+        )
 
-def suggest_plan(
-    trial: optuna.Trial, space: SearchSection, registry: Registry, n_blocks: int
-) -> FreezePlan:
-    """Ask ``trial`` for one freeze plan within ``space``."""
-    low, high = space.boundary_range(n_blocks)
-    boundary = low if low == high else trial.suggest_int("boundary", low, high)
-    schedule = _categorical(trial, "schedule", space.schedules)
-    configured = space.knobs.get(schedule, {})
-    knobs = {
-        k.name: _knob(trial, f"{schedule}.{k.name}", k, configured.get(k.name))
-        for k in registry.get_schedule(schedule).knobs
-    }
-    return FreezePlan(
-        boundary=boundary,
-        schedule=schedule,
-        schedule_params=knobs,
-        head_lr=_float(trial, "head_lr", space.head_lr),
-        backbone_lr_ratio=_float(trial, "backbone_lr_ratio", space.backbone_lr_ratio),
-        layer_decay=_float(trial, "layer_decay", space.layer_decay),
-        weight_decay=_float(trial, "weight_decay", space.weight_decay),
-        bn_mode=_categorical(trial, "bn_mode", space.choices("bn_mode")),
-        init=_categorical(trial, "init", space.choices("init")),
-    )
+    def clamp(self, plan: FreezePlan) -> FreezePlan | None:
+        """The plan moved into the space, or ``None`` if its structure is outside it.
 
-
-def plan_params(plan: FreezePlan) -> dict[str, Any]:
-    """The trial parameters that reproduce ``plan`` (for enqueueing baselines)."""
-    params: dict[str, Any] = {
-        "boundary": plan.boundary,
-        "schedule": plan.schedule,
-        "head_lr": plan.head_lr,
-        "backbone_lr_ratio": plan.backbone_lr_ratio,
-        "layer_decay": plan.layer_decay,
-        "weight_decay": plan.weight_decay,
-        "bn_mode": plan.bn_mode,
-        "init": plan.init,
-    }
-    params.update({f"{plan.schedule}.{k}": v for k, v in plan.schedule_params.items()})
-    return params
-
-
-def plan_from_params(
-    params: dict[str, Any], space: SearchSection, registry: Registry, n_blocks: int
-) -> FreezePlan:
-    """Rebuild a plan from a finished trial's params (fixed entries come from the space)."""
-    return suggest_plan(optuna.trial.FixedTrial(params), space, registry, n_blocks)
+        The structure (boundary, schedule, init) is what a recipe is; it is kept or the plan
+        is rejected. Numbers and the BatchNorm mode move to the nearest allowed value.
+        """
+        structure = (
+            (self.boundary, plan.boundary),
+            (self.schedule, plan.schedule),
+            (self.init, plan.init),
+        )
+        if not all(value in dim for dim, value in structure):
+            return None
+        knobs = {}
+        for name, dim in self.knobs[plan.schedule].items():
+            if name in plan.schedule_params:
+                knobs[name] = dim.clamp(plan.schedule_params[name])
+            elif isinstance(dim, Fixed):  # a knob the recipe leaves open, fixed by the config
+                knobs[name] = dim.value
+        return FreezePlan(
+            boundary=plan.boundary,
+            schedule=plan.schedule,
+            schedule_params=knobs,
+            head_lr=self.head_lr.clamp(plan.head_lr),
+            backbone_lr_ratio=self.backbone_lr_ratio.clamp(plan.backbone_lr_ratio),
+            layer_decay=self.layer_decay.clamp(plan.layer_decay),
+            weight_decay=self.weight_decay.clamp(plan.weight_decay),
+            bn_mode=self.bn_mode.clamp(plan.bn_mode),
+            init=plan.init,
+        )

@@ -20,8 +20,8 @@ def mask_url(url: str) -> str:
     return u.render_as_string(hide_password=True) if u.password else url
 
 
-HEARTBEAT_INTERVAL = 20
-GRACE_PERIOD = 60
+STALE_AFTER_BEATS = 3  # a running trial silent for this many heartbeats is failed and retried
+MAX_RETRY = 3
 
 
 def _enable_wal(path: Path) -> None:
@@ -53,40 +53,52 @@ def _serialize_sqlite_writes(engine: Any) -> None:
     engine.dispose()  # connections opened before the listeners existed are not reused
 
 
-def _retry_callback(max_retry: int | None) -> Any:
+def set_heartbeat(storage: Any, interval: int) -> None:
+    """Running trials beat every ``interval`` seconds; one silent for three intervals is marked
+    FAIL and re-queued as a new WAITING trial (up to ``MAX_RETRY`` times).
+
+    Every worker of a study must use the same interval: the others judge a trial stale by it.
+    It is the study config's ``[study] heartbeat``, set once the config is known.
+    """
+    storage.heartbeat_interval = interval
+    storage.grace_period = STALE_AFTER_BEATS * interval
+    storage.heartbeat_stale_trial_callback = storage.failed_trial_callback = _retry_callback()
+
+
+def _retry_callback() -> Any:
     """Optuna's stale-trial retry, with the new trial's user attr ``retry_of`` naming the
     trial it replaces (the first one of a chain), visible in the dashboard while it waits."""
     import copy
 
     import optuna
 
+    from autofreeze import records
+
     class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
         def __call__(self, study: Any, trial: Any) -> None:
             trial = copy.deepcopy(trial)
-            trial.user_attrs["retry_of"] = trial.system_attrs.get("failed_trial", trial.number)
+            first = trial.system_attrs.get("failed_trial", trial.number)
+            trial.user_attrs[records.RETRY_OF] = first
             super().__call__(study, trial)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RetryStaleTrial(max_retry=max_retry)
+        return RetryStaleTrial(max_retry=MAX_RETRY)
 
 
 def open_storage(
     url: str,
     *,
-    heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
-    grace_period: int | None = None,
-    max_retry: int | None = 3,
+    heartbeat: int | None = None,
     attempts: int = 1,
     backoff: float = 2.0,
     progress: Any = None,
 ) -> Any:
     """Open (and create the tables of) an RDB storage, failing with one clear line.
 
-    Running trials send a heartbeat every ``heartbeat_interval`` seconds; a trial silent for
-    ``grace_period`` seconds (default: three intervals) is marked FAIL and re-queued as a new
-    WAITING trial (``RetryHeartbeatStaleTrialCallback``, up to ``max_retry`` times). With
-    ``attempts > 1`` an unreachable database is retried with exponential backoff.
+    With ``heartbeat`` (seconds), running trials beat and dead workers' trials are retried (see
+    :func:`set_heartbeat`). With ``attempts > 1`` an unreachable database is retried with
+    exponential backoff.
     """
     import time
 
@@ -103,20 +115,13 @@ def open_storage(
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
         engine_kwargs["pool_pre_ping"] = True
-    heartbeat: dict[str, Any] = {}
-    if heartbeat_interval:
-        heartbeat = {
-            "heartbeat_interval": heartbeat_interval,
-            "grace_period": grace_period or 3 * heartbeat_interval,
-            "heartbeat_stale_trial_callback": _retry_callback(max_retry),
-        }
     for attempt in range(1, attempts + 1):
         try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
             if url.startswith("sqlite"):
                 _serialize_sqlite_writes(storage.engine)
+            if heartbeat:
+                set_heartbeat(storage, heartbeat)
             return storage
         except (ArgumentError, NoSuchModuleError) as exc:
             raise StorageError(
@@ -149,11 +154,15 @@ def _short(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-def load_existing_study(url: str, study_name: str, **storage_kw: Any) -> Any:
-    """Load a study that must exist; a missing one lists the names the storage holds."""
+def load_existing_study(url: str, study_name: str, storage: Any = None, **storage_kw: Any) -> Any:
+    """Load a study that must exist; a missing one lists the names the storage holds.
+
+    ``storage`` is an already opened storage of ``url``; else one is opened with
+    ``storage_kw`` (see :func:`open_storage`).
+    """
     import optuna
 
-    storage = open_storage(url, **storage_kw)
+    storage = storage or open_storage(url, **storage_kw)
     names = [s.study_name for s in optuna.study.get_all_study_summaries(storage)]
     if study_name not in names:
         raise StorageError(

@@ -1,9 +1,10 @@
 """Plain-torch training loop for one freeze plan. No optuna here: it reports through a callback.
 
-Data are held as tensors (small datasets are decoded once, not every epoch). Each epoch asks the
-schedule which blocks train, syncs ``requires_grad`` and the optimizer's param groups, trains,
-evaluates on validation and calls ``callback(EpochResult)``; the callback may raise to stop the
-run (the objective raises ``optuna.TrialPruned`` there).
+Its settings are :class:`autofreeze.config.TrainConfig` (the study config's ``[training]``
+table, re-exported here). Data are held as tensors (small datasets are decoded once, not every
+epoch). Each epoch asks the schedule which blocks train, syncs ``requires_grad`` and the
+optimizer's param groups, trains, evaluates on validation and calls ``callback(EpochResult)``;
+the callback may raise to stop the run (the objective raises ``optuna.TrialPruned`` there).
 """
 
 from __future__ import annotations
@@ -14,47 +15,26 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from autofreeze.backbones import Backbone, parameter_count
+from autofreeze.config import TrainConfig
 from autofreeze.data import TensorSplit
-from autofreeze.freezing import FreezePlan, Freezer
+from autofreeze.freezing import Freezer
+from autofreeze.plan import FreezePlan
 from autofreeze.schedules import Schedule
+
+__all__ = ["EpochResult", "FitResult", "TrainConfig", "Trainer", "TrainingDiverged", "fit"]
 
 log = logging.getLogger("autofreeze.train")
 
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-@dataclass
-class TrainConfig:
-    """How to train one plan (the study config's ``[training]`` table).
-
-    ``amp`` and ``channels_last`` default to ``auto``: on for CUDA, off on the CPU; forcing them
-    on the CPU runs the same code path (bf16 autocast works on the CPU too).
-    """
-
-    epochs: int = 5
-    batch_size: int = 32
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    momentum: float = 0.9
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    grad_clip: float | None = None
-    device: str = "cpu"
-    amp: Literal["auto", "bf16", "off"] = "auto"
-    channels_last: Literal["auto", "on", "off"] = "auto"
-    compile: bool = False
-    phase_optimizer: Literal["keep", "reset"] = "keep"
-    augment: bool = False
-    seed: int = 0
-    eval_batch_size: int = 256
 
 
 @dataclass
@@ -79,13 +59,6 @@ class FitResult:
     @property
     def final(self) -> EpochResult:
         return self.history[-1]
-
-    @property
-    def best_accuracy(self) -> float:
-        return max(e.val_accuracy for e in self.history)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"history": [asdict(e) for e in self.history], "cost": dict(self.cost)}
 
 
 def _use_amp(cfg: TrainConfig, device: torch.device) -> bool:

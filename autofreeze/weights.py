@@ -1,4 +1,4 @@
-"""Reading and loading weight files, shared by every backbone plugin.
+"""Reading, loading and writing weight files, shared by every backbone plugin.
 
 ``.safetensors`` files are read with safetensors, anything else with ``torch.load(...,
 weights_only=True)`` (no code runs from a checkpoint). Loading keeps the fresh head: only
@@ -8,6 +8,7 @@ not fit is an error naming the file.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Iterable
@@ -111,3 +112,15 @@ def load_state_dict(
             f"weights file {source!r} does not match backbone {name!r}: " + ", ".join(parts)
         )
     model.load_state_dict(state, strict=False)
+
+
+def save_state(path: Path, model: nn.Module, metadata: dict[str, str]) -> Path:
+    """Write a model's state dict as safetensors, atomically: readers never see half a file."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from autofreeze.errors import ConfigError
+from autofreeze.errors import ConfigError, WorkerError
 
 
 @dataclass(frozen=True)
@@ -153,25 +153,45 @@ def _pump(proc: subprocess.Popen[str], label: str, on_line: Callable[[str, str],
         on_line(label, line.rstrip("\n"))
 
 
-def worker_command(
-    spec: WorkerSpec, config: str, study_name: str, extra: Sequence[str] = ()
-) -> list[str]:
-    """The ``autofreeze worker`` invocation of one spec.
+def worker_command(spec: WorkerSpec, study_name: str) -> list[str]:
+    """The ``autofreeze worker`` invocation of one spec: the study, the device, the threads.
 
-    The storage URL travels in ``AUTOFREEZE_STORAGE`` (see :func:`launch`'s ``env``), never on
-    the command line, where ``ps`` would show its password.
+    The worker runs the config stored in the study. The storage URL travels in
+    ``AUTOFREEZE_STORAGE`` (see :func:`launch`'s ``env``), never on the command line, where
+    ``ps`` would show its password.
     """
     return [
         sys.executable,
         "-m",
         "autofreeze",
         "worker",
-        config,
         "--study-name",
         study_name,
         "--device",
         spec.device,
         "--threads",
         str(spec.threads),
-        *extra,
     ]
+
+
+def run_workers(
+    specs: Sequence[WorkerSpec], study_name: str, url: str, progress: Callable[[str], None]
+) -> None:
+    """One ``autofreeze worker`` process per spec on a prepared study; wait for all of them."""
+    progress(
+        f"starting {len(specs)} workers: "
+        + ", ".join(f"{s.label} ({s.device}, {s.threads} threads)" for s in specs)
+    )
+    codes = launch(
+        specs,
+        lambda spec: worker_command(spec, study_name),
+        lambda label, line: progress(f"[{label}] {line}"),
+        env={"AUTOFREEZE_STORAGE": url},
+    )
+    failed = [(s.label, c) for s, c in zip(specs, codes, strict=True) if c != 0]
+    if failed:
+        label, code = failed[0]
+        raise WorkerError(
+            f"worker {label} exited with code {code} (its last lines are above); "
+            "the study is consistent: run the same command to resume"
+        )

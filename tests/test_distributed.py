@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from autofreeze.search import BASELINE_NAMES
+from autofreeze.baselines import BASELINE_NAMES
 from tests.studies import write_study
 
 BASELINES = set(BASELINE_NAMES)
@@ -150,7 +150,8 @@ def test_sigkilled_worker_trial_fails_and_is_retried(tmp_path):
     url = f"sqlite:///{tmp_path}/kill.db"
     a = start("search", str(config), "--heartbeat", "2", log=tmp_path / "a.log")
     wait_for(lambda: trials(url, "kill"), 120, "the study to be created")
-    b = start("worker", str(config), "--heartbeat", "2", "--threads", "1", log=tmp_path / "b.log")
+    # the worker runs the stored config: its heartbeat is the search's --heartbeat 2
+    b = start("worker", str(config), "--threads", "1", log=tmp_path / "b.log")
     wait_for(
         lambda: "epoch 2/6" in (tmp_path / "b.log").read_text(),
         120,

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
+from autofreeze.baselines import BASELINE_NAMES
 from autofreeze.cli import cli
-from autofreeze.search import BASELINE_NAMES
 from tests.studies import write_study
 
 BASELINES = set(BASELINE_NAMES)
@@ -90,9 +90,9 @@ def test_train_best_checkpoint_keeps_frozen_blocks_and_reproduces_the_metric(sea
     import torch
     from safetensors.torch import load_file
 
+    from autofreeze.build import prepare
     from autofreeze.checkpoint import load_checkpoint
     from autofreeze.config import load_config
-    from autofreeze.pipeline import build_backbone, load_data
 
     config, out = searched
     result = invoke(
@@ -132,7 +132,7 @@ def test_train_best_checkpoint_keeps_frozen_blocks_and_reproduces_the_metric(sea
     assert moved
     # loading the checkpoint back reproduces the reported validation metric
     cfg = load_config(config)
-    _, _, val = load_data(cfg, build_backbone(cfg, 3))
+    val = prepare(cfg).val
     with torch.no_grad():
         acc = (backbone.model(val.x).argmax(1) == val.y).float().mean().item()
     assert acc == pytest.approx(info["metrics"]["val_accuracy"], abs=1e-6)
@@ -149,7 +149,7 @@ def test_a_diverging_trial_fails_early_and_the_study_goes_on(tmp_path):
         "backbone_lr_ratio = 1.0",
     )
     from autofreeze.config import load_config
-    from autofreeze.search import open_study
+    from autofreeze.study import open_study
 
     study = open_study(load_config(config))
     study.enqueue_trial({"head_lr": 1e6})
@@ -172,7 +172,7 @@ def test_median_pruner_stops_a_hopeless_trial(tmp_path):
         search='boundary = 5\nschedules = ["static"]\nhead_lr = [1e-9, 3e-2]',
     )
     from autofreeze.config import load_config
-    from autofreeze.search import open_study
+    from autofreeze.study import open_study
 
     study = open_study(load_config(config))
     for _ in range(3):
@@ -193,7 +193,8 @@ def test_out_of_memory_fails_the_trial_with_its_reason_and_the_study_goes_on(tmp
     from autofreeze.hookspecs import hookimpl
     from autofreeze.registry import get_registry
     from autofreeze.schedules import Phase, Schedule
-    from autofreeze.search import open_study, run_search
+    from autofreeze.search import run_search
+    from autofreeze.study import open_study
 
     class Greedy(Schedule):
         name = "greedy"

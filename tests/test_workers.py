@@ -63,7 +63,7 @@ def test_launch_hands_each_worker_process_exactly_one_device():
 
 def test_worker_command_keeps_the_storage_url_off_the_command_line():
     (spec,) = plan_workers("0", gpus=["0"])
-    cmd = worker_command(spec, "/s/study.toml", "study", ["--n-trials", "4"])
+    cmd = worker_command(spec, "study")
     assert cmd[1:4] == ["-m", "autofreeze", "worker"]
     assert "--device" in cmd and cmd[cmd.index("--device") + 1] == "cuda"
     assert not any("://" in part for part in cmd)

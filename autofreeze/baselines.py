@@ -1,0 +1,63 @@
+"""The textbook recipes, enqueued as the first trials of every study (``[study] baselines``).
+
+Each recipe is a freeze plan the search space can express: its structure (boundary, schedule,
+init) must lie in the space, or the recipe is skipped; its numbers are moved into the space's
+ranges (:meth:`autofreeze.space.SearchSpace.clamp`).
+"""
+
+from __future__ import annotations
+
+from autofreeze.plan import FreezePlan
+from autofreeze.space import SearchSpace
+
+BASELINE_NAMES = (
+    "linear_probe",
+    "full_finetune_low_lr",
+    "freeze_first_half",
+    "gradual_unfreezing",
+    "lp_ft",
+    "from_scratch",
+)
+
+
+def recipes(n_blocks: int, epochs: int) -> dict[str, FreezePlan]:
+    """The recipes for a backbone of ``n_blocks`` blocks trained for ``epochs`` epochs."""
+    common = {"layer_decay": 1.0, "weight_decay": 0.05, "bn_mode": "eval"}
+    return {
+        "linear_probe": FreezePlan(boundary=n_blocks, head_lr=1e-2, **common),
+        "full_finetune_low_lr": FreezePlan(
+            boundary=0, head_lr=1e-3, backbone_lr_ratio=0.1, **common
+        ),
+        "freeze_first_half": FreezePlan(
+            boundary=n_blocks // 2, head_lr=3e-3, backbone_lr_ratio=0.3, **common
+        ),
+        "gradual_unfreezing": FreezePlan(
+            boundary=0,
+            schedule="gradual",
+            schedule_params={"every": 1},
+            head_lr=3e-3,
+            backbone_lr_ratio=0.3,
+            **common,
+        ),
+        "lp_ft": FreezePlan(
+            boundary=0,
+            schedule="lp_ft",
+            schedule_params={"lp_epochs": max(1, epochs // 2), "ft_lr_scale": 0.1},
+            head_lr=1e-2,
+            backbone_lr_ratio=1.0,
+            **common,
+        ),
+        "from_scratch": FreezePlan(
+            boundary=0, head_lr=3e-3, backbone_lr_ratio=1.0, init="scratch", **common
+        ),
+    }
+
+
+def baseline_plans(space: SearchSpace, n_blocks: int, epochs: int) -> list[tuple[str, FreezePlan]]:
+    """The recipes moved into ``space``, in :data:`BASELINE_NAMES` order; those outside skipped."""
+    out = []
+    for name, plan in recipes(n_blocks, epochs).items():
+        clamped = space.clamp(plan)
+        if clamped is not None:
+            out.append((name, clamped))
+    return out

@@ -1,0 +1,108 @@
+"""From a study config to what a trial trains: one :func:`prepare` per process, then a backbone
+and a schedule per plan.
+
+:func:`prepare` learns the block count and the preprocessing from a probe backbone that loads no
+weights (no file read, no download), and decodes the dataset once into tensors. Trials, the
+final training (``autofreeze train``) and the pretraining recipe all build from it, so they
+build the same thing from the same config.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from autofreeze.backbones import Backbone
+from autofreeze.config import StudyConfig
+from autofreeze.data import ImageDataset, TensorSplit, to_tensors
+from autofreeze.errors import ConfigError
+from autofreeze.plan import FreezePlan
+from autofreeze.registry import Registry, get_registry
+from autofreeze.schedules import Schedule
+
+
+@dataclass
+class Prepared:
+    """What every trial of a process shares: the backbone's cut, the data as tensors."""
+
+    cfg: StudyConfig
+    registry: Registry
+    n_blocks: int
+    data_config: dict[str, Any]
+    image_size: int
+    data: ImageDataset
+    train: TensorSplit
+    val: TensorSplit
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+    def backbone(self, plan: FreezePlan, seed: int | None = None) -> Backbone:
+        """The backbone ``plan`` trains: the config's weights for ``pretrained``, random for
+        ``scratch``; its head is seeded with the training seed."""
+        cfg = self.cfg
+        torch.manual_seed(cfg.training.seed if seed is None else seed)
+        weights = "none" if plan.init == "scratch" else cfg.weights_path()
+        return self.registry.create_backbone(
+            cfg.backbone.name,
+            num_classes=self.num_classes,
+            weights=weights,
+            granularity=cfg.backbone.granularity,
+        )
+
+    def schedule(self, plan: FreezePlan, epochs: int | None = None) -> Schedule:
+        """The plan's schedule over the training budget (knobs checked by the schedule)."""
+        return self.registry.get_schedule(plan.schedule)(
+            boundary=plan.boundary,
+            n_blocks=self.n_blocks,
+            epochs=epochs or self.cfg.training.epochs,
+            **plan.schedule_params,
+        )
+
+
+def probe(cfg: StudyConfig, registry: Registry) -> Backbone:
+    """The config's backbone without weights: its blocks and preprocessing, nothing loaded."""
+    return registry.create_backbone(
+        cfg.backbone.name, num_classes=2, weights="none", granularity=cfg.backbone.granularity
+    )
+
+
+def prepare(
+    cfg: StudyConfig, registry: Registry | None = None, dataset: dict[str, Any] | None = None
+) -> Prepared:
+    """Probe the backbone and decode the dataset (``[dataset]``, or another dataset table)."""
+    registry = registry or get_registry()
+    backbone = probe(cfg, registry)
+    size = cfg.training.image_size or int(backbone.data_config["input_size"][-1])
+    data, train, val = load_data(
+        registry, dataset or cfg.dataset, cfg.dataset_options(dataset), backbone.data_config, size
+    )
+    if data.num_classes < 2:
+        raise ConfigError(f"dataset {data.name!r} has {data.num_classes} class; need at least 2")
+    return Prepared(
+        cfg, registry, backbone.n_blocks, dict(backbone.data_config), size, data, train, val
+    )
+
+
+_decoded: dict[str, tuple[ImageDataset, TensorSplit, TensorSplit]] = {}
+
+
+def load_data(
+    registry: Registry,
+    spec: dict[str, Any],
+    options: dict[str, Any],
+    data_config: dict[str, Any],
+    size: int,
+) -> tuple[ImageDataset, TensorSplit, TensorSplit]:
+    """Decode a dataset into normalised tensors, once per process (keyed by its content)."""
+    mean, std = data_config["mean"], data_config["std"]
+    key = json.dumps([spec["name"], options, mean, std, size], sort_keys=True, default=str)
+    if key not in _decoded:
+        data = registry.create_dataset(spec["name"], **options)
+        kw = {"mean": mean, "std": std, "size": size}
+        _decoded[key] = (data, to_tensors(data.train, **kw), to_tensors(data.val, **kw))
+    return _decoded[key]

@@ -1,0 +1,126 @@
+"""What a study records, in one place: every user-attribute name and its read/write helpers.
+
+Trials carry their plan, cost and history as user attributes (machine-readable, shown by
+optuna-dashboard); studies carry the config they run. Nothing else in autofreeze spells these
+names; it calls the helpers below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+if TYPE_CHECKING:
+    from autofreeze.backbones import Backbone
+    from autofreeze.plan import FreezePlan
+    from autofreeze.train import FitResult
+
+# -- study attributes --------------------------------------------------------------------------
+CONFIG = "autofreeze_config"  # the resolved study config every worker runs (storage masked)
+CONFIG_DIR = "autofreeze_config_dir"  # the folder its relative paths are resolved against
+
+# -- trial attributes --------------------------------------------------------------------------
+BASELINE = "baseline"  # the textbook recipe an enqueued trial runs
+RETRY_OF = "retry_of"  # the trial a re-queued one replaces
+FAIL_REASON = "fail_reason"  # why the objective failed a trial (such a failure counts)
+PLAN = "plan"
+FROZEN_BLOCKS = "frozen_blocks"
+FROZEN_PARAM_FRACTION = "frozen_param_fraction"
+SCHEDULE = "schedule"
+FEATURE_CACHE = "feature_cache"
+PRUNED_AT_EPOCH = "pruned_at_epoch"
+PHASE_EVENTS = "phase_events"
+HISTORY = "history"
+SECONDS = "seconds"  # the trial's wall time: building, caching and training
+COST = ("seconds", "train_examples_per_second", "trainable_params", "peak_memory_mb")
+SEARCHED = "searched"  # the name of a trial the sampler chose (not a baseline)
+
+
+# -- reading -------------------------------------------------------------------------------------
+def baseline(trial: FrozenTrial | optuna.Trial) -> str | None:
+    return trial.user_attrs.get(BASELINE)
+
+
+def name(trial: FrozenTrial) -> str:
+    """The recipe a trial ran, or ``searched``."""
+    return baseline(trial) or SEARCHED
+
+
+def fail_reason(trial: FrozenTrial) -> str:
+    return trial.user_attrs.get(FAIL_REASON, "")
+
+
+def plan(trial: FrozenTrial) -> dict[str, Any]:
+    return trial.user_attrs.get(PLAN, {})
+
+
+def counts(trial: FrozenTrial) -> bool:
+    """Whether a trial used up budget: it finished, or the objective failed it with a reason.
+
+    A trial that failed without a reason was cut short (Ctrl-C, a dead worker) and is retried.
+    """
+    finished = trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    return finished or (trial.state == TrialState.FAIL and FAIL_REASON in trial.user_attrs)
+
+
+def budget(trials: Iterable[FrozenTrial]) -> tuple[int, int]:
+    """(counted, running) trials of a whole study, whichever worker runs them."""
+    counted = running = 0
+    for t in trials:
+        counted += counts(t)
+        running += t.state == TrialState.RUNNING
+    return counted, running
+
+
+def retry_attrs(trial: FrozenTrial) -> dict[str, Any]:
+    """The user attrs of a trial that re-runs ``trial``: its recipe name and the link back."""
+    attrs: dict[str, Any] = {RETRY_OF: trial.number}
+    if baseline(trial):
+        attrs[BASELINE] = baseline(trial)
+    return attrs
+
+
+# -- writing -------------------------------------------------------------------------------------
+def write_plan(trial: optuna.Trial, plan: FreezePlan, backbone: Backbone) -> None:
+    frozen = backbone.blocks[: plan.boundary]
+    total = sum(p.numel() for p in backbone.model.parameters())
+    trial.set_user_attr(PLAN, plan.to_dict())
+    trial.set_user_attr(FROZEN_BLOCKS, [b.name for b in frozen])
+    trial.set_user_attr(
+        FROZEN_PARAM_FRACTION,
+        round(sum(backbone.block_param_count(b) for b in frozen) / total, 6),
+    )
+    trial.set_user_attr(SCHEDULE, plan.schedule)
+
+
+def write_result(trial: optuna.Trial, result: FitResult) -> None:
+    """Phase changes, cost (but the wall time: :func:`write_seconds`) and the learning curves."""
+    trial.set_user_attr(PHASE_EVENTS, result.events)
+    for key, value in result.cost.items():
+        if key != SECONDS:
+            trial.set_user_attr(key, round(value, 3))
+    trial.set_user_attr(
+        HISTORY,
+        [
+            {
+                "epoch": e.epoch,
+                "phase": e.phase,
+                "val_accuracy": round(e.val_accuracy, 5),
+                "val_loss": round(e.val_loss, 5),
+                "train_loss": round(e.train_loss, 5),
+            }
+            for e in result.history
+        ],
+    )
+
+
+def write_seconds(trial: optuna.Trial, seconds: float) -> None:
+    trial.set_user_attr(SECONDS, round(seconds, 3))
+
+
+def write_failure(trial: optuna.Trial, reason: str) -> None:
+    """Mark the trial failed by the objective: it counts towards the budget, not retried."""
+    trial.set_user_attr(FAIL_REASON, reason)

@@ -1,0 +1,131 @@
+"""A study on its storage: sampler and pruner, creating or resuming it, the config it runs,
+the baselines it starts with, its budget and its best plan."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from autofreeze import records
+from autofreeze.baselines import BASELINE_NAMES, baseline_plans
+from autofreeze.config import StudyConfig, parse_config
+from autofreeze.errors import ConfigError, StorageError
+from autofreeze.plan import FreezePlan
+from autofreeze.progress import Progress
+from autofreeze.space import SearchSpace
+from autofreeze.storage import mask_url, open_storage
+
+
+def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
+    seed = cfg.study.seed
+    name = cfg.study.sampler
+    if name == "tpe":
+        # the baselines are the first trials; TPE still needs a few random ones of its own to
+        # see the categorical choices (bn_mode, init, schedule) before it models the space
+        startup = 5 + (len(BASELINE_NAMES) if cfg.study.baselines else 0)
+        with warnings.catch_warnings():  # multivariate/group are "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=seed,
+                multivariate=True,
+                group=True,
+                n_startup_trials=startup,
+                constant_liar=True,
+            )
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    return optuna.samplers.GPSampler(seed=seed)
+
+
+def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+    if cfg.study.pruner == "median":
+        # steps are 1-based epochs: never prune on the first epoch
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
+    if cfg.study.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.training.epochs)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(cfg: StudyConfig, storage: Any = None) -> optuna.Study:
+    """Create the config's study, or load it if it exists, with the config's sampler/pruner."""
+    storage = storage or open_storage(cfg.storage_url, heartbeat=cfg.study.heartbeat)
+    try:
+        return optuna.create_study(
+            storage=storage,
+            study_name=cfg.study.name,
+            direction=cfg.study.direction,
+            sampler=make_sampler(cfg),
+            pruner=make_pruner(cfg),
+            load_if_exists=True,
+        )
+    except ValueError as exc:  # e.g. direction differs from the stored study's
+        raise StorageError(
+            f"study {cfg.study.name!r} in {mask_url(cfg.storage_url)}: {exc}"
+        ) from None
+
+
+def store_config(study: optuna.Study, cfg: StudyConfig) -> None:
+    """Store the resolved config (every override applied) for the study's workers to run."""
+    stored = cfg.to_dict()
+    if stored["study"].get("storage"):  # user attrs are shown everywhere: no passwords
+        stored["study"]["storage"] = mask_url(stored["study"]["storage"])
+    study.set_user_attr(records.CONFIG, stored)
+    study.set_user_attr(records.CONFIG_DIR, str(cfg.base_dir))
+
+
+def stored_config(
+    study: optuna.Study, url: str, overrides: dict[str, Any] | None = None
+) -> StudyConfig:
+    """The config the study runs, as its search stored it; ``url`` is the storage's real URL
+    (the stored one is masked)."""
+    stored = study.user_attrs.get(records.CONFIG)
+    if stored is None:
+        raise ConfigError(
+            f"study {study.study_name!r} has no stored autofreeze config; "
+            "run `autofreeze search CONFIG` to create it"
+        )
+    folder = Path(study.user_attrs.get(records.CONFIG_DIR, "."))
+    base = folder if folder.is_dir() else Path.cwd()
+    return parse_config(
+        stored,
+        f"study {study.study_name!r} stored config",
+        base / "study.toml",
+        {**(overrides or {}), "study.storage": url},
+    )
+
+
+def enqueue_baselines(
+    study: optuna.Study, space: SearchSpace, n_blocks: int, epochs: int, progress: Progress
+) -> None:
+    """The textbook recipes as the first trials, once per study."""
+    if study.get_trials(deepcopy=False):
+        return
+    for name, plan in baseline_plans(space, n_blocks, epochs):
+        study.enqueue_trial(plan.to_params(), user_attrs={records.BASELINE: name})
+        progress(f"enqueued baseline {name}")
+
+
+def budget(study: optuna.Study) -> tuple[int, int]:
+    """(counted, running) trials of the whole study; see :func:`autofreeze.records.counts`."""
+    return records.budget(study.get_trials(deepcopy=False))
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+def best_plan(study: optuna.Study) -> FreezePlan:
+    trial = best_trial(study)
+    if trial is None:
+        raise StorageError(f"study {study.study_name!r} has no finished trial yet")
+    return FreezePlan.from_dict(records.plan(trial))
