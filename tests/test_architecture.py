@@ -85,20 +85,21 @@ def test_the_import_graph_has_no_cycle():
 
 
 def test_dependencies_run_one_way_from_the_cli():
-    assert importers("autofreeze.cli") <= {"autofreeze.__main__"}
-    assert importers("autofreeze.search") == {"autofreeze.cli"}
+    cli = {m for m in MODULES if m.startswith("autofreeze.cli")}
+    assert {m for c in cli for m in importers(c)} <= cli | {"autofreeze.__main__"}
+    assert importers("autofreeze.search") <= cli
     assert importers("autofreeze.objective") == {"autofreeze.search"}
     assert importers("autofreeze.workers") == {"autofreeze.search"}
     # the layers below the search never reach up to it
     for low in ("build", "space", "freezing", "train", "cache", "study", "records", "registry"):
         deps = internal(f"autofreeze.{low}")
-        assert not deps & {"autofreeze.search", "autofreeze.objective", "autofreeze.cli"}, low
+        assert not deps & ({"autofreeze.search", "autofreeze.objective"} | cli), low
 
 
 @pytest.mark.parametrize(
     ("package", "allowed"),
     [
-        ("click", {"autofreeze.cli"}),
+        ("click", {f"autofreeze.cli{m}" for m in ("", "._group", "._catalog", "._studies")}),
         ("pluggy", {"autofreeze.hookspecs", "autofreeze.plugins", "autofreeze.registry"}),
         ("optuna", None),  # checked below: never in the training loop or the freezing
     ],
@@ -124,8 +125,8 @@ def test_every_module_is_on_the_map_and_none_is_long():
         rel = path.relative_to(PACKAGE).as_posix()
         if path.name == "__init__.py" and path.parent != PACKAGE:
             rel = path.parent.relative_to(PACKAGE).as_posix() + "/"
-        elif path.parent.name in ("schedules", "default_plugins"):
+        elif path.parent.name in ("schedules", "default_plugins", "cli"):
             rel = path.parent.name + "/"
         assert f"`{rel}`" in doc, f"docs/architecture.md does not list {rel}"
         lines = len(path.read_text().splitlines())
-        assert lines <= 520, f"{rel} has {lines} lines; split it by concept"
+        assert lines <= 350, f"{rel} has {lines} lines; split it by concept"

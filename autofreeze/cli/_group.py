@@ -1,0 +1,64 @@
+"""The ``autofreeze`` click group and what its commands share: one-line errors, JSON, tables,
+``key=value`` options."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from autofreeze.errors import AutofreezeError
+
+
+class AutofreezeGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AutofreezeError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo(
+                "interrupted: finished trials are kept and an interrupted trial is "
+                "re-queued; run the same command to resume",
+                err=True,
+            )
+            raise click.exceptions.Exit(130) from None
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    from autofreeze.review import format_table as table
+
+    return table(rows, columns)
+
+
+@click.group(cls=AutofreezeGroup)
+@click.version_option(package_name="autofreeze")
+def cli() -> None:
+    """Search how to fine-tune a pretrained image backbone: which blocks to freeze, how to
+    unfreeze them, and which learning rate each group gets."""
+    import warnings
+
+    # optuna flags some features it uses as experimental; users cannot act on that
+    warnings.filterwarnings("ignore", message=".*experimental.*")
+
+
+def parse_assignments(pairs: Sequence[str], what: str) -> dict[str, Any]:
+    """``key=value`` pairs; values are read as TOML (numbers, lists, quoted strings) or text."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.UsageError(f"{what} must look like key=value, not {pair!r}")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = raw
+    return out
