@@ -9,10 +9,10 @@ entry-point group ``autofreeze``::
     [project.entry-points.autofreeze]
     my_backbones = "my_package.plugin"
 
-A plugin needs nothing else from autofreeze's internals: the types it receives are defined
-here, the types it returns are :class:`autofreeze.backbones.Backbone`,
-:class:`autofreeze.data.ImageDataset` and :class:`autofreeze.schedules.Schedule`, and
-:mod:`autofreeze.weights` reads and loads weight files.
+A plugin imports from this module only: the types it receives are defined here, and what it
+builds and returns (``Backbone``, ``ImageDataset``, ``Schedule``, ...), the weight-file helpers
+and the errors it raises are re-exported here (loaded on first use, so registering a plugin
+never imports torch). See :data:`PLUGIN_API`.
 """
 
 from __future__ import annotations
@@ -34,6 +34,37 @@ if TYPE_CHECKING:
 
 hookspec = pluggy.HookspecMarker("autofreeze")
 hookimpl = pluggy.HookimplMarker("autofreeze")
+
+# name -> module: what plugins build, return, raise and read weights with
+PLUGIN_API = {
+    **dict.fromkeys(("Backbone", "Block"), "autofreeze.backbones"),
+    **dict.fromkeys(("ImageDataset", "ImageSet", "stratified_split"), "autofreeze.data"),
+    **dict.fromkeys(("Schedule", "Knob", "Phase"), "autofreeze.schedules"),
+    **dict.fromkeys(
+        ("read_state_dict", "load_state_dict", "save_state", "first_line", "reachable"),
+        "autofreeze.weights",
+    ),
+    **dict.fromkeys(
+        (
+            "AutofreezeError",
+            "BackboneError",
+            "ConfigError",
+            "DatasetError",
+            "PlanError",
+            "UnknownNameError",
+            "WeightsError",
+        ),
+        "autofreeze.errors",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in PLUGIN_API:
+        import importlib
+
+        return getattr(importlib.import_module(PLUGIN_API[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- what plugins register -----------------------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -130,3 +132,22 @@ def test_every_module_is_on_the_map_and_none_is_long():
         assert f"`{rel}`" in doc, f"docs/architecture.md does not list {rel}"
         lines = len(path.read_text().splitlines())
         assert lines <= 350, f"{rel} has {lines} lines; split it by concept"
+
+
+def test_plugins_need_only_the_hookspecs_module():
+    """The plugin API is one documented place: the first-party plugin imports nothing else."""
+    from autofreeze import hookspecs
+
+    for name, module in hookspecs.PLUGIN_API.items():
+        assert getattr(hookspecs, name).__module__.startswith(module), name
+    plugin = ROOT / "plugins" / "autofreeze-torchvision" / "autofreeze_torchvision"
+    used = {n for p in plugin.glob("*.py") for n in imports(p) if n.startswith("autofreeze.")}
+    assert {n for n in used if not n.startswith("autofreeze.hookspecs")} == set(), used
+    assert "autofreeze.hookspecs.Backbone" in used  # the check sees the plugin's imports
+    # registering must not import torch: the API is loaded on first use
+    code = (
+        "import sys; from autofreeze.hookspecs import hookimpl, BackboneRegister, PLUGIN_API; "
+        "assert 'torch' not in sys.modules; "
+        "from autofreeze.hookspecs import Backbone; assert 'torch' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from autofreeze.backbones import Block
+from autofreeze.hookspecs import Block
 
 Prefixes = list[str]
 Stage = list[Prefixes]

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 from autofreeze.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from autofreeze.backbones import Backbone
-    from autofreeze.hookspecs import BackboneRegister
+    from autofreeze.hookspecs import Backbone, BackboneRegister
 
 PREFIX = "tv_"
 
@@ -56,9 +55,7 @@ def create_torchvision_backbone(
     """Build torchvision model ``name`` (``tv_<model>``) with a fresh head, cut into blocks."""
     from torchvision.models import get_model
 
-    from autofreeze.backbones import Backbone
-    from autofreeze.errors import UnknownNameError
-    from autofreeze.weights import read_state_dict
+    from autofreeze.hookspecs import Backbone, UnknownNameError, read_state_dict
     from autofreeze_torchvision.cuts import FAMILIES
     from autofreeze_torchvision.weights import (
         default_state_dict,

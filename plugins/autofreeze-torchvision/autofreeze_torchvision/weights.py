@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from autofreeze.errors import WeightsError
-from autofreeze.weights import first_line as _first_line
-from autofreeze.weights import load_state_dict as _load
-from autofreeze.weights import reachable, read_state_dict
+from autofreeze.hookspecs import WeightsError, reachable, read_state_dict
+from autofreeze.hookspecs import first_line as _first_line
+from autofreeze.hookspecs import load_state_dict as _load
 
 if TYPE_CHECKING:
     from torch import nn
