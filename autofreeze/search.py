@@ -27,7 +27,16 @@ from autofreeze.registry import Registry
 from autofreeze.review import trial_line
 from autofreeze.space import SearchSpace
 from autofreeze.storage import load_existing_study, mask_url, open_storage, set_heartbeat
-from autofreeze.study import budget, enqueue_baselines, open_study, store_config, stored_config
+from autofreeze.study import (
+    budget,
+    enqueue_baselines,
+    make_sampler,
+    open_study,
+    run_stream,
+    store_config,
+    stored_config,
+    worker_label,
+)
 from autofreeze.workers import plan_workers, run_workers
 
 
@@ -107,7 +116,7 @@ def join_study(
     try:
         prepared = prepare(cfg)
         space = SearchSpace.from_config(cfg.search, prepared.registry, prepared.n_blocks)
-        return run_trials(study, prepared, space, progress)
+        return run_trials(study, prepared, space, progress, worker_label())
     except OperationalError as exc:
         raise StorageError(
             f"lost the study database {mask_url(url)} ({str(exc.orig or exc).splitlines()[0]}); "
@@ -150,6 +159,7 @@ def run_trials(
     prepared: Prepared,
     space: SearchSpace,
     progress: Progress = stderr_progress,
+    worker: str = "main",
     poll: float = 2.0,
 ) -> int:
     """The worker loop: take trials until the study's global budget is spent; return how many
@@ -158,8 +168,11 @@ def run_trials(
     A trial starts only while ``counted + running < n_trials``, so the budget holds however
     many workers share the study. When the rest of the budget is running elsewhere the worker
     waits: if one of those trials dies (its heartbeat goes stale) it is retried here.
+    ``worker`` names this process in the sampler's seed (see ``study.run_stream``).
     """
     n_trials, timeout = prepared.cfg.study.n_trials, prepared.cfg.study.timeout
+    # a sampler seeded for this worker and this run: no two of them propose the same trials
+    study.sampler = make_sampler(prepared.cfg, run_stream(study, worker))
     objective = Objective(prepared, space, progress)
     t0 = time.perf_counter()
     ran = 0

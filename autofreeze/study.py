@@ -3,6 +3,9 @@ the baselines it starts with, its budget and its best plan."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import socket
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,8 +22,32 @@ from autofreeze.space import SearchSpace
 from autofreeze.storage import mask_url, open_storage
 
 
-def make_sampler(cfg: StudyConfig) -> optuna.samplers.BaseSampler:
-    seed = cfg.study.seed
+def sampler_seed(study_seed: int, stream: str) -> int:
+    """A seed of its own for one stream of trials (a worker's run), derived from the study's."""
+    digest = hashlib.sha256(f"{study_seed}:{stream}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def worker_label() -> str:
+    """A worker started by ``autofreeze search`` has a label (``cpu0``, ``gpu1``); one started
+    by hand is named by its host and process."""
+    return os.environ.get("AUTOFREEZE_WORKER") or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_stream(study: optuna.Study, worker: str) -> str:
+    """What sets this run of this worker apart from every other one on the study: the worker
+    and the number of trials the study already holds.
+
+    Two workers started together differ by name; a resumed run differs by its trial count; a
+    search on a fresh study in one process gets the same stream every time (reproducible).
+    """
+    return f"{worker}:{len(study.get_trials(deepcopy=False))}"
+
+
+def make_sampler(cfg: StudyConfig, stream: str = "") -> optuna.samplers.BaseSampler:
+    """The configured sampler, seeded for ``stream`` (see :func:`run_stream`): workers and
+    resumed runs sharing one seed would propose the same trials."""
+    seed = sampler_seed(cfg.study.seed, stream) if stream else cfg.study.seed
     name = cfg.study.sampler
     if name == "tpe":
         # the baselines are the first trials; TPE still needs a few random ones of its own to

@@ -98,9 +98,14 @@ def test_two_cpu_workers_on_sqlite_beat_one(tmp_path):
         assert len(found) == 12
         assert_budget_kept(found, 12)
         rates[workers] = trials_per_minute(found)
-    if workers == 2:
-        text = log.read_text()
-        assert "[cpu0]" in text and "[cpu1]" in text
+        if workers == 2:
+            text = log.read_text()
+            assert "[cpu0]" in text and "[cpu1]" in text
+            # each worker samples with a seed of its own: no two searched trials are the same
+            searched = [
+                tuple(sorted(t.params.items())) for t in found if "baseline" not in t.user_attrs
+            ]
+            assert len(searched) == 6 and len(set(searched)) == 6, searched
     print(f"trials per minute: 1 worker {rates[1]:.1f}, 2 workers {rates[2]:.1f}")
     assert rates[2] > rates[1]
 

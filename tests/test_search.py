@@ -80,6 +80,9 @@ def test_rerun_resumes_to_a_larger_budget_without_rerunning(searched, tmp_path):
     assert len(after) == 10
     for t in after[:8]:
         assert before[t.number] == (t.state, t.value, t.datetime_complete)
+    # the resumed run's sampler has a seed of its own: it does not replay the first run's trials
+    searched = [tuple(sorted(t.params.items())) for t in after if "baseline" not in t.user_attrs]
+    assert len(searched) == 4 and len(set(searched)) == 4, searched
     # the same budget again runs nothing
     same = invoke("search", str(config), "--n-trials", "10", "--json")
     assert json.loads(same.stdout)["ran_this_time"] == 0
