@@ -1,0 +1,88 @@
+"""The objective on its own: Optuna's FixedTrial and in-memory studies, a real tiny backbone."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autofreeze import records
+from autofreeze.build import prepare
+from autofreeze.config import load_config
+from autofreeze.objective import Objective, TrialFailed
+from autofreeze.space import SearchSpace
+from tests.studies import write_study
+
+PLAN = {
+    "boundary": 3,
+    "schedule": "static",
+    "head_lr": 1e-2,
+    "backbone_lr_ratio": 0.3,
+    "layer_decay": 1.0,
+    "weight_decay": 0.0,
+    "init": "pretrained",
+}
+
+
+def objective(tmp_path, search: str = "", epochs: int = 2) -> Objective:
+    cfg = load_config(write_study(tmp_path, weights="none", epochs=epochs, search=search))
+    prepared = prepare(cfg)
+    return Objective(prepared, SearchSpace.from_config(cfg.search, prepared.registry, 5))
+
+
+class PruneAll(optuna.pruners.BasePruner):
+    def prune(self, study, trial) -> bool:
+        return True
+
+
+def test_a_fixed_trial_trains_and_records_its_plan_cost_and_curves(tmp_path):
+    trial = optuna.trial.FixedTrial(PLAN)
+    value = objective(tmp_path)(trial)
+    assert 0.0 <= value <= 1.0
+    attrs = trial.user_attrs
+    assert attrs[records.PLAN]["boundary"] == 3 and len(attrs[records.FROZEN_BLOCKS]) == 3
+    assert [h["epoch"] for h in attrs[records.HISTORY]] == [1, 2]
+    assert attrs[records.HISTORY][-1]["val_accuracy"] == pytest.approx(value, abs=1e-5)
+    assert all(attrs[k] > 0 for k in records.COST)
+    assert attrs[records.FEATURE_CACHE] is False
+
+
+def test_a_linear_probe_is_served_from_the_feature_cache(tmp_path):
+    obj = objective(tmp_path)
+    trial = optuna.trial.FixedTrial({**PLAN, "boundary": 5})
+    obj(trial)
+    assert trial.user_attrs[records.FEATURE_CACHE] is True and obj.features.misses == 1
+
+
+def test_a_diverging_trial_fails_with_its_reason_and_counts(tmp_path):
+    obj = objective(tmp_path, search="head_lr = [1e-4, 1e9]")
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({**PLAN, "boundary": 0, "head_lr": 1e9})
+    study.optimize(obj, n_trials=1, catch=(TrialFailed,))
+    (trial,) = study.trials
+    assert trial.state == TrialState.FAIL
+    assert records.fail_reason(trial).startswith("diverged")
+    assert records.counts(trial)
+
+
+def test_baselines_are_never_pruned_and_searched_trials_are(tmp_path):
+    obj = objective(tmp_path)
+    study = optuna.create_study(direction="maximize", pruner=PruneAll())
+    study.enqueue_trial(PLAN, user_attrs={records.BASELINE: "recipe"})
+    study.enqueue_trial(PLAN)
+    study.optimize(obj, n_trials=2)
+    recipe, searched = study.trials
+    assert recipe.state == TrialState.COMPLETE and len(recipe.intermediate_values) == 2
+    assert searched.state == TrialState.PRUNED and searched.user_attrs["pruned_at_epoch"] == 1
+
+
+def test_no_pruning_during_a_head_only_warm_up(tmp_path):
+    obj = objective(tmp_path, epochs=3)
+    study = optuna.create_study(direction="maximize", pruner=PruneAll())
+    study.enqueue_trial(
+        {**PLAN, "boundary": 0, "schedule": "lp_ft", "lp_ft.lp_epochs": 2, "lp_ft.ft_lr_scale": 0.1}
+    )
+    study.optimize(obj, n_trials=1)
+    (trial,) = study.trials
+    # epochs 1-2 train the head only: judged from the first epoch the backbone trains
+    assert trial.state == TrialState.PRUNED and trial.user_attrs["pruned_at_epoch"] == 3

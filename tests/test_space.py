@@ -1,0 +1,191 @@
+"""The search space: each [search] entry parsed once into a dimension, suggested from a trial."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from pydantic import ValidationError
+
+from autofreeze.config import SearchSection
+from autofreeze.errors import AutofreezeError, ConfigError, PlanError
+from autofreeze.plan import FreezePlan
+from autofreeze.registry import Registry
+from autofreeze.schedules import Knob, Phase, Schedule
+from autofreeze.space import Choices, Fixed, Range, SearchSpace, knob_dimension
+
+REGISTRY = Registry()
+EVERY = Knob("every", "int", 1, low=1, high=10)
+SCALE = Knob("ft_lr_scale", "float", 0.1, low=1e-3, high=1.0, log=True)
+MODE = Knob("mode", "categorical", "a", choices=("a", "b", "c"))
+
+
+def space(n_blocks: int = 5, **search) -> SearchSpace:
+    return SearchSpace.from_config(SearchSection.model_validate(search), REGISTRY, n_blocks)
+
+
+@pytest.mark.parametrize(
+    ("knob", "configured", "expected"),
+    [
+        (EVERY, None, Range(1, 10, integer=True)),
+        (EVERY, 3, Fixed(3)),
+        (EVERY, [2, 4], Range(2, 4, integer=True)),
+        (EVERY, [2, 2], Fixed(2)),
+        (SCALE, None, Range(1e-3, 1.0, log=True)),
+        (SCALE, [0.01, 0.5], Range(0.01, 0.5, log=True)),
+        (MODE, None, Choices(("a", "b", "c"))),
+        (MODE, "b", Fixed("b")),
+        (MODE, ["a", "c"], Choices(("a", "c"))),
+        (MODE, ["c"], Fixed("c")),
+    ],
+)
+def test_a_knob_is_parsed_once_into_a_dimension(knob, configured, expected):
+    assert knob_dimension(knob, configured, "[search.knobs.x]") == expected
+
+
+@pytest.mark.parametrize(
+    ("knob", "configured", "error", "words"),
+    [
+        (EVERY, [0, 3], PlanError, "every=0 is outside"),
+        (EVERY, 11, PlanError, "every=11 is outside"),
+        (EVERY, [4, 2], ConfigError, "low <= high"),
+        (EVERY, [1, 2, 3], ConfigError, "a range is [low, high]"),
+        (MODE, [], ConfigError, "at least one choice"),
+        (MODE, ["a", "z"], PlanError, "mode must be one of"),
+    ],
+)
+def test_a_bad_knob_is_one_line_naming_it(knob, configured, error, words):
+    with pytest.raises(error) as info:
+        knob_dimension(knob, configured, "[search.knobs.x]")
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_dimensions_clamp_and_contain():
+    r = Range(1, 4, integer=True)
+    assert (r.clamp(0), r.clamp(2.6), r.clamp(9)) == (1, 3, 4) and 2 in r and 5 not in r
+    f = Range(0.01, 0.5)
+    assert f.clamp(1.0) == 0.5 and isinstance(f.clamp(1), float)
+    c = Choices(("b", "c"))
+    # a two-element categorical list is never taken for a numeric range
+    assert c.clamp("a") == "b" and c.clamp("c") == "c" and "a" not in c
+    assert Fixed(3).clamp(99) == 3 and 3 in Fixed(3) and 4 not in Fixed(3)
+
+
+def test_a_categorical_knob_of_a_plugin_schedule_is_clamped_by_choice():
+    class Moded(Schedule):
+        name = "moded"
+        knobs = (MODE,)
+
+        def phase(self, epoch: int) -> Phase:
+            return Phase(self.boundary)
+
+    from autofreeze.hookspecs import hookimpl
+
+    class SchedulePlugin:
+        @hookimpl
+        def register_schedules(self, register):
+            register(Moded)
+
+    registry = Registry()
+    with registry.plugin(SchedulePlugin(), name="moded-plugin"):
+        section = SearchSection.model_validate(
+            {"schedules": ["moded"], "knobs": {"moded": {"mode": ["b", "c"]}}}
+        )
+        s = SearchSpace.from_config(section, registry, 5)
+        plan = FreezePlan(boundary=0, schedule="moded", schedule_params={"mode": "a"})
+        assert s.clamp(plan).schedule_params == {"mode": "b"}
+
+
+@pytest.mark.parametrize(
+    ("search", "words"),
+    [
+        ({"schedules": ["static", "cosine"]}, "unknown schedule 'cosine'"),
+        ({"schedules": ["static"], "knobs": {"gradual": {"every": 2}}}, "not in [search]"),
+        ({"knobs": {"lp_ft": {"lp_epoch": 2}}}, "lp_epoch: unknown knob"),
+        ({"boundary": [1, 9]}, "5 blocks"),
+        ({"boundary": 6}, "allowed 0..5"),
+    ],
+)
+def test_the_space_is_checked_against_the_plugins_and_the_backbone(search, words):
+    with pytest.raises(AutofreezeError) as info:
+        space(**search)
+    assert words in str(info.value)
+
+
+PARAMS = {
+    "boundary": 2,
+    "schedule": "lp_ft",
+    "lp_ft.lp_epochs": 3,
+    "lp_ft.ft_lr_scale": 0.2,
+    "head_lr": 1e-3,
+    "backbone_lr_ratio": 0.5,
+    "layer_decay": 0.8,
+    "weight_decay": 0.01,
+    "init": "scratch",
+}
+
+
+def test_suggest_reads_a_trial_and_round_trips_through_params():
+    plan = space().suggest(optuna.trial.FixedTrial(PARAMS))
+    assert plan.schedule_params == {"lp_epochs": 3, "ft_lr_scale": 0.2}
+    assert plan.bn_mode == "eval"  # fixed by default: in the plan, never asked of the trial
+    assert plan.to_params() == {**PARAMS, "bn_mode": "eval"}
+    assert FreezePlan.from_params(plan.to_params()) == plan
+
+
+def test_only_the_chosen_schedules_knobs_are_suggested():
+    s = space()
+    static = s.suggest(optuna.trial.FixedTrial({**PARAMS, "schedule": "static"}))
+    assert static.schedule_params == {}
+    with pytest.raises(ValueError, match="gradual.every"):  # FixedTrial lacks it: it was asked
+        s.suggest(optuna.trial.FixedTrial({**PARAMS, "schedule": "gradual"}))
+
+
+def test_fixed_entries_are_never_asked():
+    s = space(boundary=3, schedules="static", head_lr=0.01, init="pretrained", bn_mode="train")
+    plan = s.suggest(
+        optuna.trial.FixedTrial({"backbone_lr_ratio": 0.1, "layer_decay": 1.0, "weight_decay": 0.0})
+    )
+    assert (plan.boundary, plan.schedule, plan.head_lr, plan.init, plan.bn_mode) == (
+        3,
+        "static",
+        0.01,
+        "pretrained",
+        "train",
+    )
+
+
+def test_sampled_plans_stay_inside_every_range():
+    s = space(
+        boundary=[1, 3],
+        head_lr=[1e-3, 1e-2],
+        layer_decay=[0.7, 0.9],
+        knobs={"gradual": {"every": [2, 3]}, "lp_ft": {"ft_lr_scale": [0.1, 0.3]}},
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):
+        plan = s.suggest(study.ask())
+        plan.check(5)
+        assert 1 <= plan.boundary <= 3 and 1e-3 <= plan.head_lr <= 1e-2
+        assert 0.7 <= plan.layer_decay <= 0.9
+        if plan.schedule == "gradual":
+            assert plan.schedule_params["every"] in (2, 3)
+        if plan.schedule == "lp_ft":
+            assert 0.1 <= plan.schedule_params["ft_lr_scale"] <= 0.3
+
+
+def test_plan_limits_are_defined_once_and_checked():
+    with pytest.raises(PlanError, match="a plan needs a boundary"):
+        FreezePlan.from_params({"head_lr": 0.1})
+    for field, value in (
+        ("head_lr", 0.0),
+        ("layer_decay", 1.5),
+        ("weight_decay", -1),
+        ("backbone_lr_ratio", math.nan),
+        ("head_lr", math.inf),
+    ):
+        with pytest.raises(PlanError, match=field):
+            FreezePlan(boundary=0, **{field: value}).check(5)
+    with pytest.raises(ValidationError, match=r"layer_decay[\s\S]*must be in \(0, 1\]"):
+        SearchSection.model_validate({"layer_decay": [0.5, 2.0]})

@@ -1,0 +1,138 @@
+"""A study on a real SQLite file: create and resume, the stored config, baselines, budget."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autofreeze import records
+from autofreeze.baselines import BASELINE_NAMES
+from autofreeze.config import load_config
+from autofreeze.errors import ConfigError, StorageError
+from autofreeze.plan import FreezePlan
+from autofreeze.progress import quiet
+from autofreeze.registry import Registry
+from autofreeze.space import SearchSpace
+from autofreeze.study import (
+    best_plan,
+    budget,
+    enqueue_baselines,
+    make_pruner,
+    make_sampler,
+    open_study,
+    run_stream,
+    sampler_seed,
+    store_config,
+    stored_config,
+)
+from tests.studies import write_study
+
+# trials are created by hand here (ask/tell), which Optuna warns about with heartbeats on
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return load_config(write_study(tmp_path, "s", n_trials=4))
+
+
+def test_open_study_creates_then_resumes(cfg):
+    first = open_study(cfg)
+    again = open_study(cfg)
+    assert first._study_id == again._study_id
+    assert str(cfg.storage_url).endswith("/s.db")
+
+
+def test_the_stored_config_round_trips_masks_the_password_and_takes_overrides(cfg):
+    study = open_study(cfg)
+    secret = cfg.model_copy(
+        update={"study": cfg.study.model_copy(update={"storage": "postgresql://u:pw@h/db"})}
+    )
+    store_config(study, secret)
+    assert study.user_attrs[records.CONFIG]["study"]["storage"] == "postgresql://u:***@h/db"
+    back = stored_config(study, cfg.storage_url, {"training.epochs": 7})
+    assert back.study.storage == cfg.storage_url  # the real URL, not the masked one
+    assert back.training.epochs == 7
+    assert back.backbone == cfg.backbone and back.search == cfg.search
+    assert back.dataset_options() == cfg.dataset_options()
+    assert back.weights_path() == cfg.weights_path()  # relative paths: the config's folder
+
+
+def test_a_study_without_a_stored_config_says_how_to_fix_it(cfg):
+    study = open_study(cfg)
+    with pytest.raises(ConfigError, match="run `autofreeze search CONFIG`"):
+        stored_config(study, cfg.storage_url)
+
+
+def test_baselines_are_enqueued_once(cfg):
+    study = open_study(cfg)
+    space = SearchSpace.from_config(cfg.search, Registry(), 5)
+    enqueue_baselines(study, space, 5, 2, quiet)
+    enqueue_baselines(study, space, 5, 2, quiet)
+    trials = study.get_trials()
+    assert [records.baseline(t) for t in trials] == list(BASELINE_NAMES)
+    assert all(t.state == TrialState.WAITING for t in trials)
+
+
+def test_the_budget_counts_what_used_compute(cfg):
+    study = open_study(cfg)
+    study.tell(study.ask(), 0.5)
+    study.tell(study.ask(), state=TrialState.PRUNED)
+    failed = study.ask()
+    records.write_failure(failed, "diverged")
+    study.tell(failed, state=TrialState.FAIL)
+    cut = study.ask()
+    study.tell(cut, state=TrialState.FAIL)  # Ctrl-C: no reason, retried, not counted
+    study.ask()  # running
+    assert budget(study) == (3, 1)
+    cut_frozen = study.get_trials()[3]
+    assert not records.counts(cut_frozen)
+    assert records.retry_attrs(cut_frozen) == {records.RETRY_OF: 3}
+
+
+def test_best_plan(cfg):
+    study = open_study(cfg)
+    with pytest.raises(StorageError, match="no finished trial"):
+        best_plan(study)
+    plan = FreezePlan(boundary=2, schedule="gradual", schedule_params={"every": 2})
+    trial = study.ask()
+    trial.set_user_attr(records.PLAN, plan.to_dict())
+    study.tell(trial, 0.9)
+    assert best_plan(study) == plan
+
+
+def test_samplers_and_pruners_follow_the_config(cfg):
+    kinds = {
+        "tpe": optuna.samplers.TPESampler,
+        "random": optuna.samplers.RandomSampler,
+        "cmaes": optuna.samplers.CmaEsSampler,
+        "qmc": optuna.samplers.QMCSampler,
+        "gp": optuna.samplers.GPSampler,
+    }
+    for name, cls in kinds.items():
+        c = cfg.model_copy(update={"study": cfg.study.model_copy(update={"sampler": name})})
+        assert isinstance(make_sampler(c), cls)
+    pruners = {
+        "median": optuna.pruners.MedianPruner,
+        "hyperband": optuna.pruners.HyperbandPruner,
+        "none": optuna.pruners.NopPruner,
+    }
+    for name, cls in pruners.items():
+        c = cfg.model_copy(update={"study": cfg.study.model_copy(update={"pruner": name})})
+        assert isinstance(make_pruner(c), cls)
+
+
+def test_each_worker_and_run_samples_from_a_seed_of_its_own(cfg):
+    study = open_study(cfg)
+    streams = {run_stream(study, "cpu0"), run_stream(study, "cpu1")}
+    study.tell(study.ask(), 0.1)
+    streams.add(run_stream(study, "cpu0"))  # a resumed run: the study holds more trials
+    assert len({sampler_seed(0, s) for s in streams}) == 3
+    assert run_stream(study, "main") == run_stream(study, "main")  # reproducible
+    c = cfg.model_copy(update={"study": cfg.study.model_copy(update={"sampler": "random"})})
+    draws = []
+    for stream in sorted(streams):
+        s = optuna.create_study(sampler=make_sampler(c, stream))
+        draws.append(s.ask().suggest_float("x", 0, 1))
+    assert len(set(draws)) == 3
