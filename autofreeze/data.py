@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from autofreeze.errors import ConfigError, DatasetError
+from autofreeze.options import ValFraction, check_option
 
 if TYPE_CHECKING:
     import torch
@@ -51,6 +52,16 @@ class ImageDataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def summary(self) -> dict[str, Any]:
+        """Classes, split sizes and images per class and split (what `autofreeze dataset` shows)."""
+        splits = {"train": self.train, "val": self.val}
+        per_class = {split: dict.fromkeys(self.classes, 0) for split in splits}
+        for split, images in splits.items():
+            for label in images.labels:
+                per_class[split][self.classes[label]] += 1
+        sizes = {split: len(images) for split, images in splits.items()}
+        return {"classes": self.classes, **sizes, "per_class": per_class}
 
 
 @dataclass
@@ -220,16 +231,14 @@ def stratified_split(
 
     Args:
         labels: one label per example (any hashable, sortable values).
-        val_fraction: share of examples to hold out, ``0 <= val_fraction < 1``.
+        val_fraction: share of examples to hold out, ``0 < val_fraction < 1``
+            (:data:`ValFraction`, the same rule as the datasets' option).
         seed: seed of the random choice of examples within each class.
 
     Returns:
         ``(train_idx, val_idx)``: sorted int64 index arrays, disjoint, covering all examples.
     """
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float):
-        raise ConfigError(f"val_fraction must be a number in [0, 1), not {val_fraction!r}")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ConfigError(f"val_fraction must be in [0, 1), not {val_fraction!r}")
+    val_fraction = check_option("val_fraction", ValFraction, val_fraction)
     y = np.asarray(labels)
     n = len(y)
     if n == 0:
@@ -243,7 +252,7 @@ def stratified_split(
     ideal = sizes * val_fraction
     n_val = np.minimum(np.floor(ideal).astype(np.int64), caps)
     total = min(int(round(n * val_fraction)), int(caps.sum()))
-    if val_fraction > 0 and total == 0:
+    if total == 0:
         total = min(1, int(caps.sum()))
     order = sorted(range(len(classes)), key=lambda c: (-(ideal[c] - np.floor(ideal[c])), c))
     while n_val.sum() < total:

@@ -39,6 +39,7 @@ hookimpl = pluggy.HookimplMarker("autofreeze")
 PLUGIN_API = {
     **dict.fromkeys(("Backbone", "Block"), "autofreeze.backbones"),
     **dict.fromkeys(("ImageDataset", "ImageSet", "stratified_split"), "autofreeze.data"),
+    **dict.fromkeys(("Count", "Seed", "ValFraction", "validate_options"), "autofreeze.options"),
     **dict.fromkeys(("Schedule", "Knob", "Phase"), "autofreeze.schedules"),
     **dict.fromkeys(
         ("read_state_dict", "load_state_dict", "save_state", "first_line", "reachable"),

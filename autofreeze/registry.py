@@ -7,8 +7,7 @@ datasets and schedules by name. Unknown names fail with the closest registered n
 from __future__ import annotations
 
 import difflib
-import inspect
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -150,12 +149,14 @@ class Registry:
         return sorted(self.dataset_entries())
 
     def create_dataset(self, name: str, **options: Any) -> ImageDataset:
-        """Build dataset ``name``; options are checked against the factory's signature."""
+        """Build dataset ``name``; options are checked against the factory's signature and
+        type hints (see :func:`autofreeze.options.validate_options`)."""
         entry = self.dataset_entries().get(name)
         if entry is None:
             raise _unknown("dataset", name, self.list_datasets())
-        check_options(f"dataset {name!r}", entry.obj, options)
-        return entry.obj(**options)
+        from autofreeze.options import validate_options
+
+        return validate_options(entry.obj, f"dataset {name!r}")(**options)
 
     # -- schedules --------------------------------------------------------------------------
     def schedule_entries(self) -> dict[str, Entry]:
@@ -206,25 +207,6 @@ class Registry:
                 }
             )
         return rows
-
-
-def check_options(what: str, factory: Callable[..., Any], options: dict[str, Any]) -> None:
-    """Reject options the factory does not accept, or required ones that are missing."""
-    try:
-        sig = inspect.signature(factory)
-    except (TypeError, ValueError):  # builtins without a signature: let the call decide
-        return
-    params = sig.parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-    for key in options:
-        if key not in accepted:
-            allowed = ", ".join(sorted(accepted)) or "none"
-            raise ConfigError(f"{what} has no option {key!r} (allowed: {allowed})")
-    for n, p in params.items():
-        if p.default is p.empty and p.kind is not p.VAR_POSITIONAL and n not in options:
-            raise ConfigError(f"{what} needs option {n!r}")
 
 
 _default: Registry | None = None

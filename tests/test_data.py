@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import Field
 
 from autofreeze.data import ImageSet, load_image, stratified_split, to_tensors
 from autofreeze.default_plugins.datasets import csv, digits, imagefolder, synthetic
@@ -471,3 +473,48 @@ def test_registry_rejects_unknown_and_missing_options(registry):
         registry.create_dataset("digits", clases=[0, 1])
     with pytest.raises(ConfigError, match="needs option 'path'"):
         registry.create_dataset("imagefolder")
+
+
+TILES_CALLS: list[int] = []
+
+
+def tiles(*, size: Annotated[int, Field(ge=8)] = 16, names: list[str] | None = None):
+    """A third-party factory with no validation code of its own (module-level, as in a plugin)."""
+    TILES_CALLS.append(size)
+    return synthetic(image_size=size)
+
+
+def test_a_plugin_dataset_gets_option_errors_from_its_type_hints_alone(registry):
+    from autofreeze.hookspecs import hookimpl
+
+    TILES_CALLS.clear()
+
+    class Plugin:
+        @hookimpl
+        def register_datasets(self, register):
+            register("tiles", tiles)
+
+    with registry.plugin(Plugin(), name="tiles-plugin"):
+        assert registry.create_dataset("tiles", size=8).num_classes == 3
+        for options, words in (
+            ({"size": 4}, "dataset 'tiles': option 'size' must be >= 8, not 4"),
+            ({"size": "big"}, "dataset 'tiles': option 'size' must be an integer, not 'big'"),
+            ({"names": "a"}, "dataset 'tiles': option 'names' must be a list, not 'a'"),
+            ({"sise": 9}, "dataset 'tiles' has no option 'sise' (allowed: size, names)"),
+        ):
+            with pytest.raises(ConfigError) as info:
+                registry.create_dataset("tiles", **options)
+            assert str(info.value) == words
+        assert TILES_CALLS == [8]  # bad options never reach the factory
+
+
+def test_builtin_option_errors_are_one_line_through_the_cli():
+    from click.testing import CliRunner
+
+    from autofreeze.cli import cli
+
+    for args in (["digits", "-o", "classes=[3,10]"], ["synthetic", "-o", "num_classes=1"]):
+        result = CliRunner().invoke(cli, ["dataset", *args])
+        assert result.exit_code == 1
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("Error: ") and "option" in lines[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import sys
 import types
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from autofreeze import hookspecs
+from autofreeze.errors import ConfigError
 from autofreeze.plugins import make_plugin_manager
 from autofreeze.registry import Registry
 
@@ -79,9 +81,11 @@ EXAMPLES = example_plugins()
 @pytest.mark.parametrize(
     ("hook", "index", "code"), EXAMPLES, ids=[f"{hook}-{i}" for hook, i, _ in EXAMPLES]
 )
-def test_each_example_is_a_working_plugin(hook, index, code):
+def test_each_example_is_a_working_plugin(hook, index, code, monkeypatch):
     plugin = types.ModuleType(f"doc_example_{hook}_{index}")
-    exec(compile(code, f"{DOC}:{hook}[{index}]", "exec"), plugin.__dict__)
+    # as a module of its own: no __future__ flags inherited from this file, importable by name
+    monkeypatch.setitem(sys.modules, plugin.__name__, plugin)
+    exec(compile(code, f"{DOC}:{hook}[{index}]", "exec", dont_inherit=True), plugin.__dict__)
     registry = Registry(make_plugin_manager(load_entry_points=False))
     with registry.plugin(plugin, name="doc-example"):  # check_pending: only real hooks
         row = {r["name"]: r for r in registry.plugins()}["doc-example"]
@@ -109,6 +113,8 @@ def check_datasets(registry: Registry, row: dict) -> None:
     for name in row["datasets"]:
         data = registry.create_dataset(name)
         assert len(data.train) and len(data.val) and data.num_classes >= 2
+        with pytest.raises(ConfigError, match=f"dataset '{name}' has no option 'no_such'"):
+            registry.create_dataset(name, no_such=1)
 
 
 def check_schedules(registry: Registry, row: dict) -> None:

@@ -101,17 +101,8 @@ def dataset(name: str, options: tuple[str, ...], as_json: bool) -> None:
     from autofreeze.registry import get_registry
 
     data = get_registry().create_dataset(name, **parse_assignments(options, "--option"))
-    counts = {split: {c: 0 for c in data.classes} for split in ("train", "val")}
-    for split, images in (("train", data.train), ("val", data.val)):
-        for label in images.labels:
-            counts[split][data.classes[label]] += 1
-    info = {
-        "dataset": name,
-        "classes": data.classes,
-        "train": len(data.train),
-        "val": len(data.val),
-        "per_class": counts,
-    }
+    info = {"dataset": name, **data.summary()}
+    counts = info["per_class"]
     if as_json:
         echo_json(info)
         return
