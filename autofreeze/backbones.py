@@ -67,11 +67,17 @@ class Backbone:
         """Build from parameter-name groups in input order; head params are taken out of them."""
         head = tuple(head_param_names)
         head_set = set(head)
-        blocks: list[Block] = []
-        for group in groups:
-            names = tuple(n for n in group if n not in head_set)
-            if names:
-                blocks.append(Block(len(blocks), block_name(names), names))
+        kept = [names for g in groups if (names := tuple(n for n in g if n not in head_set))]
+        labels = [block_name(names) for names in kept]
+        # a short name two blocks share (DenseNet: "features") is spelled out for both
+        labels = [
+            _spelled_out(names) if labels.count(label) > 1 else label
+            for names, label in zip(kept, labels, strict=True)
+        ]
+        blocks = [
+            Block(i, label, names)
+            for i, (names, label) in enumerate(zip(kept, labels, strict=True))
+        ]
         return cls(name, model, blocks, head, **kwargs)
 
     @classmethod
@@ -214,6 +220,21 @@ def block_name(param_names: Sequence[str]) -> str:
             common = common[:i]
         pieces.append(".".join(common) or paths[0][0])
     return "+".join(pieces)
+
+
+def _spelled_out(param_names: Sequence[str]) -> str:
+    """Below the modules' common path, the common path of each child: ``features.conv0`` and
+    ``features.norm0`` give ``features.conv0+features.norm0``."""
+    paths = [n.split(".")[:-1] or [n] for n in param_names]
+    depth = 0
+    while all(len(p) > depth + 1 and p[depth] == paths[0][depth] for p in paths):
+        depth += 1
+    children: dict[str, list[str]] = {}
+    for p, n in zip(paths, param_names, strict=True):
+        children.setdefault(p[depth] if len(p) > depth else p[-1], []).append(n)
+    if len(children) == 1:
+        return block_name(param_names)
+    return "+".join(block_name(names) for names in children.values())
 
 
 def parameter_count(model: nn.Module, trainable_only: bool = False) -> int:

@@ -6,7 +6,10 @@ A backbone plugin's test suite can be as short as::
     from autofreeze.registry import Registry
 
     def test_my_backbone():
-        check_backbone(Registry().create_backbone("my_net", num_classes=3))
+        registry = Registry()
+        blocks = registry.create_backbone("my_net", num_classes=3)
+        stages = registry.create_backbone("my_net", num_classes=3, granularity="stage")
+        check_backbone(blocks, stages=stages)
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import torch
 
 from autofreeze.backbones import Backbone
 from autofreeze.data import TensorSplit
-from autofreeze.freezing import FreezePlan, Freezer
+from autofreeze.freezing import Freezer
+from autofreeze.plan import FreezePlan
 
 
 def tiny_split(n: int = 12, num_classes: int = 3, size: int = 32, seed: int = 0) -> TensorSplit:
@@ -62,36 +66,94 @@ def block_execution_order(backbone: Backbone, x: torch.Tensor) -> list[int]:
     return sorted(first, key=first.__getitem__)
 
 
-def check_backbone(backbone: Backbone, x: torch.Tensor | None = None) -> None:
+def check_backbone(
+    backbone: Backbone,
+    x: torch.Tensor | None = None,
+    *,
+    stages: Backbone | None = None,
+    forward: bool = True,
+) -> None:
     """Assert the backbone contract; raises ``AssertionError`` naming what is wrong.
 
-    Checks: blocks partition the parameters with the head apart (counts add up); a forward pass
-    gives ``(batch, num_classes)`` logits; blocks run in index order from the input and the head
-    after the last block; freezing
-    ``k`` blocks freezes exactly their parameters, for ``k`` at 0, the middle and the end.
+    The same checks the core suite runs on every timm model and the torchvision plugin on
+    each of its models:
+
+    - blocks are indexed ``0..n-1``, non-empty, uniquely named, and with the head they hold
+      every parameter exactly once (``Backbone.check``; the counts add up); the first declared
+      parameter (the stem) is in block 0;
+    - freezing ``k`` blocks freezes exactly their parameters, for ``k`` in 0, 1, the middle,
+      ``n - 1`` and ``n``;
+    - with ``forward`` (a pass over ``x``, default: two random images of the backbone's input
+      size): finite logits of shape ``(batch, num_classes)``; every block and the head run;
+      blocks run in index order from the input and the head after the last block; the logits
+      come from the head alone (zeroing the head's parameters zeroes them);
+    - with ``stages`` (the same model at stage granularity): every stage is a run of
+      consecutive blocks, together covering all of them, and the head is the same.
     """
     backbone.check()
     model = backbone.model
-    total = sum(p.numel() for p in model.parameters())
+    params = dict(model.named_parameters())
+    n = backbone.n_blocks
+    assert n >= 1, "the backbone has no block"
+    assert [b.index for b in backbone.blocks] == list(range(n)), "block indices are not 0..n-1"
+    assert all(b.param_names and b.name for b in backbone.blocks), "a block is empty or unnamed"
+    assert len({b.name for b in backbone.blocks}) == n, "two blocks have the same name"
     counted = sum(backbone.block_param_count(b) for b in backbone.blocks)
+    total = sum(p.numel() for p in params.values())
     assert counted + backbone.head_param_count() == total, "block + head params != model params"
+    if forward:
+        _check_forward(backbone, x)
+    assert next(iter(params)) in backbone.blocks[0].param_names, "the stem is not in block 0"
+    try:
+        for k in sorted({0, min(1, n), n // 2, max(n - 1, 0), n}):
+            Freezer(backbone, FreezePlan(boundary=k)).set_first_trainable(k)
+            frozen = {name for b in backbone.blocks[:k] for name in b.param_names}
+            wrong = [name for name, p in params.items() if p.requires_grad == (name in frozen)]
+            assert not wrong, f"boundary {k}: {wrong[0]!r} has the wrong requires_grad"
+    finally:
+        for p in params.values():
+            p.requires_grad_(True)
+    if stages is not None:
+        _check_stages(backbone, stages)
+
+
+def _check_forward(backbone: Backbone, x: torch.Tensor | None) -> None:
     if x is None:
         c, h, w = backbone.data_config.get("input_size", (3, 224, 224))
         x = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(0))
     first, logits = first_calls(backbone, x)
-    assert tuple(logits.shape) == (x.shape[0], backbone.num_classes), (
-        f"logits {tuple(logits.shape)}, expected {(x.shape[0], backbone.num_classes)}"
-    )
+    expected = (x.shape[0], backbone.num_classes)
+    assert tuple(logits.shape) == expected, f"logits {tuple(logits.shape)}, expected {expected}"
+    assert torch.isfinite(logits).all(), "the logits are not finite"
+    ran = {b.index for b in backbone.blocks} | {-1}
+    assert set(first) == ran, f"never ran: {sorted(ran - set(first))} (-1 = the head)"
     order = [o for o in sorted(first, key=first.__getitem__) if o >= 0]
     assert order == sorted(order), f"blocks run in the order {order}, not from the input"
-    if -1 in first and order:
-        assert first[-1] > first[order[-1]], "the head runs before the last block"
-    params = dict(model.named_parameters())
-    for k in sorted({0, backbone.n_blocks // 2, backbone.n_blocks}):
-        freezer = Freezer(backbone, FreezePlan(boundary=k))
-        freezer.set_first_trainable(k)
-        frozen = {n for b in backbone.blocks[:k] for n in b.param_names}
-        wrong = [n for n, p in params.items() if p.requires_grad == (n in frozen)]
-        assert not wrong, f"boundary {k}: {wrong[0]!r} has the wrong requires_grad"
-    for p in model.parameters():
-        p.requires_grad_(True)
+    assert first[-1] > first[order[-1]], "the head runs before the last block"
+    head = backbone.parameters_of(backbone.head_param_names)
+    saved = [p.detach().clone() for p in head]
+    try:
+        with torch.no_grad():
+            for p in head:
+                p.zero_()
+            zeroed = backbone.model(x[:1])
+    finally:
+        with torch.no_grad():
+            for p, s in zip(head, saved, strict=True):
+                p.copy_(s)
+    assert torch.count_nonzero(zeroed) == 0, "the logits do not come from the head alone"
+
+
+def _check_stages(blocks: Backbone, stages: Backbone) -> None:
+    assert 1 <= stages.n_blocks <= blocks.n_blocks, "more stages than blocks"
+    assert set(stages.head_param_names) == set(blocks.head_param_names), "stage head differs"
+    i = 0
+    for stage in stages.blocks:
+        run: list[str] = []
+        while len(run) < len(stage.param_names) and i < blocks.n_blocks:
+            run += blocks.blocks[i].param_names
+            i += 1
+        assert sorted(run) == sorted(stage.param_names), (
+            f"stage {stage.index} ({stage.name}) is not a run of consecutive blocks"
+        )
+    assert i == blocks.n_blocks, "the stages do not cover every block"

@@ -149,3 +149,17 @@ CHECKS = {
 
 def test_every_hook_has_a_check():
     assert set(CHECKS) == set(HOOKS)
+
+
+def test_the_writing_plugins_walkthrough_runs(tmp_path, monkeypatch):
+    """docs/writing_plugins.md: its plugin module, then its test snippet (check_backbone)."""
+    text = (DOC.parent / "writing_plugins.md").read_text()
+    blocks = python_blocks(text)
+    (module,) = [b for b in blocks if b.startswith("# src/af_tiny/plugin.py")]
+    (snippet,) = [b for b in blocks if "import af_tiny.plugin" in b]
+    package = tmp_path / "af_tiny"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "plugin.py").write_text(module)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    exec(compile(snippet, "writing_plugins.md", "exec", dont_inherit=True), {})

@@ -24,9 +24,8 @@ from safetensors.torch import save_file
 from autofreeze.backbones import Backbone
 from autofreeze.cli import cli
 from autofreeze.errors import WeightsError
-from autofreeze.freezing import FreezePlan, Freezer
 from autofreeze.registry import Registry
-from autofreeze.testing import first_calls
+from autofreeze.testing import check_backbone
 
 NUM_CLASSES = 7  # no stem or stage width equals it, so a shape check finds only the head
 NAMES = [f"tv_{arch}" for arch in MODELS]
@@ -132,16 +131,23 @@ def test_registering_imports_neither_torch_nor_torchvision():
     assert proc.stdout.strip() == "[]"
 
 
-def test_blocks_partition_the_parameters(pair):
+def test_the_backbone_contract(pair):
+    """autofreeze.testing.check_backbone: partition, unique names, stem in block 0, freezing at
+    0, 1, the middle, n-1 and n, forward order and head-only logits (structure only for
+    STRUCTURE_ONLY), and the stage cut a run of consecutive blocks."""
+    blocks, stages = pair
+    forward = blocks.name not in STRUCTURE_ONLY
+    size = blocks.data_config["input_size"][-1] if blocks.name in FIXED_INPUT_SIZE else SMALL_INPUT
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    check_backbone(blocks, x, stages=stages, forward=forward)
+    check_backbone(stages, x, forward=forward)
+    assert stages.blocks[0].param_names == blocks.blocks[0].param_names  # the stem alone
+
+
+def test_the_head_and_preprocessing(pair):
     params = dict(pair[0].model.named_parameters())
     for bb in pair:
         assert bb.weights == "none" and bb.num_classes == NUM_CLASSES
-        assert [b.index for b in bb.blocks] == list(range(bb.n_blocks))
-        assert all(b.param_names and b.name for b in bb.blocks)
-        assert len({b.name for b in bb.blocks}) == bb.n_blocks
-        owned = [n for b in bb.blocks for n in b.param_names] + list(bb.head_param_names)
-        assert sorted(owned) == sorted(params)  # each parameter exactly once
-        assert next(iter(params)) in bb.blocks[0].param_names  # the stem
         # the head is the fresh classifier: exactly the parameters sized by num_classes
         outputs = {n for n, p in params.items() if p.ndim and p.shape[0] == NUM_CLASSES}
         assert set(bb.head_param_names) == outputs
@@ -155,52 +161,6 @@ def test_block_and_stage_counts(pair):
     blocks, stages = pair
     assert (blocks.n_blocks, stages.n_blocks) == EXPECTED_BLOCKS[blocks.name]
     assert blocks.meta["granularity"] == "block" and stages.meta["granularity"] == "stage"
-
-
-def test_stages_are_runs_of_consecutive_blocks(pair):
-    blocks, stages = pair
-    assert stages.blocks[0].param_names == blocks.blocks[0].param_names  # the stem alone
-    assert stages.head_param_names == blocks.head_param_names
-    i = 0
-    for stage in stages.blocks:
-        run: list[str] = []
-        while len(run) < len(stage.param_names):
-            run += blocks.blocks[i].param_names
-            i += 1
-        assert run == list(stage.param_names), f"stage {stage.name} is not a run of blocks"
-    assert i == blocks.n_blocks
-
-
-def test_freezing_k_blocks_freezes_exactly_their_parameters(pair):
-    for bb in pair:
-        n = bb.n_blocks
-        try:
-            for k in sorted({0, 1, n // 2, n - 1, n}):
-                Freezer(bb, FreezePlan(boundary=k)).set_first_trainable(k)
-                frozen = {p for b in bb.blocks[:k] for p in b.param_names}
-                wrong = [
-                    name
-                    for name, p in bb.model.named_parameters()
-                    if p.requires_grad is (name in frozen)
-                ]
-                assert wrong == [], f"k={k}: wrong requires_grad for {wrong[:3]}"
-        finally:
-            for p in bb.model.parameters():
-                p.requires_grad_(True)
-
-
-def test_forward_runs_the_blocks_in_input_order(pair):
-    bb = pair[0]
-    if bb.name in STRUCTURE_ONLY:
-        pytest.skip(f"{bb.name}: structure only (a 224 px forward pass costs seconds)")
-    size = bb.data_config["input_size"][-1] if bb.name in FIXED_INPUT_SIZE else SMALL_INPUT
-    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    first, logits = first_calls(bb, x)
-    assert logits.shape == (2, NUM_CLASSES) and torch.isfinite(logits).all()
-    assert set(first) == {b.index for b in bb.blocks} | {-1}, "a block or the head never ran"
-    order = [first[b.index] for b in bb.blocks]
-    assert order == sorted(order), f"first call per block: {order}"
-    assert first[-1] > order[-1], "the head runs before the last block"
 
 
 # -- the command line ---------------------------------------------------------------------------
