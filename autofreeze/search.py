@@ -60,10 +60,14 @@ def prepare_search(
     try:
         ensure_weights(cfg, progress, registry)
         prepared = prepare(cfg, registry)
-        space = SearchSpace.from_config(cfg.search, prepared.registry, prepared.n_blocks)
+        space = SearchSpace.from_config(
+            cfg.search, prepared.registry, prepared.n_blocks, cfg.training.epochs
+        )
     except (ConfigError, UnknownNameError, PlanError) as exc:
         where = str(cfg.path) if cfg.path else "config"
         raise type(exc)(f"{where}: {exc}") from None
+    for note in space.notes:
+        progress(f"note: {note}")
     study = open_study(cfg, storage)
     store_config(study, cfg)
     if cfg.study.baselines:
@@ -115,7 +119,9 @@ def join_study(
     study = open_study(cfg, storage)
     try:
         prepared = prepare(cfg)
-        space = SearchSpace.from_config(cfg.search, prepared.registry, prepared.n_blocks)
+        space = SearchSpace.from_config(
+            cfg.search, prepared.registry, prepared.n_blocks, cfg.training.epochs
+        )
         return run_trials(study, prepared, space, progress, worker_label())
     except OperationalError as exc:
         raise StorageError(

@@ -19,7 +19,7 @@ from autofreeze.config import FloatRange, SearchSection
 from autofreeze.errors import ConfigError
 from autofreeze.plan import FreezePlan
 from autofreeze.registry import Registry
-from autofreeze.schedules import Knob
+from autofreeze.schedules import Budget, Knob
 
 
 class Dimension(Protocol):
@@ -97,8 +97,19 @@ def _float(r: FloatRange) -> Dimension:
     return numbers(r.low, r.high, log=r.log)
 
 
-def knob_dimension(knob: Knob, configured: Any, where: str) -> Dimension:
-    """A schedule knob as the config gives it (fixed, narrowed or absent), checked once."""
+def knob_dimension(
+    knob: Knob,
+    configured: Any,
+    where: str,
+    budget: Budget | None = None,
+    notes: list[str] | None = None,
+) -> Dimension:
+    """A schedule knob as the config gives it (fixed, narrowed or absent), checked once.
+
+    With a ``budget``, a numeric knob is searched only where it can make a difference
+    (``Knob.useful``); a configured value or range beyond that is clamped into it, and
+    ``notes`` gets a line saying so.
+    """
     if knob.kind == "categorical":
         values = configured if isinstance(configured, list) else [configured]
         if configured is None:
@@ -106,15 +117,25 @@ def knob_dimension(knob: Knob, configured: Any, where: str) -> Dimension:
         if not values:
             raise ConfigError(f"{where}: list at least one choice")
         return choices([knob.check(v, where) for v in values])
+    integer = knob.kind == "int"
+    lo, hi = knob.useful_range(budget) if budget else (knob.low, knob.high)
     if configured is None:
-        assert knob.low is not None and knob.high is not None
-        return numbers(knob.low, knob.high, log=knob.log, integer=knob.kind == "int")
-    if not isinstance(configured, list):
-        return Fixed(knob.check(configured, where))
-    if len(configured) != 2 or configured[0] > configured[1]:
-        raise ConfigError(f"{where}: a range is [low, high] with low <= high, not {configured}")
-    low, high = (knob.check(v, where) for v in configured)
-    return numbers(low, high, log=knob.log, integer=knob.kind == "int")
+        return numbers(lo, hi, log=knob.log, integer=integer)
+    if isinstance(configured, list):
+        if len(configured) != 2 or configured[0] > configured[1]:
+            raise ConfigError(f"{where}: a range is [low, high] with low <= high, not {configured}")
+        given = [knob.check(v, where) for v in configured]
+    else:
+        given = [knob.check(configured, where)]
+    kept = [min(max(v, lo), hi) for v in given]
+    if kept != given and notes is not None and budget is not None:
+        shown = kept[0] if len(set(kept)) == 1 else kept
+        useful = f"{lo:g}" if lo == hi else f"{lo:g}..{hi:g}"
+        notes.append(
+            f"{where} {knob.name} = {configured}: with {budget.epochs} epochs and "
+            f"{budget.n_blocks} blocks only {useful} can make a difference; searching {shown}"
+        )
+    return numbers(kept[0], kept[-1], log=knob.log, integer=integer)
 
 
 def boundary_dimension(boundary: Any, n_blocks: int) -> Dimension:
@@ -142,16 +163,28 @@ class SearchSpace:
     weight_decay: Dimension
     bn_mode: Dimension
     init: Dimension
+    notes: tuple[str, ...] = ()  # what was clamped to fit the budget, for the user
 
     @classmethod
-    def from_config(cls, search: SearchSection, registry: Registry, n_blocks: int) -> SearchSpace:
-        """Check ``[search]`` against the loaded schedules and the backbone's block count."""
+    def from_config(
+        cls,
+        search: SearchSection,
+        registry: Registry,
+        n_blocks: int,
+        epochs: int | None = None,
+    ) -> SearchSpace:
+        """Check ``[search]`` against the loaded schedules and the backbone's block count; with
+        ``epochs``, schedule knobs are searched only where they can make a difference."""
         for sched in search.knobs:
             if sched not in search.schedules:
                 raise ConfigError(
                     f"[search.knobs.{sched}]: schedule {sched!r} is not in [search] schedules "
                     f"{search.schedules}"
                 )
+        boundary = boundary_dimension(search.boundary, n_blocks)
+        lowest = int(getattr(boundary, "low", getattr(boundary, "value", 0)))
+        budget = Budget(epochs, n_blocks, lowest) if epochs else None
+        notes: list[str] = []
         knobs = {}
         for sched in search.schedules:
             declared = registry.get_schedule(sched).knobs
@@ -162,12 +195,12 @@ class SearchSpace:
                     f"[search.knobs.{sched}] {unknown[0]}: unknown knob "
                     f"(knobs: {', '.join(k.name for k in declared)})"
                 )
+            where = f"[search.knobs.{sched}]"
             knobs[sched] = {
-                k.name: knob_dimension(k, given.get(k.name), f"[search.knobs.{sched}]")
-                for k in declared
+                k.name: knob_dimension(k, given.get(k.name), where, budget, notes) for k in declared
             }
         return cls(
-            boundary=boundary_dimension(search.boundary, n_blocks),
+            boundary=boundary,
             schedule=choices(search.schedules),
             knobs=knobs,
             head_lr=_float(search.head_lr),
@@ -176,6 +209,7 @@ class SearchSpace:
             weight_decay=_float(search.weight_decay),
             bn_mode=choices(search.bn_mode),
             init=choices(search.init),
+            notes=tuple(notes),
         )
 
     def suggest(self, trial: optuna.Trial) -> FreezePlan:

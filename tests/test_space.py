@@ -189,3 +189,40 @@ def test_plan_limits_are_defined_once_and_checked():
             FreezePlan(boundary=0, **{field: value}).check(5)
     with pytest.raises(ValidationError, match=r"layer_decay[\s\S]*must be in \(0, 1\]"):
         SearchSection.model_validate({"layer_decay": [0.5, 2.0]})
+
+
+def budget_space(epochs: int, n_blocks: int = 5, **search) -> SearchSpace:
+    section = SearchSection.model_validate(search)
+    return SearchSpace.from_config(section, REGISTRY, n_blocks, epochs)
+
+
+@pytest.mark.parametrize(
+    ("epochs", "n_blocks", "search", "every", "lp_epochs"),
+    [
+        (8, 5, {}, Fixed(1), Range(1, 7, integer=True)),  # 5 unfreezings need 5+ epochs
+        (16, 5, {}, Range(1, 3, integer=True), Range(1, 15, integer=True)),
+        (16, 5, {"boundary": [2, 5]}, Range(1, 5, integer=True), Range(1, 15, integer=True)),
+        (1, 5, {}, Fixed(1), Fixed(1)),  # one epoch: no room for a second phase
+        (40, 2, {}, Range(1, 10, integer=True), Range(1, 20, integer=True)),  # declared caps
+    ],
+)
+def test_knob_ranges_follow_the_epochs_and_the_blocks(epochs, n_blocks, search, every, lp_epochs):
+    s = budget_space(epochs, n_blocks, **search)
+    assert s.knobs["gradual"]["every"] == every
+    assert s.knobs["lp_ft"]["lp_epochs"] == lp_epochs
+    assert s.knobs["lp_ft"]["ft_lr_scale"] == Range(0.01, 1.0, log=True)  # LR scales that train
+    assert s.notes == ()
+
+
+def test_configured_ranges_beyond_the_budget_are_clamped_with_a_note():
+    s = budget_space(
+        8, knobs={"lp_ft": {"lp_epochs": [2, 20], "ft_lr_scale": 0.001}, "gradual": {"every": 3}}
+    )
+    assert s.knobs["lp_ft"]["lp_epochs"] == Range(2, 7, integer=True)
+    assert s.knobs["lp_ft"]["ft_lr_scale"] == Fixed(0.01)
+    assert s.knobs["gradual"]["every"] == Fixed(1)
+    assert len(s.notes) == 3
+    assert any("lp_epochs = [2, 20]" in n and "only 1..7" in n and "[2, 7]" in n for n in s.notes)
+    assert all("with 8 epochs and 5 blocks" in n for n in s.notes)
+    # a range inside the useful one is kept as written, without a note
+    assert budget_space(8, knobs={"lp_ft": {"lp_epochs": [1, 4]}}).notes == ()

@@ -8,7 +8,7 @@ them; built-ins are registered through the ``register_schedules`` hook like any 
 
 from __future__ import annotations
 
-from autofreeze.schedules._base import Knob, Phase, Schedule
+from autofreeze.schedules._base import Budget, Knob, Phase, Schedule
 from autofreeze.schedules._gradual import Gradual
 from autofreeze.schedules._lp_ft import LinearProbeFinetune
 from autofreeze.schedules._static import Static
@@ -17,6 +17,7 @@ BUILTIN_SCHEDULES: tuple[type[Schedule], ...] = (Static, Gradual, LinearProbeFin
 
 __all__ = [
     "BUILTIN_SCHEDULES",
+    "Budget",
     "Gradual",
     "Knob",
     "LinearProbeFinetune",

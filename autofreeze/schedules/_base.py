@@ -1,10 +1,19 @@
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from autofreeze.errors import PlanError
+
+
+class Budget(NamedTuple):
+    """What a knob's useful range depends on: the training epochs, the backbone's block count
+    and the lowest boundary the search space allows."""
+
+    epochs: int
+    n_blocks: int
+    boundary: int = 0
 
 
 @dataclass(frozen=True)
@@ -12,7 +21,9 @@ class Knob:
     """One hyperparameter a schedule declares: its type, range and default.
 
     ``low``/``high`` bound ints and floats (``log`` for a log-uniform search); ``choices`` lists a
-    categorical knob's values.
+    categorical knob's values. ``useful(budget)`` narrows a numeric range to the values that can
+    make a difference under a training budget (an LP phase shorter than training, say); the
+    search space searches only there and clamps a configured range into it, with a warning.
     """
 
     name: str
@@ -23,6 +34,16 @@ class Knob:
     log: bool = False
     choices: tuple[Any, ...] = ()
     help: str = ""
+    useful: Callable[[Budget], tuple[float, float]] | None = None
+
+    def useful_range(self, budget: Budget) -> tuple[float, float]:
+        """``[low, high]`` narrowed to what makes a difference under ``budget``."""
+        assert self.low is not None and self.high is not None
+        if self.useful is None:
+            return self.low, self.high
+        lo, hi = self.useful(budget)
+        lo, hi = max(self.low, lo), min(self.high, hi)
+        return (lo, max(lo, hi)) if lo <= self.high else (self.high, self.high)
 
     def check(self, value: Any, where: str) -> Any:
         if self.kind == "categorical":

@@ -1,6 +1,16 @@
 from __future__ import annotations
 
-from autofreeze.schedules._base import Knob, Phase, Schedule
+from autofreeze.schedules._base import Budget, Knob, Phase, Schedule
+
+
+def _shorter_than_training(b: Budget) -> tuple[float, float]:
+    return 1, max(1, b.epochs - 1)  # at least one epoch of fine-tuning
+
+
+def _still_trains(b: Budget) -> tuple[float, float]:
+    # below 1% the fine-tuning LR is at most 3e-4 for the head (head_lr <= 3e-2 by default)
+    # and less for the backbone: in a short budget the phase cannot move the weights
+    return 0.01, 1.0
 
 
 class LinearProbeFinetune(Schedule):
@@ -9,7 +19,15 @@ class LinearProbeFinetune(Schedule):
     name = "lp_ft"
     description = "head only for `lp_epochs`, then train from the boundary at `ft_lr_scale` LRs"
     knobs = (
-        Knob("lp_epochs", "int", 1, low=1, high=20, help="epochs of head-only training"),
+        Knob(
+            "lp_epochs",
+            "int",
+            1,
+            low=1,
+            high=20,
+            help="epochs of head-only training",
+            useful=_shorter_than_training,
+        ),
         Knob(
             "ft_lr_scale",
             "float",
@@ -18,6 +36,7 @@ class LinearProbeFinetune(Schedule):
             high=1.0,
             log=True,
             help="LR multiplier of the fine-tuning phase",
+            useful=_still_trains,
         ),
     )
 
