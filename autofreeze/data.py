@@ -42,12 +42,13 @@ class ImageSet:
 
 @dataclass
 class ImageDataset:
-    """A classification dataset split into train and validation."""
+    """A classification dataset split into train and validation, and maybe a held-out test set."""
 
     name: str
     classes: list[str]
     train: ImageSet
     val: ImageSet
+    test: ImageSet | None = None  # held out: never seen by the search (evaluate --split test)
 
     @property
     def num_classes(self) -> int:
@@ -56,6 +57,8 @@ class ImageDataset:
     def summary(self) -> dict[str, Any]:
         """Classes, split sizes and images per class and split (what `autofreeze dataset` shows)."""
         splits = {"train": self.train, "val": self.val}
+        if self.test is not None:
+            splits["test"] = self.test
         per_class = {split: dict.fromkeys(self.classes, 0) for split in splits}
         for split, images in splits.items():
             for label in images.labels:

@@ -334,8 +334,10 @@ def test_csv_missing_image_and_bad_split(tmp_path):
         csv(missing)
     assert str(tmp_path / "b.png") in str(info.value)
 
-    bad_split = write_csv(tmp_path / "s.csv", "path,label,split\na.png,x,test\n")
-    with pytest.raises(DatasetError, match="'split' must be 'train' or 'val', not 'test'"):
+    bad_split = write_csv(tmp_path / "s.csv", "path,label,split\na.png,x,holdout\n")
+    with pytest.raises(
+        DatasetError, match="'split' must be 'train', 'val' or 'test', not 'holdout'"
+    ):
         csv(bad_split)
 
     with pytest.raises(DatasetError, match="option 'root'"):
@@ -518,3 +520,42 @@ def test_builtin_option_errors_are_one_line_through_the_cli():
         assert result.exit_code == 1
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("Error: ") and "option" in lines[0]
+
+
+# -- held-out test splits ----------------------------------------------------------------------
+def test_imagefolder_reads_a_test_folder_beside_train_and_val(tmp_path):
+    for split, counts in (
+        ("train", {"a": 3, "b": 3}),
+        ("val", {"a": 1, "b": 1}),
+        ("test", {"b": 2}),
+    ):
+        make_folder(tmp_path / split, counts)
+    ds = imagefolder(tmp_path)
+    assert ds.classes == ["a", "b"] and ds.test is not None
+    assert ds.test.labels == [1, 1]  # labels follow train's classes, even with one class only
+    assert ds.summary()["test"] == 2 and ds.summary()["per_class"]["test"] == {"a": 0, "b": 2}
+    make_folder(tmp_path / "test", {"c": 1})
+    with pytest.raises(DatasetError, match="test has class folders that train/ lacks: c"):
+        imagefolder(tmp_path)
+
+
+def test_csv_rows_may_be_held_out_as_test(tmp_path):
+    for name in "abcd":
+        write_image(tmp_path / f"{name}.png")
+    rows = "path,label,split\na.png,x,train\nb.png,y,train\nc.png,x,val\nd.png,y,test\n"
+    ds = csv(write_csv(tmp_path / "t.csv", rows))
+    assert ds.test is not None and ds.test.labels == [1] and ds.test.images[0].endswith("d.png")
+    assert csv(write_csv(tmp_path / "n.csv", rows.replace("test", "val"))).test is None
+
+
+def test_digits_test_split_is_disjoint_and_leaves_train_unchanged():
+    base = digits(classes=[0, 1], train_per_class=5, val_per_class=20, seed=3)
+    held = digits(classes=[0, 1], train_per_class=5, val_per_class=20, test_per_class=30, seed=3)
+    assert base.test is None and held.test is not None and len(held.test) == 60
+    as_bytes = lambda s: {img.tobytes() for img in s.images}  # noqa: E731
+    assert as_bytes(held.train) == as_bytes(base.train)  # the search's data do not move
+    assert not as_bytes(held.test) & (as_bytes(held.train) | as_bytes(held.val))
+    everything = digits(classes=[0, 1], test_per_class=10)
+    assert len(everything.train) + len(everything.val) + len(everything.test) == 360
+    with pytest.raises(ConfigError, match="'test_per_class' must be an integer 1..176"):
+        digits(classes=[0, 1], test_per_class=177)

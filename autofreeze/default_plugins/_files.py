@@ -100,11 +100,24 @@ def imagefolder(
                 f"(only in train: {', '.join(only_train) or '-'}; "
                 f"only in val: {', '.join(only_val) or '-'}); give both the same classes"
             )
+        test = None
+        if _looks_like_split(root / "test"):
+            test_classes, test_files = _scan_classes(root / "test", exts)
+            unknown = sorted(set(test_classes) - set(train_classes))
+            if unknown:
+                raise DatasetError(
+                    f"{root / 'test'} has class folders that train/ lacks: {', '.join(unknown)}"
+                )
+            index = {c: i for i, c in enumerate(train_classes)}
+            test = ImageSet(
+                [f for f, _ in test_files], [index[test_classes[y]] for _, y in test_files]
+            )
         return ImageDataset(
             name="imagefolder",
             classes=train_classes,
             train=ImageSet([f for f, _ in train_files], [y for _, y in train_files]),
             val=ImageSet([f for f, _ in val_files], [y for _, y in val_files]),
+            test=test,
         )
     classes, files = _scan_classes(root, exts)
     train, val = _split_sets(
@@ -199,9 +212,9 @@ def csv(
         labels.append(label)
         if has_split:
             split = (row.get(SPLIT_COLUMN) or "").strip().lower()
-            if split not in ("train", "val"):
+            if split not in ("train", "val", "test"):
                 raise DatasetError(
-                    f"{csv_path} line {line}: {SPLIT_COLUMN!r} must be 'train' or 'val', "
+                    f"{csv_path} line {line}: {SPLIT_COLUMN!r} must be 'train', 'val' or 'test', "
                     f"not {split!r}"
                 )
             splits.append(split)
@@ -218,19 +231,21 @@ def csv(
         return ImageDataset(name="csv", classes=classes, train=train, val=val)
     train_idx = [i for i, s in enumerate(splits) if s == "train"]
     val_idx = [i for i, s in enumerate(splits) if s == "val"]
+    test_idx = [i for i, s in enumerate(splits) if s == "test"]
     if not train_idx or not val_idx:
         empty = "train" if not train_idx else "val"
         raise DatasetError(f"{csv_path}: no rows with {SPLIT_COLUMN} = {empty!r}")
-    unseen = sorted({labels[i] for i in val_idx} - {labels[i] for i in train_idx})
+    unseen = sorted({labels[i] for i in val_idx + test_idx} - {labels[i] for i in train_idx})
     if unseen:
         raise DatasetError(
-            f"{csv_path}: labels with val rows but no train rows: {', '.join(unseen)}"
+            f"{csv_path}: labels with val or test rows but no train rows: {', '.join(unseen)}"
         )
     return ImageDataset(
         name="csv",
         classes=classes,
         train=subset(files, y, train_idx),
         val=subset(files, y, val_idx),
+        test=subset(files, y, test_idx) if test_idx else None,
     )
 
 

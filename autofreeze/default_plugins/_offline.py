@@ -43,6 +43,7 @@ def digits(
     classes: Digits = list(range(10)),  # noqa: B006 (validated into a new list per call)
     train_per_class: Count | None = None,
     val_per_class: Count | None = None,
+    test_per_class: Annotated[int, Strict(), Field(ge=0)] = 0,
     seed: Seed = 0,
 ) -> ImageDataset:
     """scikit-learn's bundled handwritten digits: 1797 grayscale 8 x 8 images, offline.
@@ -53,6 +54,8 @@ def digits(
         train_per_class: labelled training images per class, sampled with ``seed``; the rest
             of each class is validation. Default: a stratified 80/20 split.
         val_per_class: validation images per class, sampled from the rest (default: all of it).
+        test_per_class: images per class held out first as a test split the search never
+            sees (default 0: no test split); train and validation come from the others.
         seed: seed of the sampling.
     """
     from sklearn.datasets import load_digits
@@ -64,6 +67,9 @@ def digits(
     members = [np.flatnonzero(target == d) for d in digits_kept]
     smallest = min(len(m) for m in members)
     why = f"the smallest kept class has {smallest} images and each split needs one"
+    if test_per_class:
+        _check_count("test_per_class", test_per_class, smallest - 2, why)
+    smallest -= test_per_class
     if train_per_class is not None:
         _check_count("train_per_class", train_per_class, smallest - 1, why)
     room = smallest - (1 if train_per_class is None else train_per_class)
@@ -75,10 +81,16 @@ def digits(
     rng = np.random.default_rng(seed)
     train_idx: list[int] = []
     val_idx: list[int] = []
+    test_idx: list[int] = []
+    pools = []
     new_label = np.full(10, -1)
     for label, (digit, idx) in enumerate(zip(digits_kept, members, strict=True)):
         new_label[digit] = label
         order = rng.permutation(idx)
+        if test_per_class:  # the last ones of the permutation: train/val draws stay the same
+            test_idx.extend(order[len(order) - test_per_class :])
+            order = order[: len(order) - test_per_class]
+        pools.append(order)
         if train_per_class is None and val_per_class is None:
             continue
         if train_per_class is None:
@@ -89,7 +101,7 @@ def digits(
             rest = order[train_per_class:]
             train_idx.extend(order[:train_per_class])
             val_idx.extend(rest if val_per_class is None else rest[:val_per_class])
-    kept = np.concatenate(members)
+    kept = np.concatenate([np.sort(p) for p in pools])  # without a test split: all, in order
     if train_per_class is None and val_per_class is None:
         tr, va = stratified_split(target[kept], 0.2, seed)
         train_idx, val_idx = list(kept[tr]), list(kept[va])
@@ -99,6 +111,7 @@ def digits(
         classes=[str(d) for d in digits_kept],
         train=subset(pixels, labels, sorted(train_idx)),
         val=subset(pixels, labels, sorted(val_idx)),
+        test=subset(pixels, labels, sorted(test_idx)) if test_idx else None,
     )
 
 
