@@ -1,8 +1,8 @@
 """Checkpoints of trained plans: a ``.safetensors`` file plus a JSON sidecar that describes it.
 
-:func:`train_checkpoint` trains one plan of a study config and writes both; :func:`train_best`
-does it for a study's best trial, with the config the study ran; :func:`load_checkpoint` gives
-the trained backbone back.
+:func:`train_checkpoint` trains one plan of a study config and writes both (with the test
+accuracy when the dataset holds a test split); :func:`train_best` does it for a study's best
+trial, with the config the study ran. :mod:`autofreeze.model` loads them back.
 """
 
 from __future__ import annotations
@@ -14,16 +14,13 @@ from typing import Any
 from autofreeze.backbones import Backbone
 from autofreeze.build import prepare
 from autofreeze.config import StudyConfig
-from autofreeze.errors import ConfigError, WeightsError
+from autofreeze.errors import ConfigError
+from autofreeze.model import Model, sidecar_path
 from autofreeze.plan import FreezePlan
 from autofreeze.pretrain import ensure_weights
 from autofreeze.progress import Progress, stderr_progress
 from autofreeze.registry import Registry
 from autofreeze.weights import save_state
-
-
-def sidecar_path(path: Path) -> Path:
-    return path.with_suffix(".json")
 
 
 def save_checkpoint(path: Path, backbone: Backbone, info: dict[str, Any]) -> Path:
@@ -33,30 +30,6 @@ def save_checkpoint(path: Path, backbone: Backbone, info: dict[str, Any]) -> Pat
     save_state(path, backbone.model, {"backbone": backbone.name})
     sidecar_path(path).write_text(json.dumps(info, indent=2, default=str) + "\n")
     return path
-
-
-def read_sidecar(path: Path) -> dict[str, Any]:
-    side = sidecar_path(Path(path))
-    if not side.is_file():
-        raise WeightsError(
-            f"checkpoint sidecar {str(side)!r} not found (written by `autofreeze train`)"
-        )
-    return json.loads(side.read_text())
-
-
-def load_checkpoint(path: Path) -> tuple[Backbone, dict[str, Any]]:
-    """Rebuild the trained backbone of a checkpoint with its sidecar's description."""
-    from autofreeze.registry import get_registry
-
-    info = read_sidecar(path)
-    backbone = get_registry().create_backbone(
-        info["backbone"],
-        num_classes=len(info["classes"]),
-        weights=str(path),
-        granularity=info.get("granularity", "block"),
-    )
-    backbone.model.eval()
-    return backbone, info
 
 
 def train_checkpoint(
@@ -114,7 +87,13 @@ def train_checkpoint(
         "metrics": {"val_accuracy": result.final.val_accuracy, "val_loss": result.final.val_loss},
         "cost": result.cost,
         "study": cfg.study.name,
+        "dataset": {"name": cfg.dataset["name"], **cfg.dataset_options()},
     }
+    if prepared.data.test is not None:  # held out from the search: the honest figure
+        model = Model(
+            backbone.model, info["classes"], prepared.image_size, info["mean"], info["std"], info
+        )
+        info["metrics"]["test_accuracy"] = model.evaluate(prepared.data.test)["accuracy"]
     path = save_checkpoint(out, backbone, info)
     info["checkpoint"] = str(path)
     return info
@@ -124,12 +103,13 @@ def train_best(
     cfg: StudyConfig,
     out: Path,
     *,
-    on: str = "train",
+    on: str = "train+val",
     epochs: int | None = None,
     progress: Progress = stderr_progress,
 ) -> dict[str, Any]:
     """Train the best plan of ``cfg``'s study with the config the study ran (its epochs, data
-    and weights), so ``on="train"`` reproduces the trial; ``epochs`` overrides."""
+    and weights): by default the final model, on train and validation; ``on="train"``
+    reproduces the trial. ``epochs`` overrides."""
     from autofreeze.storage import load_existing_study
     from autofreeze.study import best_plan, stored_config
 

@@ -102,7 +102,10 @@ def test_dependencies_run_one_way_from_the_cli():
 @pytest.mark.parametrize(
     ("package", "allowed"),
     [
-        ("click", {f"autofreeze.cli{m}" for m in ("", "._group", "._catalog", "._studies")}),
+        (
+            "click",
+            {f"autofreeze.cli{m}" for m in ("", "._group", "._catalog", "._studies", "._model")},
+        ),
         ("pluggy", {"autofreeze.hookspecs", "autofreeze.plugins", "autofreeze.registry"}),
         ("optuna", None),  # checked below: never in the training loop or the freezing
     ],

@@ -94,12 +94,19 @@ def test_train_best_checkpoint_keeps_frozen_blocks_and_reproduces_the_metric(sea
     from safetensors.torch import load_file
 
     from autofreeze.build import prepare
-    from autofreeze.checkpoint import load_checkpoint
     from autofreeze.config import load_config
+    from autofreeze.model import load_checkpoint
 
     config, out = searched
     result = invoke(
-        "train", str(config), "--best", "--out", str(tmp_path / "best.safetensors"), "--json"
+        "train",
+        str(config),
+        "--best",
+        "--on",
+        "train",  # reproduce the trial (the default with --best is the final model: train+val)
+        "--out",
+        str(tmp_path / "best.safetensors"),
+        "--json",
     )
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)

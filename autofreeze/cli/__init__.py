@@ -1,7 +1,8 @@
 """The ``autofreeze`` command line: a thin click group; each command calls one library function.
 
 Commands live in ``_catalog.py`` (what the plugins register: backbones, datasets, plugins) and
-``_studies.py`` (search, worker, best, trials, train, pretrain, dashboard).
+``_studies.py`` (search, worker, best, trials, train, pretrain, dashboard) and ``_model.py``
+(evaluate, predict).
 
 Data go to stdout (``--json`` for machines), progress and chatter to stderr. Errors a user can
 cause (:class:`autofreeze.errors.AutofreezeError`) become one line and exit code 1; bad usage
@@ -16,7 +17,7 @@ import sys
 import click
 
 # the commands register themselves on `cli` when their modules are imported
-from autofreeze.cli import _catalog, _studies  # noqa: F401
+from autofreeze.cli import _catalog, _model, _studies  # noqa: F401
 from autofreeze.cli._group import cli
 from autofreeze.errors import AutofreezeError
 

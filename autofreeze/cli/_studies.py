@@ -220,9 +220,9 @@ def trials(config: str | None, storage: str | None, study_name: str | None, as_j
 @click.option(
     "--on",
     type=click.Choice(["train", "train+val"]),
-    default="train",
-    show_default=True,
-    help="data to train on",
+    default=None,
+    help="data to train on (default: train+val with --best, the final model; else train); "
+    "--on train reproduces the trial",
 )
 @click.option("--storage", envvar="AUTOFREEZE_STORAGE", help="Optuna storage URL")
 @click.option("--study-name", help="override [study] name")
@@ -237,7 +237,7 @@ def train(
     use_best: bool,
     params: tuple[str, ...],
     out: str,
-    on: str,
+    on: str | None,
     storage: str | None,
     study_name: str | None,
     epochs: int | None,
@@ -255,6 +255,7 @@ def train(
     if use_best == bool(params):
         raise click.UsageError("give either --best or one or more --param KEY=VALUE")
     overrides = {"study.name": study_name, "study.storage": storage}
+    on = on or ("train+val" if use_best else "train")
     if use_best:
         info = train_best(_config(config, **overrides), Path(out), on=on, epochs=epochs)
     else:
@@ -265,11 +266,14 @@ def train(
         info = train_checkpoint(cfg, FreezePlan.from_params(values), Path(out), on=on)
     if as_json:
         echo_json(info)
-    else:
-        click.echo(
-            f"wrote {info['checkpoint']} (val_accuracy "
-            f"{info['metrics']['val_accuracy']:.4f}, trained on {on})"
-        )
+        return
+    metrics = info["metrics"]
+    seen = " (seen in training)" if on == "train+val" else ""
+    test = f", test_accuracy {metrics['test_accuracy']:.4f}" if "test_accuracy" in metrics else ""
+    click.echo(
+        f"wrote {info['checkpoint']}: trained on {on}; "
+        f"val_accuracy {metrics['val_accuracy']:.4f}{seen}{test}"
+    )
 
 
 @cli.command()

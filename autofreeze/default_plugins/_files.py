@@ -90,8 +90,8 @@ def imagefolder(
                     f"{root} has {other.name}/ but no {part.name}/; add {part}/<class>/ folders "
                     f"or put the class folders directly under {root}"
                 )
-        train_classes, train_files = _scan_classes(train_dir, exts)
-        val_classes, val_files = _scan_classes(val_dir, exts)
+        train_classes, train_files = scan_classes(train_dir, exts)
+        val_classes, val_files = scan_classes(val_dir, exts)
         if train_classes != val_classes:
             only_train = sorted(set(train_classes) - set(val_classes))
             only_val = sorted(set(val_classes) - set(train_classes))
@@ -102,7 +102,7 @@ def imagefolder(
             )
         test = None
         if _looks_like_split(root / "test"):
-            test_classes, test_files = _scan_classes(root / "test", exts)
+            test_classes, test_files = scan_classes(root / "test", exts)
             unknown = sorted(set(test_classes) - set(train_classes))
             if unknown:
                 raise DatasetError(
@@ -119,7 +119,7 @@ def imagefolder(
             val=ImageSet([f for f, _ in val_files], [y for _, y in val_files]),
             test=test,
         )
-    classes, files = _scan_classes(root, exts)
+    classes, files = scan_classes(root, exts)
     train, val = _split_sets(
         [f for f, _ in files], [y for _, y in files], val_fraction, seed, str(root)
     )
@@ -135,7 +135,7 @@ def _looks_like_split(folder: Path) -> bool:
     return folder.is_dir() and bool(_visible_dirs(folder))
 
 
-def _scan_classes(folder: Path, exts: tuple[str, ...]) -> tuple[list[str], list[tuple[str, int]]]:
+def scan_classes(folder: Path, exts: tuple[str, ...]) -> tuple[list[str], list[tuple[str, int]]]:
     class_dirs = _visible_dirs(folder)
     if not class_dirs:
         loose = any(p.suffix.lower() in exts for p in folder.iterdir())

@@ -1,0 +1,135 @@
+"""The delivered model: train with a held-out test split, evaluate, predict, autofreeze.load."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import autofreeze
+from autofreeze.cli import cli
+from autofreeze.default_plugins.datasets import digits
+
+CONFIG = """
+[study]
+name = "held"
+n_trials = 2
+baselines = false
+pruner = "none"
+
+[backbone]
+name = "resnet10t"
+
+[dataset]
+name = "digits"
+classes = [0, 1, 2]
+train_per_class = 12
+val_per_class = 10
+test_per_class = 20
+
+[training]
+epochs = 3
+batch_size = 12
+image_size = 16
+
+[search]
+boundary = [2, 5]
+schedules = "static"
+init = "pretrained"
+"""
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(cli, list(args))
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    config = folder / "held.toml"
+    config.write_text(CONFIG)
+    assert invoke("search", str(config)).exit_code == 0
+    out = folder / "final.safetensors"
+    result = invoke("train", str(config), "--best", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    return config, out, result.output
+
+
+def test_train_best_delivers_the_final_model_on_train_and_val_with_its_test_accuracy(trained):
+    _, out, output = trained
+    assert "trained on train+val" in output and "(seen in training)" in output
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["trained_on"] == "train+val"
+    assert 0.0 <= sidecar["metrics"]["test_accuracy"] <= 1.0
+    assert f"test_accuracy {sidecar['metrics']['test_accuracy']:.4f}" in output
+    assert sidecar["dataset"]["name"] == "digits" and sidecar["dataset"]["test_per_class"] == 20
+
+
+def test_evaluate_reports_the_test_split_the_search_never_saw(trained):
+    _, out, _ = trained
+    report = json.loads(invoke("evaluate", str(out), "--json").output)
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert report["images"] == 60 and report["data"] == "test"
+    assert report["accuracy"] == pytest.approx(sidecar["metrics"]["test_accuracy"])
+    confusion = np.array(report["confusion"])
+    assert confusion.sum() == 60 and confusion.sum(1).tolist() == [20, 20, 20]
+    assert report["accuracy"] == pytest.approx(np.trace(confusion) / 60)
+    per_class = report["per_class"]["1"]
+    assert per_class["accuracy"] == pytest.approx(confusion[1, 1] / 20)
+    text = invoke("evaluate", str(out)).output
+    assert "accuracy" in text and "confusion" in text and "true \\ predicted" in text
+    val = json.loads(invoke("evaluate", str(out), "--split", "val", "--json").output)
+    assert val["images"] == 30
+
+
+def write_digit_folder(folder, classes=("0", "1", "2"), per_class=4):
+    ds = digits(classes=[int(c) for c in classes], test_per_class=per_class, seed=5)
+    paths = []
+    for image, label in zip(ds.test.images, ds.test.labels, strict=True):
+        path = folder / classes[label] / f"{len(paths)}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def test_evaluate_a_folder_and_predict_images(trained, tmp_path):
+    _, out, _ = trained
+    paths = write_digit_folder(tmp_path / "more")
+    report = json.loads(
+        invoke("evaluate", str(out), "--data", str(tmp_path / "more"), "--json").output
+    )
+    assert report["images"] == 12
+    rows = json.loads(invoke("predict", str(out), *paths[:3], "--json").output)
+    assert [r["image"] for r in rows] == paths[:3]
+    assert all(r["class"] in ("0", "1", "2") and 0 < r["probability"] <= 1 for r in rows)
+    # the Python API gives the same answers in three lines
+    model = autofreeze.load(out)
+    assert [(r["class"], r["probability"]) for r in rows] == [
+        (c, round(p, 4)) for c, p in model.predict(paths[:3])
+    ]
+    assert model.classes == ["0", "1", "2"] and model.image_size == 16
+
+
+def test_evaluation_errors_are_one_line(trained, tmp_path):
+    _, out, _ = trained
+    write_digit_folder(tmp_path / "other", classes=("0", "7"))
+    for args, words in (
+        (["--data", str(tmp_path / "other")], "class folders the model does not know: 7"),
+        (["--data", str(tmp_path / "nowhere")], "nowhere"),
+    ):
+        result = invoke("evaluate", str(out), *args)
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code in (1, 2) and len(lines) <= 3 and words in result.output
+    no_test = tmp_path / "nt.safetensors"
+    config = tmp_path / "nt.toml"
+    config.write_text(CONFIG.replace("test_per_class = 20\n", ""))
+    assert (
+        invoke("train", str(config), "--param", "boundary=5", "--out", str(no_test)).exit_code == 0
+    )
+    result = invoke("evaluate", str(no_test))
+    assert result.exit_code == 1 and "has no test split" in result.output
