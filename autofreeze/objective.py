@@ -44,11 +44,14 @@ class Objective:
     def _run(self, trial: optuna.Trial) -> float:
         prepared, cfg = self.prepared, self.prepared.cfg
         plan = self.space.suggest(trial)
-        backbone = prepared.backbone(plan)
+        seed = trial.user_attrs.get(records.SEED, cfg.training.seed)  # other for re-evaluations
+        settings = cfg.training.model_copy(update={"seed": seed})
+        backbone = prepared.backbone(plan, seed=seed)
         records.write_plan(trial, plan, backbone)
         schedule = prepared.schedule(plan)
         baseline = records.baseline(trial)
-        prunable = baseline is None  # baselines always run to the end
+        # baselines and re-evaluations always run to the end
+        prunable = baseline is None and records.reevaluation_of(trial) is None
         metric, epochs = cfg.study.metric, cfg.training.epochs
         label = f"#{trial.number} {baseline or records.SEARCHED}"
 
@@ -76,7 +79,7 @@ class Objective:
                 schedule,
                 prepared.train,
                 prepared.val,
-                cfg.training,
+                settings,
                 report,
                 features=features,
             )

@@ -21,10 +21,13 @@ if TYPE_CHECKING:
 # -- study attributes --------------------------------------------------------------------------
 CONFIG = "autofreeze_config"  # the resolved study config every worker runs (storage masked)
 CONFIG_DIR = "autofreeze_config_dir"  # the folder its relative paths are resolved against
+CHOICE = "autofreeze_choice"  # the plan named best after re-evaluation, with its mean and CI
 
 # -- trial attributes --------------------------------------------------------------------------
 BASELINE = "baseline"  # the textbook recipe an enqueued trial runs
 RETRY_OF = "retry_of"  # the trial a re-queued one replaces
+REEVALUATION_OF = "reevaluation_of"  # the trial whose plan a re-evaluation re-runs
+SEED = "seed"  # the training seed of a re-evaluation (others use [training] seed)
 FAIL_REASON = "fail_reason"  # why the objective failed a trial (such a failure counts)
 PLAN = "plan"
 FROZEN_BLOCKS = "frozen_blocks"
@@ -44,9 +47,14 @@ def baseline(trial: FrozenTrial | optuna.Trial) -> str | None:
     return trial.user_attrs.get(BASELINE)
 
 
+def reevaluation_of(trial: FrozenTrial | optuna.Trial) -> int | None:
+    return trial.user_attrs.get(REEVALUATION_OF)
+
+
 def name(trial: FrozenTrial) -> str:
-    """The recipe a trial ran, or ``searched``."""
-    return baseline(trial) or SEARCHED
+    """The recipe a trial ran, ``searched``, or ``re-eval #N`` for a re-run of trial N."""
+    again = reevaluation_of(trial)
+    return f"re-eval #{again}" if again is not None else baseline(trial) or SEARCHED
 
 
 def fail_reason(trial: FrozenTrial) -> str:
@@ -61,7 +69,10 @@ def counts(trial: FrozenTrial) -> bool:
     """Whether a trial used up budget: it finished, or the objective failed it with a reason.
 
     A trial that failed without a reason was cut short (Ctrl-C, a dead worker) and is retried.
+    Re-evaluations run after the budget and are not counted in it.
     """
+    if reevaluation_of(trial) is not None:
+        return False
     finished = trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
     return finished or (trial.state == TrialState.FAIL and FAIL_REASON in trial.user_attrs)
 

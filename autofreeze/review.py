@@ -42,7 +42,7 @@ def trial_row(t: FrozenTrial) -> dict[str, Any]:
     plan = records.plan(t)
     return {
         "number": t.number,
-        "name": records.baseline(t) or "",
+        "name": "" if records.name(t) == records.SEARCHED else records.name(t),
         "state": t.state.name,
         "value": t.value,
         "boundary": plan.get("boundary"),
@@ -83,6 +83,8 @@ def best_summary(study: optuna.Study) -> dict[str, Any]:
             "params": best.params,
             "frozen_blocks": best.user_attrs.get(records.FROZEN_BLOCKS),
             "cost": {k: best.user_attrs.get(k) for k in records.COST},
+            # after re-evaluation: the mean over seeds, its 95 % half-width, the runs
+            "reevaluation": study.user_attrs.get(records.CHOICE),
         },
     }
 
@@ -94,7 +96,10 @@ def comparison(study: optuna.Study) -> list[dict[str, Any]]:
     best = best_trial(study)
     if best is not None:
         rows.insert(0, {**trial_row(best), "recipe": f"BEST (trial {best.number})"})
-    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    finished = sum(
+        t.state in (TrialState.COMPLETE, TrialState.PRUNED) and records.reevaluation_of(t) is None
+        for t in trials
+    )
     for row in rows:
         row["of"] = finished
     return rows

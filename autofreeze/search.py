@@ -23,6 +23,7 @@ from autofreeze.errors import ConfigError, PlanError, StorageError, UnknownNameE
 from autofreeze.objective import Objective, TrialFailed
 from autofreeze.pretrain import ensure_weights
 from autofreeze.progress import Progress, stderr_progress
+from autofreeze.reevaluation import reevaluate
 from autofreeze.registry import Registry
 from autofreeze.review import trial_line
 from autofreeze.space import SearchSpace
@@ -93,6 +94,16 @@ def run_search(
         run_trials(study, prepared, space, progress)
     else:
         run_workers(specs, cfg.study.name, cfg.storage_url, progress)
+    if budget(study)[0] >= (cfg.study.n_trials or 0):  # the budget is spent: name the best
+        reevaluate(
+            study,
+            Objective(prepared, space, progress),
+            cfg.study.reevaluate,
+            cfg.study.reevaluate_seeds,
+            cfg.training.seed,
+            progress,
+            catch=(TrialFailed,),
+        )
     return SearchResult(study, budget(study)[0] - before, time.perf_counter() - t0)
 
 

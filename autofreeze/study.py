@@ -4,6 +4,7 @@ the baselines it starts with, its budget and its best plan."""
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import socket
 import warnings
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from autofreeze import records
 from autofreeze.baselines import BASELINE_NAMES, baseline_plans
@@ -147,10 +149,24 @@ def budget(study: optuna.Study) -> tuple[int, int]:
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    try:
-        return study.best_trial
-    except ValueError:
+    """The plan named best after re-evaluation if there was one, else the best single run of a
+    trial that is not itself a re-evaluation (a lucky seed does not make a plan best)."""
+    trials = study.get_trials(deepcopy=False)
+    choice = study.user_attrs.get(records.CHOICE)
+    if choice is not None:
+        return trials[choice["trial"]]
+    runs = [
+        t
+        for t in trials
+        if t.state == TrialState.COMPLETE
+        and t.value is not None
+        and math.isfinite(t.value)
+        and records.reevaluation_of(t) is None
+    ]
+    if not runs:
         return None
+    pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+    return pick(runs, key=lambda t: t.value)
 
 
 def best_plan(study: optuna.Study) -> FreezePlan:

@@ -1,4 +1,5 @@
-"""Tiny study configs for tests: synthetic data, resnet10t at 16 px, two or three epochs."""
+"""Tiny study configs for tests: synthetic data, resnet10t at 16 px, two or three epochs; no
+re-evaluation of the top plans unless a test asks for it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ name = "{name}"
 n_trials = {n_trials}
 pruner = "{pruner}"
 seed = 0
+reevaluate = {reevaluate}
 {study_extra}
 
 [backbone]
@@ -57,6 +59,7 @@ def write_study(
     study_extra: str = "",
     per_class: int = 8,
     size: int = 16,
+    reevaluate: int = 0,
 ) -> Path:
     path = folder / f"{name}.toml"
     path.write_text(
@@ -70,6 +73,7 @@ def write_study(
             study_extra=study_extra,
             per_class=per_class,
             size=size,
+            reevaluate=reevaluate,
         )
     )
     return path

@@ -18,6 +18,7 @@ CONFIG = """
 name = "held"
 n_trials = 2
 baselines = false
+reevaluate = 0
 pruner = "none"
 
 [backbone]

@@ -183,6 +183,11 @@ def best(config: str | None, storage: str | None, study_name: str | None, as_jso
     if b is None:
         raise click.ClickException(f"study {summary['study']!r} has no finished trial yet")
     click.echo(f"best trial {b['number']} ({b['name']}): value {b['value']:.4f}")
+    again = b.get("reevaluation")
+    if again:
+        ci = f" ± {again['ci95']:.4f} (95 %)" if again["ci95"] is not None else ""
+        runs = ", ".join(f"{v:.4f}" for v in again["values"])
+        click.echo(f"  mean over {len(again['values'])} seeds: {again['mean']:.4f}{ci} [{runs}]")
     for key, value in (b["plan"] or {}).items():
         click.echo(f"  {key}: {value}")
     click.echo(f"  frozen blocks: {', '.join(b['frozen_blocks'] or []) or '(none)'}")
