@@ -71,6 +71,7 @@ class StudySection(_Strict):
     seed: int = 0
     baselines: bool = True
     heartbeat: int = Field(default=20, ge=1)
+    probe: bool = True  # per-block transferability probe before the first trial
     reevaluate: int = Field(default=3, ge=0)  # top plans re-run before one is named best
     reevaluate_seeds: int = Field(default=2, ge=0)  # extra seeds per re-run plan
 

@@ -21,10 +21,12 @@ if TYPE_CHECKING:
 # -- study attributes --------------------------------------------------------------------------
 CONFIG = "autofreeze_config"  # the resolved study config every worker runs (storage masked)
 CONFIG_DIR = "autofreeze_config_dir"  # the folder its relative paths are resolved against
+PROBE = "autofreeze_probe"  # the transferability probe's curve, quadrant and boundary
 CHOICE = "autofreeze_choice"  # the plan named best after re-evaluation, with its mean and CI
 
 # -- trial attributes --------------------------------------------------------------------------
 BASELINE = "baseline"  # the textbook recipe an enqueued trial runs
+PRIOR = "prior"  # a plan the probe suggested, enqueued after the baselines
 RETRY_OF = "retry_of"  # the trial a re-queued one replaces
 REEVALUATION_OF = "reevaluation_of"  # the trial whose plan a re-evaluation re-runs
 SEED = "seed"  # the training seed of a re-evaluation (others use [training] seed)
@@ -54,7 +56,9 @@ def reevaluation_of(trial: FrozenTrial | optuna.Trial) -> int | None:
 def name(trial: FrozenTrial) -> str:
     """The recipe a trial ran, ``searched``, or ``re-eval #N`` for a re-run of trial N."""
     again = reevaluation_of(trial)
-    return f"re-eval #{again}" if again is not None else baseline(trial) or SEARCHED
+    if again is not None:
+        return f"re-eval #{again}"
+    return baseline(trial) or trial.user_attrs.get(PRIOR) or SEARCHED
 
 
 def fail_reason(trial: FrozenTrial) -> str:

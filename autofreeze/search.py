@@ -22,15 +22,17 @@ from autofreeze.config import StudyConfig
 from autofreeze.errors import ConfigError, PlanError, StorageError, UnknownNameError
 from autofreeze.objective import Objective, TrialFailed
 from autofreeze.pretrain import ensure_weights
+from autofreeze.probe import prior_plans, run_probe
 from autofreeze.progress import Progress, stderr_progress
 from autofreeze.reevaluation import reevaluate
 from autofreeze.registry import Registry
-from autofreeze.review import trial_line
+from autofreeze.review import probe_lines, trial_line
 from autofreeze.space import SearchSpace
 from autofreeze.storage import load_existing_study, mask_url, open_storage, set_heartbeat
 from autofreeze.study import (
     budget,
     enqueue_baselines,
+    enqueue_plans,
     make_sampler,
     open_study,
     run_stream,
@@ -71,8 +73,15 @@ def prepare_search(
         progress(f"note: {note}")
     study = open_study(cfg, storage)
     store_config(study, cfg)
+    new = not study.get_trials(deepcopy=False)
     if cfg.study.baselines:
         enqueue_baselines(study, space, prepared.n_blocks, cfg.training.epochs, progress)
+    if cfg.study.probe and new:
+        result = run_probe(prepared)
+        for line in probe_lines(result):
+            progress(line)
+        study.set_user_attr(records.PROBE, result.to_dict())
+        enqueue_plans(study, space, prior_plans(result, prepared.n_blocks), records.PRIOR, progress)
     return study, prepared, space
 
 

@@ -138,9 +138,22 @@ def enqueue_baselines(
     """The textbook recipes as the first trials, once per study."""
     if study.get_trials(deepcopy=False):
         return
-    for name, plan in baseline_plans(space, n_blocks, epochs):
-        study.enqueue_trial(plan.to_params(), user_attrs={records.BASELINE: name})
-        progress(f"enqueued baseline {name}")
+    enqueue_plans(study, space, baseline_plans(space, n_blocks, epochs), records.BASELINE, progress)
+
+
+def enqueue_plans(
+    study: optuna.Study,
+    space: SearchSpace,
+    plans: list[tuple[str, FreezePlan]],
+    attr: str,
+    progress: Progress,
+) -> None:
+    """Named plans, moved into the space (those outside it skipped), as the next trials."""
+    for name, plan in plans:
+        clamped = space.clamp(plan)
+        if clamped is not None:
+            study.enqueue_trial(clamped.to_params(), user_attrs={attr: name})
+            progress(f"enqueued {attr} {name}")
 
 
 def budget(study: optuna.Study) -> tuple[int, int]:

@@ -1,5 +1,5 @@
 """Tiny study configs for tests: synthetic data, resnet10t at 16 px, two or three epochs; no
-re-evaluation of the top plans unless a test asks for it."""
+re-evaluation of the top plans and no probe unless a test asks for them."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ n_trials = {n_trials}
 pruner = "{pruner}"
 seed = 0
 reevaluate = {reevaluate}
+probe = {probe}
 {study_extra}
 
 [backbone]
@@ -60,6 +61,7 @@ def write_study(
     per_class: int = 8,
     size: int = 16,
     reevaluate: int = 0,
+    probe: bool = False,
 ) -> Path:
     path = folder / f"{name}.toml"
     path.write_text(
@@ -74,6 +76,7 @@ def write_study(
             per_class=per_class,
             size=size,
             reevaluate=reevaluate,
+            probe=str(probe).lower(),
         )
     )
     return path

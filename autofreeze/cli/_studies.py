@@ -311,3 +311,23 @@ def dashboard(config: str | None, storage: str | None, host: str, port: int) -> 
         f"optuna-dashboard on http://{host}:{port}/ for {mask_url(url)} (Ctrl-C stops)", err=True
     )
     optuna_dashboard.run_server(store, host=host, port=port)
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def probe(config: str, as_json: bool) -> None:
+    """Which blocks to unfreeze: a linear probe on each block's pretrained features, the
+    size/similarity quadrant and the recommended boundary (no study is touched)."""
+    from autofreeze.build import prepare
+    from autofreeze.pretrain import ensure_weights
+    from autofreeze.probe import run_probe
+    from autofreeze.review import probe_lines
+
+    cfg = _config(config)
+    ensure_weights(cfg)
+    result = run_probe(prepare(cfg))
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        click.echo("\n".join(probe_lines(result)))
