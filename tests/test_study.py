@@ -102,25 +102,25 @@ def test_best_plan(cfg):
     assert best_plan(study) == plan
 
 
-def test_samplers_and_pruners_follow_the_config(cfg):
-    kinds = {
-        "tpe": optuna.samplers.TPESampler,
-        "random": optuna.samplers.RandomSampler,
-        "cmaes": optuna.samplers.CmaEsSampler,
-        "qmc": optuna.samplers.QMCSampler,
-        "gp": optuna.samplers.GPSampler,
-    }
-    for name, cls in kinds.items():
-        c = cfg.model_copy(update={"study": cfg.study.model_copy(update={"sampler": name})})
-        assert isinstance(make_sampler(c), cls)
-    pruners = {
-        "median": optuna.pruners.MedianPruner,
-        "hyperband": optuna.pruners.HyperbandPruner,
-        "none": optuna.pruners.NopPruner,
-    }
-    for name, cls in pruners.items():
-        c = cfg.model_copy(update={"study": cfg.study.model_copy(update={"pruner": name})})
-        assert isinstance(make_pruner(c), cls)
+def with_study(cfg, **changes):
+    return cfg.model_copy(update={"study": cfg.study.model_copy(update=changes)})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "make", "cls"),
+    [
+        ("sampler", "tpe", make_sampler, optuna.samplers.TPESampler),
+        ("sampler", "random", make_sampler, optuna.samplers.RandomSampler),
+        ("sampler", "cmaes", make_sampler, optuna.samplers.CmaEsSampler),
+        ("sampler", "qmc", make_sampler, optuna.samplers.QMCSampler),
+        ("sampler", "gp", make_sampler, optuna.samplers.GPSampler),
+        ("pruner", "median", make_pruner, optuna.pruners.MedianPruner),
+        ("pruner", "hyperband", make_pruner, optuna.pruners.HyperbandPruner),
+        ("pruner", "none", make_pruner, optuna.pruners.NopPruner),
+    ],
+)
+def test_samplers_and_pruners_follow_the_config(cfg, key, value, make, cls):
+    assert isinstance(make(with_study(cfg, **{key: value})), cls)
 
 
 def test_each_worker_and_run_samples_from_a_seed_of_its_own(cfg):
@@ -130,7 +130,7 @@ def test_each_worker_and_run_samples_from_a_seed_of_its_own(cfg):
     streams.add(run_stream(study, "cpu0"))  # a resumed run: the study holds more trials
     assert len({sampler_seed(0, s) for s in streams}) == 3
     assert run_stream(study, "main") == run_stream(study, "main")  # reproducible
-    c = cfg.model_copy(update={"study": cfg.study.model_copy(update={"sampler": "random"})})
+    c = with_study(cfg, sampler="random")
     draws = []
     for stream in sorted(streams):
         s = optuna.create_study(sampler=make_sampler(c, stream))
