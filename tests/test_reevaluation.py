@@ -17,13 +17,14 @@ from tests.studies import write_study
 
 
 def test_the_best_mean_wins_and_the_cheaper_plan_wins_within_the_noise():
-    a = {"trial": 1, "mean": 0.90, "ci95": 0.05, "seconds": 9.0, "values": [0.9]}
-    b = {"trial": 2, "mean": 0.88, "ci95": 0.04, "seconds": 3.0, "values": [0.88]}
-    c = {"trial": 3, "mean": 0.70, "ci95": 0.01, "seconds": 1.0, "values": [0.7]}
-    assert choose([a, b, c], maximize=True)["trial"] == 2  # within 0.05 of the best, cheaper
-    assert choose([a, {**b, "mean": 0.80}, c], maximize=True)["trial"] == 1
+    a = {"trial": 1, "mean": 0.90, "sem": 0.03, "ci95": 0.13, "seconds": 9.0, "values": [0.9]}
+    b = {"trial": 2, "mean": 0.88, "sem": 0.02, "ci95": 0.09, "seconds": 3.0, "values": [0.88]}
+    c = {"trial": 3, "mean": 0.70, "sem": 0.01, "ci95": 0.04, "seconds": 1.0, "values": [0.7]}
+    assert choose([a, b, c], maximize=True)["trial"] == 2  # within one SE of the best, cheaper
+    # within the 95 % interval but beyond one standard error: the better mean stays
+    assert choose([a, {**b, "mean": 0.86}, c], maximize=True)["trial"] == 1
     assert choose([a, b, c], maximize=False)["trial"] == 3  # a loss: lower is better
-    assert choose([{**a, "ci95": None}, b], maximize=True)["trial"] == 1  # one run: no noise
+    assert choose([{**a, "sem": None}, b], maximize=True)["trial"] == 1  # one run: no noise
 
 
 def test_a_lucky_reevaluation_seed_does_not_make_a_plan_best():
