@@ -13,6 +13,7 @@ search enqueues plans right after the baselines.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from autofreeze.build import Prepared
 from autofreeze.plan import FreezePlan
 
 SMALL_PER_CLASS = 100  # fewer training images per class than this is a small target
-SIMILAR_GAP = 0.05  # the last block within this of the best block: similar to the source
+SIMILAR_GAP = 0.05  # "within the noise" when the validation size is unknown
 
 
 @dataclass
@@ -126,25 +127,52 @@ def run_probe(prepared: Prepared) -> ProbeResult:
         }
         for b, ft, fv in zip(backbone.blocks, feats_train, feats_val, strict=True)
     ]
-    return assess(blocks, len(train) / k, 1.0 / k, prepared.n_blocks)
+    return assess(blocks, len(train) / k, 1.0 / k, prepared.n_blocks, len(val))
+
+
+def noise(accuracy: float, n_val: int | None) -> float:
+    """What a difference of accuracy must exceed to mean anything on ``n_val`` images: two
+    binomial standard errors (at least 0.01); ``SIMILAR_GAP`` when the size is unknown."""
+    if not n_val:
+        return SIMILAR_GAP
+    return max(0.01, 2 * math.sqrt(max(accuracy * (1 - accuracy), 1e-4) / n_val))
 
 
 def assess(
-    blocks: list[dict[str, Any]], per_class: float, chance: float, n_blocks: int
+    blocks: list[dict[str, Any]],
+    per_class: float,
+    chance: float,
+    n_blocks: int,
+    n_val: int | None = None,
 ) -> ProbeResult:
-    """The quadrant and the recommended boundary from the probe curve."""
+    """The quadrant and the recommended boundary from the probe curve.
+
+    Blocks whose features transfer as well as the best block's, within the noise of the
+    validation split, are alike to the probe. The last block among them decides similarity to
+    the source; the shallowest one (``j``) is where a small target's features are already as
+    good as they get: freeze ``0..j``, fine-tune the rest. When only the last block is that good
+    it is the textbook linear probe; when shallow blocks already match it, the deeper pretrained
+    blocks add nothing the probe can see and training them is the better bet (Yosinski et al.
+    2014: features grow specific to the source with depth).
+    """
     accuracies = [b["val_accuracy"] for b in blocks]
     best = max(range(len(blocks)), key=lambda i: (accuracies[i], i))
+    gap = noise(accuracies[best], n_val)
+    alike = [i for i, a in enumerate(accuracies) if a >= accuracies[best] - gap]
     size = "small" if per_class < SMALL_PER_CLASS else "large"
     last = accuracies[-1]
-    similar = last >= accuracies[best] - SIMILAR_GAP and last > chance + SIMILAR_GAP
+    similar = last >= accuracies[best] - gap and last > chance + gap
     similarity = "similar" if similar else "different"
-    if size == "small" and similar:
+    shallowest = alike[0]
+    if size == "small" and shallowest == len(blocks) - 1:
         boundary = n_blocks
         advice = "train the head on the frozen backbone (linear probe), or LP-FT"
     elif size == "small":
-        boundary = min(n_blocks, best + 1)
-        advice = f"freeze blocks 0..{best} (their features transfer best) and train those above"
+        boundary = min(n_blocks, shallowest + 1)
+        advice = (
+            f"freeze blocks 0..{shallowest} (deeper blocks transfer no better, within the "
+            "noise) and fine-tune those above"
+        )
     elif similar:
         boundary = n_blocks // 2
         advice = "fine-tune the upper half of the backbone at a reduced LR"
@@ -156,9 +184,13 @@ def assess(
     )
 
 
-def prior_plans(result: ProbeResult, n_blocks: int) -> list[tuple[str, FreezePlan]]:
-    """Static plans at the predicted boundary and its neighbours, enqueued after the baselines."""
-    around = sorted({max(0, min(n_blocks, result.boundary + d)) for d in (-1, 0, 1)})
+def prior_plans(
+    result: ProbeResult, n_blocks: int, taken: set[int] | frozenset[int] = frozenset()
+) -> list[tuple[str, FreezePlan]]:
+    """Static plans at the predicted boundary and its neighbours, enqueued after the baselines;
+    boundaries in ``taken`` (a baseline already runs a static plan there) are left to the
+    sampler rather than spending a second trial on them."""
+    around = sorted({max(0, min(n_blocks, result.boundary + d)) for d in (-1, 0, 1)} - taken)
     return [
         (f"probe_k{k}", FreezePlan(boundary=k, head_lr=3e-3, backbone_lr_ratio=0.3)) for k in around
     ]

@@ -13,7 +13,15 @@ from autofreeze import records
 from autofreeze.build import prepare
 from autofreeze.cli import cli
 from autofreeze.config import load_config
-from autofreeze.probe import assess, block_features, prior_plans, ridge_probe, run_probe
+from autofreeze.probe import (
+    SIMILAR_GAP,
+    assess,
+    block_features,
+    noise,
+    prior_plans,
+    ridge_probe,
+    run_probe,
+)
 from tests.studies import write_study
 
 
@@ -35,10 +43,20 @@ def curve(*accuracies):
     return [{"index": i, "name": f"b{i}", "val_accuracy": a} for i, a in enumerate(accuracies)]
 
 
+def test_noise_is_two_standard_errors_of_the_validation_split():
+    assert noise(0.9, 100) == pytest.approx(0.06)
+    assert noise(0.9, 10_000) == 0.01 and noise(0.9, None) == SIMILAR_GAP
+    flat = curve(0.90, 0.92, 0.91, 0.93, 0.92)  # every block alike on 150 images
+    assert assess(flat, 15, 0.2, 5, n_val=150).boundary == 1
+    # on 100,000 images the noise is 0.01: block 1 is the shallowest within it of block 3
+    assert assess(flat, 15, 0.2, 5, n_val=100_000).boundary == 2
+
+
 @pytest.mark.parametrize(
     ("accuracies", "per_class", "quadrant", "boundary"),
     [
-        ((0.5, 0.7, 0.9, 0.92), 15, ("small", "similar"), 4),  # linear probe
+        ((0.5, 0.7, 0.8, 0.92), 15, ("small", "similar"), 4),  # only the top: linear probe
+        ((0.5, 0.7, 0.9, 0.92), 15, ("small", "similar"), 3),  # block 2 is as good: freeze 0..2
         ((0.5, 0.8, 0.6, 0.4), 15, ("small", "different"), 2),  # freeze up to the best block
         ((0.5, 0.7, 0.9, 0.92), 500, ("large", "similar"), 2),  # fine-tune the upper half
         ((0.5, 0.8, 0.6, 0.4), 500, ("large", "different"), 0),  # fine-tune everything
@@ -79,10 +97,22 @@ def test_the_search_probes_stores_the_curve_and_enqueues_its_prior(tmp_path):
     trials = study.trials
     assert all(records.baseline(t) for t in trials[:6])
     priors = [t for t in trials if t.user_attrs.get(records.PRIOR)]
-    expected = sorted({max(0, min(5, stored["boundary"] + d)) for d in (-1, 0, 1)})
+    # around the predicted boundary, but not where a static baseline already runs:
+    # full_finetune_low_lr (0), freeze_first_half (2) and linear_probe (5)
+    expected = sorted({max(0, min(5, stored["boundary"] + d)) for d in (-1, 0, 1)} - {0, 2, 5})
     assert [t.user_attrs["plan"]["boundary"] for t in priors] == expected
     assert priors[0].number == 6  # right after the baselines
     rows = json.loads(CliRunner().invoke(cli, ["trials", str(config), "--json"]).output)
     assert rows[6]["name"].startswith("probe_k")
     probe_json = json.loads(CliRunner().invoke(cli, ["probe", str(config), "--json"]).output)
     assert probe_json["blocks"] == stored["blocks"]  # the same probe, the same figures
+
+
+def test_the_prior_leaves_out_boundaries_a_baseline_already_runs():
+    curve = [0.5, 0.9, 0.6, 0.5, 0.4]  # block 1 transfers best: freeze 0..1
+    blocks = [{"index": i, "name": f"b{i}", "features": 8, "val_accuracy": a} for i, a in
+              enumerate(curve)]  # fmt: skip
+    result = assess(blocks, per_class=10, chance=0.2, n_blocks=5)
+    assert result.boundary == 2
+    assert [p.boundary for _, p in prior_plans(result, 5)] == [1, 2, 3]
+    assert [p.boundary for _, p in prior_plans(result, 5, {0, 2, 5})] == [1, 3]
