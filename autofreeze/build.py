@@ -10,6 +10,7 @@ build the same thing from the same config.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,10 +37,17 @@ class Prepared:
     data: ImageDataset
     train: TensorSplit
     val: TensorSplit
+    head_fan_in: int = 1  # inputs per output of the head's weight (its init scale: 1/sqrt)
 
     @property
     def num_classes(self) -> int:
         return self.data.num_classes
+
+    @property
+    def steps_per_run(self) -> int:
+        """Optimizer steps of one trial: epochs times batches per epoch."""
+        t = self.cfg.training
+        return t.epochs * math.ceil(len(self.train) / t.batch_size)
 
     def backbone(self, plan: FreezePlan, seed: int | None = None) -> Backbone:
         """The backbone ``plan`` trains: the config's weights for ``pretrained``, random for
@@ -83,8 +91,10 @@ def prepare(
     )
     if data.num_classes < 2:
         raise ConfigError(f"dataset {data.name!r} has {data.num_classes} class; need at least 2")
+    weights = [p for p in backbone.parameters_of(backbone.head_param_names) if p.ndim >= 2]
+    fan_in = max((p[0].numel() for p in weights), default=1)
     return Prepared(
-        cfg, registry, backbone.n_blocks, dict(backbone.data_config), size, data, train, val
+        cfg, registry, backbone.n_blocks, dict(backbone.data_config), size, data, train, val, fan_in
     )
 
 

@@ -67,7 +67,12 @@ class StudySection(_Strict):
     n_trials: int | None = Field(default=20, ge=1)
     timeout: float | None = Field(default=None, gt=0)
     sampler: Literal["tpe", "random", "cmaes", "qmc", "gp"] = "tpe"
-    pruner: Literal["median", "hyperband", "none"] = "median"
+    pruner: Literal["percentile", "median", "hyperband", "none"] = "percentile"
+    # calibrated on full learning curves (docs/benchmarks.md, "Pruning calibration"): no trial
+    # is judged before this share of the epochs; then a searched trial goes on only while its
+    # best value is within the top prune_percentile % of the completed trials at that epoch
+    prune_after: float = Field(default=0.65, gt=0, lt=1)
+    prune_percentile: float = Field(default=25.0, gt=0, lt=100)
     seed: int = 0
     baselines: bool = True
     heartbeat: int = Field(default=20, ge=1)
@@ -145,6 +150,9 @@ class SearchSection(_Strict):
     weight_decay: FloatRange = Field(default_factory=lambda: FloatRange(low=0.0, high=0.1))
     bn_mode: list[BnMode] | BnMode = "eval"
     init: list[Init] | Init = Field(default_factory=lambda: ["pretrained", "scratch"])
+    # narrow schedule knobs and the head LR to what the training budget can use (with a note);
+    # false searches the configured ranges exactly as written
+    fit_to_budget: bool = True
 
     @field_validator("head_lr", "backbone_lr_ratio", mode="before")
     @classmethod

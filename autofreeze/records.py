@@ -61,6 +61,18 @@ def name(trial: FrozenTrial) -> str:
     return baseline(trial) or trial.user_attrs.get(PRIOR) or SEARCHED
 
 
+def initial_design(trials: list[FrozenTrial]) -> int:
+    """How many trials the study was seeded with: the baselines and the probe's prior (their
+    retries and re-evaluations are not new points of the design)."""
+    return sum(
+        1
+        for t in trials
+        if (baseline(t) or t.user_attrs.get(PRIOR))
+        and RETRY_OF not in t.user_attrs
+        and reevaluation_of(t) is None
+    )
+
+
 def fail_reason(trial: FrozenTrial) -> str:
     return trial.user_attrs.get(FAIL_REASON, "")
 

@@ -17,6 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autofreeze import records
+from autofreeze.baselines import baseline_plans
 from autofreeze.build import Prepared, prepare
 from autofreeze.config import StudyConfig
 from autofreeze.errors import ConfigError, PlanError, StorageError, UnknownNameError
@@ -27,7 +28,7 @@ from autofreeze.progress import Progress, stderr_progress
 from autofreeze.reevaluation import reevaluate
 from autofreeze.registry import Registry
 from autofreeze.review import probe_lines, trial_line
-from autofreeze.space import SearchSpace
+from autofreeze.space import SearchSpace, head_lr_floor
 from autofreeze.storage import load_existing_study, mask_url, open_storage, set_heartbeat
 from autofreeze.study import (
     budget,
@@ -50,6 +51,20 @@ class SearchResult:
     seconds: float
 
 
+def search_space(prepared: Prepared) -> SearchSpace:
+    """The config's search space for this backbone and this training budget: schedule knobs
+    and, with AdamW, the head LR searched only where they can make a difference."""
+    cfg = prepared.cfg
+    if not cfg.search.fit_to_budget:  # the configured ranges, exactly as written
+        return SearchSpace.from_config(cfg.search, prepared.registry, prepared.n_blocks)
+    floor = None
+    if cfg.training.optimizer == "adamw":
+        floor = head_lr_floor(prepared.steps_per_run, prepared.head_fan_in)
+    return SearchSpace.from_config(
+        cfg.search, prepared.registry, prepared.n_blocks, cfg.training.epochs, floor
+    )
+
+
 def prepare_search(
     cfg: StudyConfig, registry: Registry | None = None, progress: Progress = stderr_progress
 ) -> tuple[optuna.Study, Prepared, SearchSpace]:
@@ -63,9 +78,7 @@ def prepare_search(
     try:
         ensure_weights(cfg, progress, registry)
         prepared = prepare(cfg, registry)
-        space = SearchSpace.from_config(
-            cfg.search, prepared.registry, prepared.n_blocks, cfg.training.epochs
-        )
+        space = search_space(prepared)
     except (ConfigError, UnknownNameError, PlanError) as exc:
         where = str(cfg.path) if cfg.path else "config"
         raise type(exc)(f"{where}: {exc}") from None
@@ -81,7 +94,14 @@ def prepare_search(
         for line in probe_lines(result):
             progress(line)
         study.set_user_attr(records.PROBE, result.to_dict())
-        enqueue_plans(study, space, prior_plans(result, prepared.n_blocks), records.PRIOR, progress)
+        baselines = baseline_plans(space, prepared.n_blocks, cfg.training.epochs)
+        taken = {  # boundaries a baseline already runs a static pretrained plan at
+            p.boundary
+            for _, p in baselines
+            if cfg.study.baselines and p.schedule == "static" and p.init == "pretrained"
+        }
+        plans = prior_plans(result, prepared.n_blocks, taken)
+        enqueue_plans(study, space, plans, records.PRIOR, progress)
     return study, prepared, space
 
 
@@ -139,9 +159,7 @@ def join_study(
     study = open_study(cfg, storage)
     try:
         prepared = prepare(cfg)
-        space = SearchSpace.from_config(
-            cfg.search, prepared.registry, prepared.n_blocks, cfg.training.epochs
-        )
+        space = search_space(prepared)
         return run_trials(study, prepared, space, progress, worker_label())
     except OperationalError as exc:
         raise StorageError(
@@ -198,7 +216,10 @@ def run_trials(
     """
     n_trials, timeout = prepared.cfg.study.n_trials, prepared.cfg.study.timeout
     # a sampler seeded for this worker and this run: no two of them propose the same trials
-    study.sampler = make_sampler(prepared.cfg, run_stream(study, worker))
+    trials = study.get_trials(deepcopy=False)
+    study.sampler = make_sampler(
+        prepared.cfg, run_stream(study, worker), records.initial_design(trials)
+    )
     objective = Objective(prepared, space, progress)
     t0 = time.perf_counter()
     ran = 0

@@ -10,6 +10,7 @@ handling and the initialisation. Fixed entries are not suggested; they are still
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -138,6 +139,29 @@ def knob_dimension(
     return numbers(kept[0], kept[-1], log=knob.log, integer=integer)
 
 
+def head_lr_floor(steps: int, fan_in: int) -> float:
+    """The smallest head LR that can make a difference in ``steps`` AdamW steps.
+
+    AdamW's update is normalised: a weight moves by about the LR per step, so over a run with
+    warm-up and cosine decay it travels at most about ``lr * steps / 2``. A fresh head starts
+    at PyTorch's default scale ``1 / sqrt(fan_in)``; below ``1 / (sqrt(fan_in) * steps)`` it
+    cannot travel half of that and stays near its random start. On the benchmark tasks every
+    trial below this LR was among the worst (docs/benchmarks.md, "Search quality").
+    """
+    return 1.0 / (math.sqrt(max(1, fan_in)) * max(1, steps))
+
+
+def lr_dimension(
+    r: FloatRange, floor: float | None, where: str, notes: list[str], why: str
+) -> Dimension:
+    """A log-uniform LR range, its low end raised to ``floor`` (a fixed value is kept)."""
+    if floor is None or r.low == r.high or r.low >= floor:
+        return _float(r)
+    low = min(floor, r.high)
+    notes.append(f"{where} = [{r.low:g}, {r.high:g}]: {why}; searching [{low:.2g}, {r.high:g}]")
+    return numbers(low, r.high, log=True)
+
+
 def boundary_dimension(boundary: Any, n_blocks: int) -> Dimension:
     if boundary == "all":
         return numbers(0, n_blocks, integer=True)
@@ -172,9 +196,11 @@ class SearchSpace:
         registry: Registry,
         n_blocks: int,
         epochs: int | None = None,
+        head_lr_floor: float | None = None,
     ) -> SearchSpace:
         """Check ``[search]`` against the loaded schedules and the backbone's block count; with
-        ``epochs``, schedule knobs are searched only where they can make a difference."""
+        ``epochs``, schedule knobs are searched only where they can make a difference, and
+        with ``head_lr_floor`` (see :func:`head_lr_floor`) so is the head LR."""
         for sched in search.knobs:
             if sched not in search.schedules:
                 raise ConfigError(
@@ -203,7 +229,13 @@ class SearchSpace:
             boundary=boundary,
             schedule=choices(search.schedules),
             knobs=knobs,
-            head_lr=_float(search.head_lr),
+            head_lr=lr_dimension(
+                search.head_lr,
+                head_lr_floor,
+                "[search] head_lr",
+                notes,
+                "below the lower end the head cannot move in this run's optimizer steps",
+            ),
             backbone_lr_ratio=_float(search.backbone_lr_ratio),
             layer_decay=_float(search.layer_decay),
             weight_decay=_float(search.weight_decay),

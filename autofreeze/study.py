@@ -15,13 +15,15 @@ import optuna
 from optuna.trial import TrialState
 
 from autofreeze import records
-from autofreeze.baselines import BASELINE_NAMES, baseline_plans
+from autofreeze.baselines import baseline_plans
 from autofreeze.config import StudyConfig, parse_config
 from autofreeze.errors import ConfigError, StorageError
 from autofreeze.plan import FreezePlan
 from autofreeze.progress import Progress
 from autofreeze.space import SearchSpace
 from autofreeze.storage import mask_url, open_storage
+
+STARTUP_TRIALS = 5  # TPE's random start-up when a study has no enqueued plans
 
 
 def sampler_seed(study_seed: int, stream: str) -> int:
@@ -46,15 +48,21 @@ def run_stream(study: optuna.Study, worker: str) -> str:
     return f"{worker}:{len(study.get_trials(deepcopy=False))}"
 
 
-def make_sampler(cfg: StudyConfig, stream: str = "") -> optuna.samplers.BaseSampler:
+def make_sampler(
+    cfg: StudyConfig, stream: str = "", initial_design: int = 0
+) -> optuna.samplers.BaseSampler:
     """The configured sampler, seeded for ``stream`` (see :func:`run_stream`): workers and
-    resumed runs sharing one seed would propose the same trials."""
+    resumed runs sharing one seed would propose the same trials.
+
+    ``initial_design`` is how many enqueued plans (baselines, the probe's prior) the study
+    starts with. They are TPE's start-up: random trials on top of them were measured to be
+    wasted (tiny LRs, scratch linear probes pruned at once; docs/benchmarks.md), so TPE models
+    the space from the first trial after them, or after 5 random trials without any.
+    """
     seed = sampler_seed(cfg.study.seed, stream) if stream else cfg.study.seed
     name = cfg.study.sampler
     if name == "tpe":
-        # the baselines are the first trials; TPE still needs a few random ones of its own to
-        # see the categorical choices (bn_mode, init, schedule) before it models the space
-        startup = 5 + (len(BASELINE_NAMES) if cfg.study.baselines else 0)
+        startup = max(STARTUP_TRIALS, initial_design)
         with warnings.catch_warnings():  # multivariate/group are "experimental" in Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.TPESampler(
@@ -75,12 +83,28 @@ def make_sampler(cfg: StudyConfig, stream: str = "") -> optuna.samplers.BaseSamp
     return optuna.samplers.GPSampler(seed=seed)
 
 
+def warmup_steps(fraction: float, epochs: int) -> int:
+    """The first epoch a pruner may stop a trial at: ``fraction`` of the epochs, never the
+    first epoch (steps are 1-based epochs)."""
+    return max(2, math.ceil(fraction * epochs))
+
+
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
-    if cfg.study.pruner == "median":
-        # steps are 1-based epochs: never prune on the first epoch
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
-    if cfg.study.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.training.epochs)
+    """The configured pruner, judging trials no earlier than ``[study] prune_after``.
+
+    Early epochs rank fine-tuning plans poorly (a high LR under a cosine schedule starts badly
+    and ends well); docs/benchmarks.md measures it and derives the defaults.
+    """
+    study, epochs = cfg.study, cfg.training.epochs
+    warm = warmup_steps(study.prune_after, epochs)
+    if study.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=warm)
+    if study.pruner == "percentile":
+        return optuna.pruners.PercentilePruner(
+            study.prune_percentile, n_startup_trials=3, n_warmup_steps=warm
+        )
+    if study.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=warm, max_resource=max(warm, epochs))
     return optuna.pruners.NopPruner()
 
 

@@ -179,7 +179,10 @@ def test_median_pruner_stops_a_hopeless_trial(tmp_path):
         n_trials=5,
         epochs=4,
         study_extra='baselines = false\nsampler = "random"',
-        search='boundary = 5\nschedules = ["static"]\nhead_lr = [1e-9, 3e-2]',
+        # the configured range exactly: 1e-9 is below what the budget could use
+        search=(
+            'boundary = 5\nschedules = ["static"]\nhead_lr = [1e-9, 3e-2]\nfit_to_budget = false'
+        ),
     )
     from autofreeze.config import load_config
     from autofreeze.study import open_study
@@ -260,3 +263,23 @@ def test_train_on_train_and_val_says_so(searched, tmp_path):
     assert info["trained_on"] == "train+val"
     assert info["checkpoint"].endswith("final.safetensors")
     assert json.loads((tmp_path / "final.json").read_text())["plan"]["boundary"] == 5
+
+
+def test_the_search_space_follows_the_run_budget(tmp_path):
+    """24 images in batches of 8 for 2 epochs: 6 AdamW steps of resnet10t's 512-input head."""
+    from autofreeze.build import prepare
+    from autofreeze.config import load_config
+    from autofreeze.search import search_space
+    from autofreeze.space import head_lr_floor
+
+    cfg = load_config(write_study(tmp_path, weights="none", epochs=2))
+    prepared = prepare(cfg)
+    assert (prepared.steps_per_run, prepared.head_fan_in) == (6, 512)
+    space = search_space(prepared)
+    assert space.head_lr.low == pytest.approx(head_lr_floor(6, 512)) and space.head_lr.high == 3e-2
+    sgd = cfg.model_copy(update={"training": cfg.training.model_copy(update={"optimizer": "sgd"})})
+    prepared.cfg = sgd  # SGD's steps are not normalised: the configured range stands
+    assert search_space(prepared).head_lr.low == 1e-4
+    exact = cfg.search.model_copy(update={"fit_to_budget": False})
+    prepared.cfg = cfg.model_copy(update={"search": exact})
+    assert search_space(prepared).head_lr.low == 1e-4 and not search_space(prepared).notes

@@ -13,7 +13,7 @@ from autofreeze.errors import AutofreezeError, ConfigError, PlanError
 from autofreeze.plan import FreezePlan
 from autofreeze.registry import Registry
 from autofreeze.schedules import Knob, Phase, Schedule
-from autofreeze.space import Choices, Fixed, Range, SearchSpace, knob_dimension
+from autofreeze.space import Choices, Fixed, Range, SearchSpace, head_lr_floor, knob_dimension
 
 REGISTRY = Registry()
 EVERY = Knob("every", "int", 1, low=1, high=10)
@@ -226,3 +226,21 @@ def test_configured_ranges_beyond_the_budget_are_clamped_with_a_note():
     assert all("with 8 epochs and 5 blocks" in n for n in s.notes)
     # a range inside the useful one is kept as written, without a note
     assert budget_space(8, knobs={"lp_ft": {"lp_epochs": [1, 4]}}).notes == ()
+
+
+def test_the_head_lr_is_searched_only_where_the_head_can_move():
+    # 24 AdamW steps of a 512-input head: below 1/(sqrt(512) * 24) = 1.84e-3 it stays put
+    floor = head_lr_floor(24, 512)
+    assert floor == pytest.approx(1.84e-3, rel=0.01)
+    assert head_lr_floor(10_000, 2048) < 1e-4  # a real budget: the default range is kept
+    search = SearchSection.model_validate({"head_lr": [1e-4, 3e-2]})
+    s = SearchSpace.from_config(search, REGISTRY, 5, 8, head_lr_floor=floor)
+    assert s.head_lr == Range(floor, 3e-2, log=True)
+    assert any("[search] head_lr = [0.0001, 0.03]" in n and "[0.0018, 0.03]" in n for n in s.notes)
+    fixed = SearchSection.model_validate({"head_lr": 1e-4})  # a fixed value is the user's call
+    assert SearchSpace.from_config(fixed, REGISTRY, 5, 8, head_lr_floor=floor).head_lr == Fixed(
+        1e-4
+    )
+    narrow = SearchSection.model_validate({"head_lr": [1e-5, 1e-4]})  # all below: the top
+    s = SearchSpace.from_config(narrow, REGISTRY, 5, 8, head_lr_floor=floor)
+    assert s.head_lr == Fixed(1e-4)

@@ -136,3 +136,35 @@ def test_each_worker_and_run_samples_from_a_seed_of_its_own(cfg):
         s = optuna.create_study(sampler=make_sampler(c, stream))
         draws.append(s.ask().suggest_float("x", 0, 1))
     assert len(set(draws)) == 3
+
+
+@pytest.mark.parametrize(("pruner", "after", "first"), [("percentile", 0.5, 5), ("median", 0.2, 2)])
+def test_no_trial_is_judged_before_prune_after(cfg, pruner, after, first):
+    """A hopeless trial among good ones runs until ``prune_after`` of the epochs, then stops."""
+    cfg = with_study(cfg, pruner=pruner, prune_after=after)
+    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"epochs": 10})})
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(cfg))
+    for _ in range(3):
+        good = study.ask()
+        for epoch in range(1, 11):
+            good.report(0.9, step=epoch)
+        study.tell(good, 0.9)
+    hopeless = study.ask()
+    verdicts = []
+    for epoch in range(1, 11):
+        hopeless.report(0.1, step=epoch)
+        verdicts.append(hopeless.should_prune())
+    assert verdicts.index(True) + 1 == first
+
+
+def test_tpe_starts_modelling_after_the_enqueued_plans(cfg):
+    """The baselines and the probe's prior are TPE's start-up; without them, 5 random trials."""
+    study = open_study(cfg)
+    for name in ("linear_probe", "lp_ft"):
+        study.enqueue_trial({"boundary": 1}, user_attrs={records.BASELINE: name})
+    study.enqueue_trial({"boundary": 2}, user_attrs={records.PRIOR: "probe_k2"})
+    study.enqueue_trial({"boundary": 3}, user_attrs={records.RETRY_OF: 0})  # not a new point
+    design = records.initial_design(study.get_trials(deepcopy=False))
+    assert design == 3
+    assert make_sampler(cfg, "s", 9)._n_startup_trials == 9
+    assert make_sampler(cfg, "s", design)._n_startup_trials == 5
