@@ -25,6 +25,8 @@ def test_the_best_mean_wins_and_the_cheaper_plan_wins_within_the_noise():
     assert choose([a, {**b, "mean": 0.86}, c], maximize=True)["trial"] == 1
     assert choose([a, b, c], maximize=False)["trial"] == 3  # a loss: lower is better
     assert choose([{**a, "sem": None}, b], maximize=True)["trial"] == 1  # one run: no noise
+    # within the noise but only 10 % cheaper: timing noise, the better mean stays
+    assert choose([a, {**b, "seconds": 8.1}, c], maximize=True)["trial"] == 1
 
 
 def test_a_lucky_reevaluation_seed_does_not_make_a_plan_best():
