@@ -158,7 +158,8 @@ def test_no_trial_is_judged_before_prune_after(cfg, pruner, after, first):
 
 
 def test_tpe_starts_modelling_after_the_enqueued_plans(cfg):
-    """The baselines and the probe's prior are TPE's start-up; without them, 5 random trials."""
+    """The baselines and the probe's prior, then 3 random trials, are TPE's start-up; without
+    them, 5 random trials."""
     study = open_study(cfg)
     for name in ("linear_probe", "lp_ft"):
         study.enqueue_trial({"boundary": 1}, user_attrs={records.BASELINE: name})
@@ -166,5 +167,6 @@ def test_tpe_starts_modelling_after_the_enqueued_plans(cfg):
     study.enqueue_trial({"boundary": 3}, user_attrs={records.RETRY_OF: 0})  # not a new point
     design = records.initial_design(study.get_trials(deepcopy=False))
     assert design == 3
-    assert make_sampler(cfg, "s", 9)._n_startup_trials == 9
-    assert make_sampler(cfg, "s", design)._n_startup_trials == 5
+    assert make_sampler(cfg, "s", 9)._n_startup_trials == 9 + 3  # then 3 random ones
+    assert make_sampler(cfg, "s", design)._n_startup_trials == 3 + 3
+    assert make_sampler(cfg, "s", 0)._n_startup_trials == 5
