@@ -253,6 +253,11 @@ def main() -> None:
     )
     parser.add_argument("--keep", help="keep the studies (SQLite files) in this new folder")
     parser.add_argument(
+        "--reuse-vanilla",
+        action="store_true",
+        help=f"with --methods autofreeze: take the vanilla loop's figures from {RESULTS.name}",
+    )
+    parser.add_argument(
         "--methods", default="autofreeze,vanilla", help="vanilla alone: the curves for pruning.py"
     )
     args = parser.parse_args()
@@ -281,10 +286,34 @@ def main() -> None:
                 shown = {k: v if isinstance(v, str | int) else round(v, 3) for k, v in run.items()
                          if k != "curves"}  # fmt: skip
                 print(f"{name}: {shown}", flush=True)
-    save_curves(rows, args)
-    if set(args.methods.split(",")) == {"autofreeze", "vanilla"}:
+    if args.reuse_vanilla:
+        rows = with_saved_vanilla(rows, args)
+    else:
+        save_curves(rows, args)
+    if set(args.methods.split(",")) == {"autofreeze", "vanilla"} or args.reuse_vanilla:
         RESULTS.write_text(json.dumps({"args": vars(args), "rows": rows}) + "\n")
         report(rows, args)
+
+
+def with_saved_vanilla(rows: list[dict[str, Any]], args: Any) -> list[dict[str, Any]]:
+    """Autofreeze's new figures beside the vanilla loop's saved ones (its studies do not use
+    anything autofreeze's defaults change, and their seeds make them reproducible)."""
+    saved = json.loads(RESULTS.read_text())
+    old = {r["task"]: r for r in saved["rows"]}
+    same = ("trials", "epochs", "repeats", "test_seeds")
+    if any(saved["args"][k] != vars(args)[k] for k in same):
+        raise SystemExit(f"--reuse-vanilla: {RESULTS.name} was run with other {same}")
+    out = []
+    for r in rows:
+        v = old[r["task"]]
+        merged = {**r, **{k: v[k] for k in ("vanilla_test", "vanilla_seconds", "curves",
+                                             "rank_corr")}}  # fmt: skip
+        merged["runs"] = [
+            {**run, **{k: o[k] for k in ("vanilla_test", "vanilla_seconds")}}
+            for run, o in zip(r["runs"], v["runs"], strict=True)
+        ]
+        out.append(merged)
+    return out
 
 
 def report_saved() -> None:
@@ -298,6 +327,7 @@ def command(args: Any) -> str:
         f".venv/bin/python benchmarks/search_quality.py --trials {args.trials} "
         f"--epochs {args.epochs} --repeats {args.repeats}"
         + (f" --methods {args.methods}" if args.methods != "autofreeze,vanilla" else "")
+        + (" --reuse-vanilla" if getattr(args, "reuse_vanilla", False) else "")
     )
 
 
@@ -327,7 +357,14 @@ def report(rows: list[dict[str, Any]], args: Any) -> None:
         "baselines, the configured ranges as written); `autofreeze`: the defaults "
         f"({args.trials} trials: the baselines, the probe and its prior, the calibrated "
         "pruner; then the re-evaluation of the top 3 plans with 2 more seeds each, outside the "
-        "budget). Wall time: the search alone, one process, the mean over the repeats.",
+        "budget). Wall time: the search alone, one process, the mean over the repeats."
+        + (
+            " The vanilla loop's figures are those of the last full run (the same command "
+            "without `--methods` and `--reuse-vanilla`), saved in benchmarks/results: none of "
+            "its studies depends on a default of autofreeze's."
+            if getattr(args, "reuse_vanilla", False)
+            else ""
+        ),
         "",
         "| task | what it tests | recipe | vanilla | autofreeze | "
         "autofreeze - best other (images) | autofreeze winners | boundary: chosen / probe | "
