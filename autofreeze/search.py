@@ -43,6 +43,8 @@ from autofreeze.study import (
 )
 from autofreeze.workers import plan_workers, run_workers
 
+STATIC_PRETRAINED = ("static", "pretrained")
+
 
 @dataclass
 class SearchResult:
@@ -94,12 +96,10 @@ def prepare_search(
         for line in probe_lines(result):
             progress(line)
         study.set_user_attr(records.PROBE, result.to_dict())
-        baselines = baseline_plans(space, prepared.n_blocks, cfg.training.epochs)
-        taken = {  # boundaries a baseline already runs a static pretrained plan at
-            p.boundary
-            for _, p in baselines
-            if cfg.study.baselines and p.schedule == "static" and p.init == "pretrained"
-        }
+        taken: set[int] = set()  # boundaries a baseline already runs a static plan at
+        if cfg.study.baselines:
+            recipes = baseline_plans(space, prepared.n_blocks, cfg.training.epochs)
+            taken = {p.boundary for _, p in recipes if (p.schedule, p.init) == STATIC_PRETRAINED}
         plans = prior_plans(result, prepared.n_blocks, taken)
         enqueue_plans(study, space, plans, records.PRIOR, progress)
     return study, prepared, space

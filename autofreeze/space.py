@@ -145,8 +145,9 @@ def head_lr_floor(steps: int, fan_in: int) -> float:
     AdamW's update is normalised: a weight moves by about the LR per step, so over a run with
     warm-up and cosine decay it travels at most about ``lr * steps / 2``. A fresh head starts
     at PyTorch's default scale ``1 / sqrt(fan_in)``; below ``1 / (sqrt(fan_in) * steps)`` it
-    cannot travel half of that and stays near its random start. On the benchmark tasks every
-    trial below this LR was among the worst (docs/benchmarks.md, "Search quality").
+    cannot travel half of that and stays near its random start. In the unpruned studies of
+    ``benchmarks/search_quality.py --keep DIR`` every trial below it was among the worst of
+    its task.
     """
     return 1.0 / (math.sqrt(max(1, fan_in)) * max(1, steps))
 
