@@ -32,6 +32,7 @@ from autofreeze.space import SearchSpace, head_lr_floor
 from autofreeze.storage import load_existing_study, mask_url, open_storage, set_heartbeat
 from autofreeze.study import (
     budget,
+    check_same_study,
     enqueue_baselines,
     enqueue_plans,
     make_sampler,
@@ -87,6 +88,10 @@ def prepare_search(
     for note in space.notes:
         progress(f"note: {note}")
     study = open_study(cfg, storage)
+    try:
+        check_same_study(study, cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{cfg.path or 'config'}: {exc}") from None
     store_config(study, cfg)
     new = not study.get_trials(deepcopy=False)
     if cfg.study.baselines:

@@ -129,6 +129,52 @@ def open_study(cfg: StudyConfig, storage: Any = None) -> optuna.Study:
         ) from None
 
 
+# what a trial's value depends on; the rest (budget, storage, devices, caching) may change
+# between runs of one study
+SAME_STUDY = {
+    "study": ("metric",),
+    "backbone": ("name", "weights", "granularity"),
+    "dataset": None,  # every key
+    "search": None,
+    "training": None,
+}
+RUNTIME_TRAINING = {"device", "amp", "channels_last", "compile", "eval_batch_size",
+                    "feature_cache", "seed"}  # fmt: skip
+
+
+def config_changes(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The keys a trial's value depends on that differ between two configs (as dicts)."""
+    out = []
+    for section, keys in SAME_STUDY.items():
+        a, b = stored.get(section) or {}, new.get(section) or {}
+        names = keys or sorted(set(a) | set(b))
+        for key in names:
+            if section == "training" and key in RUNTIME_TRAINING:
+                continue
+            if a.get(key) != b.get(key):
+                out.append(f"[{section}] {key} was {a.get(key)!r}, now {b.get(key)!r}")
+    return out
+
+
+def check_same_study(study: optuna.Study, cfg: StudyConfig) -> None:
+    """A study that holds trials goes on only with the config they ran (metric and direction,
+    backbone, data, search space, training); anything else would mix incomparable trials."""
+    wanted = optuna.study.StudyDirection[cfg.study.direction.upper()]
+    trials = study.get_trials(deepcopy=False)
+    stored = study.user_attrs.get(records.CONFIG)
+    changes = config_changes(stored, cfg.to_dict()) if stored and trials else []
+    if study.direction != wanted:
+        changes.insert(0, f"the study {study.direction.name.lower()}s, [study] metric = "
+                          f"{cfg.study.metric!r} {cfg.study.direction}s")  # fmt: skip
+    if changes:
+        more = f" (and {len(changes) - 2} more)" if len(changes) > 2 else ""
+        raise ConfigError(
+            f"study {study.study_name!r} in {mask_url(cfg.storage_url)} holds {len(trials)} "
+            f"trials of another config: {'; '.join(changes[:2])}{more}; give [study] name a "
+            "new value (or --study-name) to start another study"
+        )
+
+
 def store_config(study: optuna.Study, cfg: StudyConfig) -> None:
     """Store the resolved config (every override applied) for the study's workers to run."""
     stored = cfg.to_dict()

@@ -283,3 +283,28 @@ def test_the_search_space_follows_the_run_budget(tmp_path):
     exact = cfg.search.model_copy(update={"fit_to_budget": False})
     prepared.cfg = cfg.model_copy(update={"search": exact})
     assert search_space(prepared).head_lr.low == 1e-4 and not search_space(prepared).notes
+
+
+def test_a_study_name_reused_with_another_config_is_refused_and_the_study_kept(tmp_path):
+    """Trials of another dataset or metric would be compared with these as if alike."""
+    extra = "baselines = false"
+    config = write_study(tmp_path, "reuse", n_trials=2, epochs=1, pruner="none", study_extra=extra)
+    assert invoke("search", str(config)).exit_code == 0
+    cases = [
+        ({"per_class": 9}, "[dataset] train_per_class was 8, now 9"),
+        ({"study_extra": f'{extra}\nmetric = "val_loss"'}, "maximizes, [study] metric"),
+        ({"epochs": 2}, "[training] epochs was 1, now 2"),
+    ]
+    for change, shown in cases:
+        kw = {"n_trials": 4, "epochs": 1, "pruner": "none", "study_extra": extra, **change}
+        write_study(tmp_path, "reuse", **kw)
+        result = CliRunner().invoke(cli, ["search", str(config)])
+        assert result.exit_code == 1, result.output
+        assert "holds 2 trials of another config" in result.output and shown in result.output
+        assert "Traceback" not in result.output and "[study] name" in result.output
+        study = load(config, "reuse")
+        assert len(study.trials) == 2  # nothing ran, nothing enqueued
+        assert study.user_attrs["autofreeze_config"]["dataset"]["train_per_class"] == 8
+    write_study(tmp_path, "reuse", n_trials=3, epochs=1, pruner="none", study_extra=extra)
+    assert invoke("search", str(config), "--heartbeat", "5").exit_code == 0  # the budget may grow
+    assert len(load(config, "reuse").trials) == 3
