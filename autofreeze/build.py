@@ -79,10 +79,32 @@ def probe(cfg: StudyConfig, registry: Registry) -> Backbone:
     )
 
 
+def check_device(device: str) -> None:
+    """The configured device exists here, before any study or trial is touched."""
+    kind, _, index = device.partition(":")
+    backends = {"cuda": torch.cuda, "xpu": getattr(torch, "xpu", None)}
+    if kind in backends:
+        api = backends[kind]
+        count = api.device_count() if api is not None and api.is_available() else 0
+        if count == 0:
+            raise ConfigError(
+                f'[training] device = "{device}": no {kind.upper()} device is visible here; '
+                'use device = "cpu" or run on a machine that has one'
+            )
+        if index and int(index) >= count:
+            raise ConfigError(
+                f'[training] device = "{device}": only {count} {kind.upper()} device(s) here '
+                f"(indices 0..{count - 1})"
+            )
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError('[training] device = "mps": Apple MPS is not available here')
+
+
 def prepare(
     cfg: StudyConfig, registry: Registry | None = None, dataset: dict[str, Any] | None = None
 ) -> Prepared:
     """Probe the backbone and decode the dataset (``[dataset]``, or another dataset table)."""
+    check_device(cfg.training.device)
     registry = registry or get_registry()
     backbone = probe(cfg, registry)
     size = cfg.training.image_size or int(backbone.data_config["input_size"][-1])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -73,7 +74,7 @@ class StudySection(_Strict):
     # best value is within the top prune_percentile % of the completed trials at that epoch
     prune_after: float = Field(default=0.65, gt=0, lt=1)
     prune_percentile: float = Field(default=25.0, gt=0, lt=100)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
     baselines: bool = True
     heartbeat: int = Field(default=20, ge=1)
     probe: bool = True  # per-block transferability probe before the first trial
@@ -134,6 +135,13 @@ class TrainConfig(_Strict):
     augment: bool = False
     seed: int = 0
     feature_cache: bool = True
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"cpu|mps|(cuda|xpu)(:\d+)?", v):
+            raise ValueError(f'must be "cpu", "cuda", "cuda:N", "mps" or "xpu[:N]", not {v!r}')
+        return v
 
 
 class SearchSection(_Strict):

@@ -9,6 +9,8 @@ from autofreeze.cli import cli
 from autofreeze.config import load_config
 from tests.studies import write_study
 
+CUDA = __import__("torch").cuda.is_available()
+
 
 def run_cli(*args: str):
     return CliRunner().invoke(cli, list(args))
@@ -65,6 +67,15 @@ def trial_count(config) -> int:
         ("[study]\n", '[study]\nsampler = "bayes"\n', ["study.sampler", "tpe"]),
         ("[search]\n", "[search]\n[search.knobs.gradual]\nevery = [0, 3]\n", ["every=0"]),
         ("[search]\n", "[search]\n[search.knobs.lp_ft]\nlp_epoch = 2\n", ["lp_epoch"]),
+        ("[search]\n", "[search]\nhead_lr = nan\n", ["search.head_lr", "> 0"]),
+        ("[training]\n", '[training]\ndevice = "banana"\n', ["training.device", "'banana'"]),
+        pytest.param(
+            "[training]\n",
+            '[training]\ndevice = "cuda"\n',
+            ['device = "cuda"', "no CUDA device is visible", 'use device = "cpu"'],
+            marks=pytest.mark.skipif(CUDA, reason="this machine has a GPU"),
+        ),
+        ("seed = 0\nreevaluate", "seed = -1\nreevaluate", ["study.seed", "greater than or equal"]),
     ],
 )
 def test_bad_config_is_one_line_and_leaves_the_study_alone(existing, old, new, needles):
