@@ -151,14 +151,16 @@ def test_postgres_study_with_a_second_machine_worker(tmp_path, pg_url):
 
 
 def test_sigkilled_worker_trial_fails_and_is_retried(tmp_path):
-    config = write_study(tmp_path, "kill", n_trials=8, epochs=6, pruner="none")
+    # 12 epochs: the kill at epoch 2 lands inside a trial even on a loaded machine (with 6, the
+    # worker once finished its trial between the log check and the kill: nothing to retry)
+    config = write_study(tmp_path, "kill", n_trials=8, epochs=12, pruner="none")
     url = f"sqlite:///{tmp_path}/kill.db"
     a = start("search", str(config), "--heartbeat", "2", log=tmp_path / "a.log")
     wait_for(lambda: trials(url, "kill"), 120, "the study to be created")
     # the worker runs the stored config: its heartbeat is the search's --heartbeat 2
     b = start("worker", str(config), "--threads", "1", log=tmp_path / "b.log")
     wait_for(
-        lambda: "epoch 2/6" in (tmp_path / "b.log").read_text(),
+        lambda: "epoch 2/12" in (tmp_path / "b.log").read_text(),
         120,
         "the second worker to be inside a trial",
     )
