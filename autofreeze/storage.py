@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any
 
 from autofreeze.errors import StorageError
 
+_QUERY_SECRET = re.compile(r"([?&](?:password|passwd|pwd)=)[^&]*", re.IGNORECASE)
+
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for messages, logs and reports)."""
-    try:
-        from sqlalchemy.engine import make_url
+    """The URL with any password replaced by ``***`` (for messages, logs and reports).
 
-        u = make_url(url)
-    except Exception:
-        return url.split("@")[-1] if "@" in url else url
-    return u.render_as_string(hide_password=True) if u.password else url
+    Parsed by hand rather than by SQLAlchemy, which stops at the first ``@`` of an unencoded
+    password and leaves ``?password=`` in the query alone: the user part ends at the last
+    ``@`` of the URL's authority.
+    """
+    url = _QUERY_SECRET.sub(r"\1***", url)
+    scheme, sep, rest = url.partition("://")
+    if not sep or rest.startswith("/"):  # no authority (sqlite:///path): nothing to hide
+        return url
+    query = rest.find("?")
+    authority, tail = (rest[:query], rest[query:]) if query >= 0 else (rest, "")
+    userinfo, at, host = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}{tail}"
 
 
 STALE_AFTER_BEATS = 3  # a running trial silent for this many heartbeats is failed and retried
