@@ -7,6 +7,7 @@ stored it); what a worker receives is only its device and its threads.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -45,6 +46,25 @@ from autofreeze.study import (
 from autofreeze.workers import plan_workers, run_workers
 
 STATIC_PRETRAINED = ("static", "pretrained")
+
+
+class _OneLineFailures(logging.Filter):
+    """Optuna logs a failed trial with its traceback. A trial the objective failed (diverged,
+    out of memory) or Ctrl-C cut short already has its reason on autofreeze's own progress
+    line; a bug's traceback still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, TrialFailed | KeyboardInterrupt):
+            return False
+        return not record.getMessage().endswith("failed with value None.")
+
+
+def quiet_trial_failures() -> None:
+    """Install :class:`_OneLineFailures` on the logger Optuna reports failed trials with."""
+    logger = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _OneLineFailures) for f in logger.filters):
+        logger.addFilter(_OneLineFailures())
 
 
 @dataclass
@@ -129,6 +149,7 @@ def run_search(
     else:
         run_workers(specs, cfg.study.name, cfg.storage_url, progress)
     if budget(study)[0] >= (cfg.study.n_trials or 0):  # the budget is spent: name the best
+        quiet_trial_failures()
         reevaluate(
             study,
             Objective(prepared, space, progress),
@@ -220,6 +241,7 @@ def run_trials(
     ``worker`` names this process in the sampler's seed (see ``study.run_stream``).
     """
     n_trials, timeout = prepared.cfg.study.n_trials, prepared.cfg.study.timeout
+    quiet_trial_failures()
     # a sampler seeded for this worker and this run: no two of them propose the same trials
     trials = study.get_trials(deepcopy=False)
     study.sampler = make_sampler(

@@ -308,3 +308,26 @@ def test_a_study_name_reused_with_another_config_is_refused_and_the_study_kept(t
     write_study(tmp_path, "reuse", n_trials=3, epochs=1, pruner="none", study_extra=extra)
     assert invoke("search", str(config), "--heartbeat", "5").exit_code == 0  # the budget may grow
     assert len(load(config, "reuse").trials) == 3
+
+
+def test_a_diverged_trial_is_one_line_on_stderr_without_optunas_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    config = write_study(
+        tmp_path,
+        "loud",
+        n_trials=1,
+        epochs=3,
+        study_extra="baselines = false",
+        search='boundary = 0\nschedules = ["static"]\nhead_lr = 1e6\nbackbone_lr_ratio = 1.0',
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "autofreeze", "search", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "#0 searched fail (diverged:" in proc.stderr
+    assert "Traceback" not in proc.stderr and "failed with parameters" not in proc.stderr
