@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from autofreeze.errors import StorageError
+from autofreeze.progress import stderr_progress
 
 _QUERY_SECRET = re.compile(r"([?&](?:password|passwd|pwd)=)[^&]*", re.IGNORECASE)
 
@@ -41,6 +42,29 @@ def _enable_wal(path: Path) -> None:
 
     with sqlite3.connect(path, timeout=60) as con:
         con.execute("PRAGMA journal_mode=WAL")
+
+
+def _prepare_sqlite(path: Path, progress: Any) -> None:
+    """Create the file's folders and turn WAL on; a path that cannot hold a database is one
+    line, and a new file is said on stderr (a typo in the path would otherwise start a new,
+    empty study unnoticed)."""
+    import sqlite3
+
+    new = not path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _enable_wal(path)
+    except (OSError, sqlite3.Error) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        where = next((p for p in path.parents if p.is_file()), None)
+        if where is not None:
+            reason = f"{where} is a file, not a folder"
+        raise StorageError(
+            f"cannot use SQLite file {path}: {reason} (check the path and its permissions, "
+            "or give another [study] storage)"
+        ) from None
+    if new:
+        progress(f"created a new SQLite study database {path}")
 
 
 def _serialize_sqlite_writes(engine: Any) -> None:
@@ -120,8 +144,7 @@ def open_storage(
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         if str(path) not in ("", ":memory:"):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _enable_wal(path)
+            _prepare_sqlite(path, progress or stderr_progress)
         # several local workers share the file: wait for the lock instead of failing
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
