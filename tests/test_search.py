@@ -148,16 +148,14 @@ def test_train_best_checkpoint_keeps_frozen_blocks_and_reproduces_the_metric(sea
     assert acc == pytest.approx(info["metrics"]["val_accuracy"], abs=1e-6)
 
 
+def diverging_study(tmp_path, name: str, head_lr: str, **kw):
+    """Full fine-tuning, no baselines; ``head_lr = 1e6`` makes the loss NaN within epochs."""
+    search = f'boundary = 0\nschedules = ["static"]\nhead_lr = {head_lr}\nbackbone_lr_ratio = 1.0'
+    return write_study(tmp_path, name, study_extra="baselines = false", search=search, **kw)
+
+
 def test_a_diverging_trial_fails_early_and_the_study_goes_on(tmp_path):
-    config = write_study(
-        tmp_path,
-        "diverge",
-        n_trials=2,
-        epochs=4,
-        study_extra="baselines = false",
-        search='boundary = 0\nschedules = ["static"]\nhead_lr = [1e-4, 1e6]\n'
-        "backbone_lr_ratio = 1.0",
-    )
+    config = diverging_study(tmp_path, "diverge", "[1e-4, 1e6]", n_trials=2, epochs=4)
     from autofreeze.config import load_config
     from autofreeze.study import open_study
 
@@ -314,14 +312,7 @@ def test_a_diverged_trial_is_one_line_on_stderr_without_optunas_traceback(tmp_pa
     import subprocess
     import sys
 
-    config = write_study(
-        tmp_path,
-        "loud",
-        n_trials=1,
-        epochs=3,
-        study_extra="baselines = false",
-        search='boundary = 0\nschedules = ["static"]\nhead_lr = 1e6\nbackbone_lr_ratio = 1.0',
-    )
+    config = diverging_study(tmp_path, "loud", "1e6", n_trials=1, epochs=3)
     proc = subprocess.run(
         [sys.executable, "-m", "autofreeze", "search", str(config)],
         capture_output=True,
