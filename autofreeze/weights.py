@@ -9,6 +9,7 @@ not fit is an error naming the file.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 from collections.abc import Iterable
@@ -19,6 +20,9 @@ from autofreeze.errors import WeightsError
 
 if TYPE_CHECKING:
     from torch import nn
+
+# what torch.load(weights_only=True) names when it refuses a file
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 
 def first_line(exc: BaseException | str) -> str:
@@ -59,6 +63,14 @@ def read_state_dict(path: Path) -> dict[str, Any]:
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
+        refused = _UNSAFE_GLOBAL.search(str(exc))
+        if refused:  # torch's own advice (weights_only=False) is one autofreeze never takes
+            raise WeightsError(
+                f"weights file {str(path)!r} holds a pickled {refused.group(1)}, which is not "
+                "loaded: torch files are read with weights_only=True so that no code in them "
+                "runs; save only the tensors, e.g. torch.save(model.state_dict(), 'w.pth') or "
+                "as .safetensors"
+            ) from None
         raise WeightsError(
             f"cannot read weights file {str(path)!r} ({first_line(exc)}); expected a "
             f".safetensors file or a torch state dict saved with torch.save"
