@@ -1,10 +1,10 @@
 """From a study config to what a trial trains: one :func:`prepare` per process, then a backbone
 and a schedule per plan.
 
-:func:`prepare` learns the block count and the preprocessing from a probe backbone that loads no
-weights (no file read, no download), and decodes the dataset once into tensors. Trials, the
-final training (``autofreeze train``) and the pretraining recipe all build from it, so they
-build the same thing from the same config.
+:func:`prepare` learns the block count and the preprocessing from a probe backbone (local
+weights checked by loading them once, nothing downloaded), and decodes the dataset once into
+tensors. Trials, the final training (``autofreeze train``) and the pretraining recipe all
+build from it, so they build the same thing from the same config.
 """
 
 from __future__ import annotations
@@ -72,10 +72,17 @@ class Prepared:
         )
 
 
-def probe(cfg: StudyConfig, registry: Registry) -> Backbone:
-    """The config's backbone without weights: its blocks and preprocessing, nothing loaded."""
+def probe(cfg: StudyConfig, registry: Registry, load_weights: bool = True) -> Backbone:
+    """The config's backbone: its blocks and preprocessing. A local weights file is loaded
+    into it once, so that a file that is not weights, or is another model's, is one error
+    before the study is touched rather than a failure in every pretrained trial; hub weights
+    are not fetched here."""
+    weights = cfg.weights_path() if load_weights else "none"
     return registry.create_backbone(
-        cfg.backbone.name, num_classes=2, weights="none", granularity=cfg.backbone.granularity
+        cfg.backbone.name,
+        num_classes=2,
+        weights="none" if weights == "default" else weights,
+        granularity=cfg.backbone.granularity,
     )
 
 
@@ -103,10 +110,11 @@ def check_device(device: str) -> None:
 def prepare(
     cfg: StudyConfig, registry: Registry | None = None, dataset: dict[str, Any] | None = None
 ) -> Prepared:
-    """Probe the backbone and decode the dataset (``[dataset]``, or another dataset table)."""
+    """Probe the backbone and decode the dataset (``[dataset]``, or another dataset table: the
+    pretraining recipe's, which makes the weights instead of checking them)."""
     check_device(cfg.training.device)
     registry = registry or get_registry()
-    backbone = probe(cfg, registry)
+    backbone = probe(cfg, registry, load_weights=dataset is None)
     size = cfg.training.image_size or int(backbone.data_config["input_size"][-1])
     data, train, val = load_data(
         registry, dataset or cfg.dataset, cfg.dataset_options(dataset), backbone.data_config, size

@@ -105,9 +105,15 @@ def budget(trials: Iterable[FrozenTrial]) -> tuple[int, int]:
 def retry_attrs(trial: FrozenTrial) -> dict[str, Any]:
     """The user attrs of a trial that re-runs ``trial``: its recipe name and the link back."""
     attrs: dict[str, Any] = {RETRY_OF: trial.number}
-    if baseline(trial):
-        attrs[BASELINE] = baseline(trial)
+    for key in (BASELINE, PRIOR):
+        if trial.user_attrs.get(key):
+            attrs[key] = trial.user_attrs[key]
     return attrs
+
+
+def params_of(trial: FrozenTrial) -> dict[str, Any]:
+    """The parameters a trial ran, or was enqueued with if it was cut short before asking."""
+    return dict(trial.params or trial.system_attrs.get("fixed_params") or {})
 
 
 # -- writing -------------------------------------------------------------------------------------

@@ -25,12 +25,18 @@ from autofreeze.errors import ConfigError, PlanError, StorageError, UnknownNameE
 from autofreeze.objective import Objective, TrialFailed
 from autofreeze.pretrain import ensure_weights
 from autofreeze.probe import prior_plans, run_probe
-from autofreeze.progress import Progress, stderr_progress
+from autofreeze.progress import Progress, output_lost, stderr_progress
 from autofreeze.reevaluation import reevaluate
 from autofreeze.registry import Registry
 from autofreeze.review import probe_lines, trial_line
 from autofreeze.space import SearchSpace, head_lr_floor
-from autofreeze.storage import load_existing_study, mask_url, open_storage, set_heartbeat
+from autofreeze.storage import (
+    mask_url,
+    new_sqlite_path,
+    open_storage,
+    remove_if_empty,
+    set_heartbeat,
+)
 from autofreeze.study import (
     budget,
     check_same_study,
@@ -38,9 +44,11 @@ from autofreeze.study import (
     enqueue_plans,
     make_sampler,
     open_study,
+    requeue_lost,
     run_stream,
     store_config,
     stored_config,
+    wait_for_study,
     worker_label,
 )
 from autofreeze.workers import plan_workers, run_workers
@@ -88,6 +96,19 @@ def search_space(prepared: Prepared) -> SearchSpace:
     )
 
 
+def _prepare_trials(
+    cfg: StudyConfig, registry: Registry | None, progress: Progress
+) -> tuple[Prepared, SearchSpace]:
+    """Weights, data and search space: every check of the config that needs no study."""
+    try:
+        ensure_weights(cfg, progress, registry)
+        prepared = prepare(cfg, registry)
+        return prepared, search_space(prepared)
+    except (ConfigError, UnknownNameError, PlanError) as exc:
+        where = str(cfg.path) if cfg.path else "config"
+        raise type(exc)(f"{where}: {exc}") from None
+
+
 def prepare_search(
     cfg: StudyConfig, registry: Registry | None = None, progress: Progress = stderr_progress
 ) -> tuple[optuna.Study, Prepared, SearchSpace]:
@@ -97,22 +118,25 @@ def prepare_search(
     pretrain or to enqueue the baselines, and a bad config or bad data leaves no study behind.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    created = new_sqlite_path(cfg.storage_url)
     storage = open_storage(cfg.storage_url, heartbeat=cfg.study.heartbeat)  # fail fast on a bad URL
     try:
-        ensure_weights(cfg, progress, registry)
-        prepared = prepare(cfg, registry)
-        space = search_space(prepared)
-    except (ConfigError, UnknownNameError, PlanError) as exc:
-        where = str(cfg.path) if cfg.path else "config"
-        raise type(exc)(f"{where}: {exc}") from None
-    for note in space.notes:
-        progress(f"note: {note}")
+        prepared, space = _prepare_trials(cfg, registry, progress)
+    except BaseException:  # a config that fails here leaves no trace, not even an empty file
+        if created is not None:
+            storage.engine.dispose()
+            remove_if_empty(created)
+        raise
+    if created is not None:  # a typo in the path would otherwise start an empty study unnoticed
+        progress(f"created a new SQLite study database {created}")
     study = open_study(cfg, storage)
     try:
         check_same_study(study, cfg)
     except ConfigError as exc:
         raise ConfigError(f"{cfg.path or 'config'}: {exc}") from None
-    store_config(study, cfg)
+    for note in space.notes:
+        progress(f"note: {note}")
+    requeue_lost(study, progress)
     new = not study.get_trials(deepcopy=False)
     if cfg.study.baselines:
         enqueue_baselines(study, space, prepared.n_blocks, cfg.training.epochs, progress)
@@ -127,6 +151,9 @@ def prepare_search(
             taken = {p.boundary for _, p in recipes if (p.schedule, p.init) == STATIC_PRETRAINED}
         plans = prior_plans(result, prepared.n_blocks, taken)
         enqueue_plans(study, space, plans, records.PRIOR, progress)
+    # last: a worker waiting for the study (`worker --wait`) starts once the config is stored,
+    # so it never runs a searched trial ahead of the baselines and the probe's plans
+    store_config(study, cfg)
     return study, prepared, space
 
 
@@ -169,15 +196,21 @@ def join_study(
     device: str | None = None,
     timeout: float | None = None,
     connect_attempts: int = 5,
+    wait: float = 0.0,
     progress: Progress = stderr_progress,
 ) -> int:
-    """Join an existing study and run trials until its global budget is spent (a worker)."""
+    """Join an existing study and run trials until its global budget is spent (a worker).
+
+    A worker started together with the search that creates the study (a job array) waits up
+    to ``wait`` seconds for it: until the search has stored its config, the last step of
+    :func:`prepare_search`, after the baselines and the probe's plans are queued.
+    """
     from sqlalchemy.exc import OperationalError
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url, attempts=connect_attempts, progress=progress)
     cfg = stored_config(
-        load_existing_study(url, study_name, storage=storage),
+        wait_for_study(url, study_name, storage, wait, progress),
         url,
         {"training.device": device, "study.timeout": timeout},
     )
@@ -279,6 +312,8 @@ def run_trials(
             ran += 1
             if finished:
                 progress(trial_line(study, finished[0], ran, n_trials, t0, timeout))
+            if output_lost():  # nobody is watching: the trial is recorded, take no new one
+                break
     return ran
 
 
@@ -289,5 +324,5 @@ def requeue_interrupted(study: optuna.Study, number: int | None, progress: Progr
     trial = study.get_trials(deepcopy=False)[number]
     if trial.state != TrialState.FAIL or records.fail_reason(trial):
         return
-    study.enqueue_trial(trial.params, user_attrs=records.retry_attrs(trial))
+    study.enqueue_trial(records.params_of(trial), user_attrs=records.retry_attrs(trial))
     progress(f"interrupted trial {number} re-queued; run the same command to resume")

@@ -7,6 +7,7 @@ import hashlib
 import math
 import os
 import socket
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from autofreeze.errors import ConfigError, StorageError
 from autofreeze.plan import FreezePlan
 from autofreeze.progress import Progress
 from autofreeze.space import SearchSpace
-from autofreeze.storage import mask_url, open_storage
+from autofreeze.storage import load_existing_study, mask_url, open_storage
 
 STARTUP_TRIALS = 5  # TPE's random start-up when a study has no enqueued plans
 EXPLORE_TRIALS = 3  # random trials after the enqueued ones, where the recipes never go
@@ -115,7 +116,7 @@ def open_study(cfg: StudyConfig, storage: Any = None) -> optuna.Study:
     """Create the config's study, or load it if it exists, with the config's sampler/pruner."""
     storage = storage or open_storage(cfg.storage_url, heartbeat=cfg.study.heartbeat)
     try:
-        return optuna.create_study(
+        study = optuna.create_study(
             storage=storage,
             study_name=cfg.study.name,
             direction=cfg.study.direction,
@@ -127,6 +128,63 @@ def open_study(cfg: StudyConfig, storage: Any = None) -> optuna.Study:
         raise StorageError(
             f"study {cfg.study.name!r} in {mask_url(cfg.storage_url)}: {exc}"
         ) from None
+    retries_first(study)
+    return study
+
+
+def retries_first(study: optuna.Study) -> None:
+    """Make ``study`` take a re-queued trial (after Ctrl-C or a dead worker) before any other
+    waiting one.
+
+    Optuna pops the queue in the order trials were enqueued, so a retry waited behind every
+    baseline and prior still queued; with a budget smaller than the queue it never ran and the
+    comparison silently lost its recipe. Optuna has no public hook for the queue's order, so
+    this replaces the study's own pop (same claim, same race handling), retries first.
+    """
+
+    def pop() -> int | None:
+        waiting = study._storage.get_all_trials(
+            study._study_id, deepcopy=False, states=(TrialState.WAITING,)
+        )
+        for trial in sorted(
+            waiting, key=lambda t: (records.RETRY_OF not in t.user_attrs, t.number)
+        ):
+            try:  # another worker may claim or finish it first: take the next one
+                if study._storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
+                    return trial._trial_id
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+        return None
+
+    study._pop_waiting_trial_id = pop  # type: ignore[method-assign]
+
+
+def requeue_lost(study: optuna.Study, progress: Progress) -> int:
+    """Re-queue the trials that were cut short (failed with no reason: a killed worker, a
+    broken pipe) and that nothing has re-queued yet; return how many.
+
+    Ctrl-C and stale heartbeats re-queue their trial at once; this catches the rest, so the
+    next run of the study runs every recipe it started with.
+    """
+    trials = study.get_trials(deepcopy=False)
+    handed_back = {
+        t.user_attrs[records.RETRY_OF] for t in trials if records.RETRY_OF in t.user_attrs
+    }
+    for t in trials:
+        handed_back.update(t.system_attrs.get("retry_history", ()))
+    lost = [
+        t
+        for t in trials
+        if t.state == TrialState.FAIL
+        and not records.counts(t)
+        and records.reevaluation_of(t) is None
+        and t.number not in handed_back
+        and records.params_of(t)  # a trial that died before its sampler chose: nothing to redo
+    ]
+    for trial in lost:
+        study.enqueue_trial(records.params_of(trial), user_attrs=records.retry_attrs(trial))
+        progress(f"trial {trial.number} was cut short without a result: re-queued")
+    return len(lost)
 
 
 # what a trial's value depends on; the rest (budget, storage, devices, caching) may change
@@ -203,6 +261,30 @@ def stored_config(
         base / "study.toml",
         {**(overrides or {}), "study.storage": url},
     )
+
+
+def wait_for_study(
+    url: str, name: str, storage: Any, wait: float, progress: Progress, poll: float = 1.0
+) -> optuna.Study:
+    """The study ``name`` once its search has stored its config, waiting up to ``wait``
+    seconds for it to appear (said once on ``progress``); then the error of a missing study."""
+    deadline = time.monotonic() + wait
+    said = False
+    while True:
+        try:
+            study = load_existing_study(url, name, storage=storage)
+            if records.CONFIG in study.user_attrs or time.monotonic() >= deadline:
+                return study  # stored_config() names a study that never got its config
+        except StorageError:
+            if time.monotonic() >= deadline:
+                raise
+        if not said:
+            progress(
+                f"waiting up to {wait:.0f}s for study {name!r} in {mask_url(url)} "
+                "(its search is still preparing it)"
+            )
+            said = True
+        time.sleep(max(0.0, min(poll, deadline - time.monotonic())))
 
 
 def enqueue_baselines(

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
 
 from autofreeze.testing import tiny_split as tensor_split
+from tests.processes import PG_ADMIN, STARTED
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -19,3 +21,52 @@ def _few_threads():
 @pytest.fixture
 def tiny_data():
     return tensor_split(24, seed=0), tensor_split(12, seed=1)
+
+
+@pytest.fixture(autouse=True)
+def _no_orphans():
+    """A failing test must not leave workers running into the next ones."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def pg_url():
+    psycopg = pytest.importorskip("psycopg")
+    name = f"autofreeze_test_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(
+            PG_ADMIN.replace("postgresql://", "postgresql://", 1), autocommit=True
+        )
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is not reachable ({exc}); .ci/run starts it")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
+def mysql_url():
+    pymysql = pytest.importorskip("pymysql")
+    name = f"autofreeze_test_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = pymysql.connect(
+            host="127.0.0.1", port=3306, user="root", password="", autocommit=True
+        )
+    except pymysql.err.OperationalError as exc:
+        pytest.fail(f"MariaDB at 127.0.0.1:3306 is not reachable ({exc})")
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}`")
+    try:
+        yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()

@@ -2,86 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
-import uuid
-from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from autofreeze.baselines import BASELINE_NAMES
+from tests.processes import (
+    FINISHED,
+    assert_budget_kept,
+    start,
+    trials,
+    trials_per_minute,
+    wait_for,
+)
 from tests.studies import write_study
-
-BASELINES = set(BASELINE_NAMES)
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-STARTED: list[subprocess.Popen] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_orphans():
-    """A failing test must not leave workers running into the next ones."""
-    yield
-    while STARTED:
-        proc = STARTED.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-def start(*args: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "autofreeze", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("w"),
-        env={**os.environ, **(env or {})},
-    )
-    STARTED.append(proc)
-    return proc
-
-
-def trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=name, storage=url).get_trials()
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except (KeyError, ValueError):  # the study does not exist yet
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def assert_budget_kept(all_trials, budget: int) -> None:
-    """Exactly the budget finished; nothing left running; every lost trial was retried."""
-    finished = [t for t in all_trials if t.state in FINISHED]
-    assert len(finished) == budget
-    assert not [t for t in all_trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    done_baselines = [t.user_attrs["baseline"] for t in finished if "baseline" in t.user_attrs]
-    assert sorted(done_baselines) == sorted(BASELINES)  # each exactly once
-    for t in all_trials:
-        if t.state == TrialState.FAIL:
-            assert "fail_reason" not in t.user_attrs  # nothing diverged in these studies
-            retries = [r for r in all_trials if r.user_attrs.get("retry_of") == t.number]
-            assert retries and retries[0].state in FINISHED, f"trial {t.number} was lost"
-
-
-def trials_per_minute(all_trials) -> float:
-    done = [t for t in all_trials if t.state in FINISHED]
-    span = max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)
-    return len(done) / span.total_seconds() * 60
 
 
 def test_two_cpu_workers_on_sqlite_beat_one(tmp_path):
@@ -108,24 +44,6 @@ def test_two_cpu_workers_on_sqlite_beat_one(tmp_path):
             assert len(searched) == 6 and len(set(searched)) == 6, searched
     print(f"trials per minute: 1 worker {rates[1]:.1f}, 2 workers {rates[2]:.1f}")
     assert rates[2] > rates[1]
-
-
-@pytest.fixture
-def pg_url():
-    psycopg = pytest.importorskip("psycopg")
-    name = f"autofreeze_test_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = psycopg.connect(
-            PG_ADMIN.replace("postgresql://", "postgresql://", 1), autocommit=True
-        )
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is not reachable ({exc}); .ci/run starts it")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def test_postgres_study_with_a_second_machine_worker(tmp_path, pg_url):
@@ -234,26 +152,6 @@ def test_unreachable_database_is_one_masked_line(tmp_path, url, shown):
     assert "hunter2" not in text and "Traceback" not in text
     last = text.strip().splitlines()[-1]
     assert last.startswith("Error: ") and shown in last, text
-
-
-@pytest.fixture
-def mysql_url():
-    pymysql = pytest.importorskip("pymysql")
-    name = f"autofreeze_test_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = pymysql.connect(
-            host="127.0.0.1", port=3306, user="root", password="", autocommit=True
-        )
-    except pymysql.err.OperationalError as exc:
-        pytest.fail(f"MariaDB at 127.0.0.1:3306 is not reachable ({exc})")
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{name}`")
-    try:
-        yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        admin.close()
 
 
 def test_mysql_url_works_unchanged(tmp_path, mysql_url):

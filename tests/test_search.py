@@ -322,3 +322,48 @@ def test_a_diverged_trial_is_one_line_on_stderr_without_optunas_traceback(tmp_pa
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "#0 searched fail (diverged:" in proc.stderr
     assert "Traceback" not in proc.stderr and "failed with parameters" not in proc.stderr
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # the test's own ask()
+def test_a_trial_cut_short_is_retried_before_any_other_queued_trial(tmp_path):
+    """A baseline whose worker died (FAIL, no reason, nothing re-queued it) runs again at the
+    next search, ahead of the baselines still queued, even with a budget smaller than the
+    queue; a retry enqueued behind the queue would never have run."""
+    from autofreeze.config import load_config
+    from autofreeze.search import prepare_search
+
+    config = write_study(tmp_path, "cut", n_trials=3, epochs=1)
+    study, _, _ = prepare_search(load_config(config), progress=lambda _: None)
+    queued = [t.user_attrs["baseline"] for t in study.get_trials() if t.state == TrialState.WAITING]
+    assert len(queued) > 3  # more recipes queued than the budget runs
+    cut = study.ask()  # claims the first recipe, as a worker does, then the worker dies
+    study.tell(cut, state=TrialState.FAIL)
+    result = invoke("search", str(config))
+    assert result.exit_code == 0, result.output
+    assert f"trial {cut.number} was cut short without a result: re-queued" in result.stderr
+    trials = load(config, "cut").get_trials()
+    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(done) == 3
+    retry = next(t for t in trials if t.user_attrs.get("retry_of") == cut.number)
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["baseline"] == queued[0]
+    assert retry.datetime_start < min(t.datetime_start for t in done if t is not retry)
+    # the next run does not re-queue a trial that already has its retry
+    again = invoke("search", str(config), "--n-trials", "4")
+    assert "cut short" not in again.stderr
+    assert sum(t.user_attrs.get("retry_of") == cut.number for t in load(config, "cut").trials) == 1
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_retries_are_popped_first_from_a_shared_queue(tmp_path):
+    """The queue order itself, on the real storage: a retry enqueued last is taken first; two
+    studies opened on one storage (two workers) never take the same trial."""
+    from autofreeze.config import load_config
+    from autofreeze.study import open_study
+
+    cfg = load_config(write_study(tmp_path, "queue", n_trials=3))
+    a, b = open_study(cfg), open_study(cfg)
+    for x in range(3):
+        a.enqueue_trial({"x": x})
+    a.enqueue_trial({"x": 0}, user_attrs={"retry_of": 99})
+    first, second, third = b.ask(), a.ask(), b.ask()
+    assert [first.number, second.number, third.number] == [3, 0, 1]

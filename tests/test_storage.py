@@ -1,10 +1,23 @@
-"""Storage URLs: passwords never shown, wherever the URL puts them."""
+"""Storage: passwords never shown, wherever the URL puts them; SQLite files that cannot hold a
+study, read-only ones and new ones."""
 
 from __future__ import annotations
 
-import pytest
+import json
+import shutil
+import sqlite3
+import subprocess
 
+import pytest
+from click.testing import CliRunner
+
+from autofreeze.cli import cli
 from autofreeze.storage import mask_url
+from tests.studies import write_study
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args))
 
 
 @pytest.mark.parametrize(
@@ -30,7 +43,7 @@ def test_mask_url_hides_every_password(url, shown):
         assert secret not in mask_url(url)
 
 
-def test_sqlite_paths_that_cannot_hold_a_study_are_one_line_and_a_new_file_is_said(tmp_path):
+def test_sqlite_paths_that_cannot_hold_a_study_are_one_line(tmp_path):
     from autofreeze.errors import StorageError
     from autofreeze.storage import open_storage
 
@@ -44,9 +57,65 @@ def test_sqlite_paths_that_cannot_hold_a_study_are_one_line_and_a_new_file_is_sa
         with pytest.raises(StorageError, match=reason) as err:
             open_storage(f"sqlite:///{tmp_path / name}", progress=lambda _: None)
         assert "\n" not in str(err.value) and "check the path" in str(err.value)
-    said: list[str] = []
-    open_storage(f"sqlite:///{tmp_path / 'typo' / 'stduy.db'}", progress=said.append)
-    assert said == [f"created a new SQLite study database {tmp_path / 'typo' / 'stduy.db'}"]
-    said.clear()
-    open_storage(f"sqlite:///{tmp_path / 'typo' / 'stduy.db'}", progress=said.append)
-    assert said == []  # an existing file: nothing to say
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "notes.db"]
+
+
+def test_a_new_study_file_is_said_and_a_failed_search_leaves_none(tmp_path):
+    config = write_study(tmp_path, "typo", n_trials=1, epochs=1, study_extra="baselines = false")
+    result = invoke("search", str(config), "--storage", f"sqlite:///{tmp_path}/new/study.db")
+    assert result.exit_code == 0, result.output
+    assert f"created a new SQLite study database {tmp_path}/new/study.db" in result.stderr
+    again = invoke("search", str(config), "--storage", f"sqlite:///{tmp_path}/new/study.db")
+    assert "created a new" not in again.stderr  # an existing file: nothing to say
+    # a config that fails before its first trial (here: its data) leaves no database behind
+    bad = config.with_name("bad.toml")
+    bad.write_text(config.read_text().replace("num_classes = 3", "num_classes = 1"))
+    result = invoke("search", str(bad), "--storage", f"sqlite:///{tmp_path}/other.db")
+    assert result.exit_code == 1 and "must be >= 2" in result.stderr, result.output
+    assert not list(tmp_path.glob("other.db*")) and "created" not in result.stderr
+
+
+def test_read_only_commands_never_create_a_database(tmp_path):
+    url = f"sqlite:///{tmp_path}/nope/typo.db"
+    for command in ("trials", "best"):
+        result = invoke(command, "--storage", url, "--study-name", "s")
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert result.stderr.strip() == (
+            f"Error: no SQLite study database at {tmp_path}/nope/typo.db (check the path; "
+            "`autofreeze search CONFIG` creates it)"
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """A finished study, then its folder and file made immutable (root included)."""
+    config = write_study(tmp_path, "ro", n_trials=2, epochs=1, study_extra="baselines = false")
+    assert invoke("search", str(config)).exit_code == 0
+    frozen = tmp_path / "frozen"
+    frozen.mkdir()
+    with sqlite3.connect(tmp_path / "ro.db") as con:  # every trial in the file, none in its WAL
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copy(tmp_path / "ro.db", frozen / "ro.db")
+    if subprocess.run(["chattr", "+i", str(frozen / "ro.db")], capture_output=True).returncode:
+        pytest.skip("chattr +i is not supported on this filesystem")
+    subprocess.run(["chattr", "+i", str(frozen)], check=True)
+    yield config, frozen / "ro.db"
+    subprocess.run(["chattr", "-R", "-i", str(frozen)], check=True)
+
+
+def test_an_immutable_study_can_be_read_but_not_searched(immutable):
+    config, db = immutable
+    url = f"sqlite:///{db}"
+    listed = invoke("trials", "--storage", url, "--study-name", "ro", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert len(json.loads(listed.stdout)) == 2
+    assert "reading it as an immutable snapshot" in listed.stderr
+    best = invoke("best", "--storage", url, "--study-name", "ro")
+    assert best.exit_code == 0 and best.stdout.startswith("best trial ")
+    result = invoke("search", str(config), "--storage", url)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"Error: cannot write to SQLite file {db}: ")
+    assert "read-only or immutable" in line
+    assert sorted(p.name for p in db.parent.iterdir()) == ["ro.db"]

@@ -8,6 +8,8 @@ import click
 
 from autofreeze.cli._group import cli, echo_json, format_table, parse_assignments
 
+WORKER_WAIT = 120.0  # seconds `autofreeze worker` waits for its study to appear
+
 
 # -- studies -----------------------------------------------------------------------------------
 def _config(path: str, **overrides: Any) -> Any:
@@ -146,6 +148,14 @@ def search(
     show_default=True,
     help="tries to reach the database (exponential backoff) before giving up",
 )
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=WORKER_WAIT,
+    show_default=True,
+    help="seconds to wait for a study that does not exist yet (a search started at the same "
+    "time is still preparing it); 0 fails at once",
+)
 def worker(
     config: str | None,
     storage: str | None,
@@ -154,6 +164,7 @@ def worker(
     threads: int | None,
     timeout: float | None,
     connect_attempts: int,
+    wait: float,
 ) -> None:
     """Join an existing study (from this or another machine) and run trials until its budget
     is spent. The worker runs the config stored in the study by `autofreeze search`; CONFIG,
@@ -165,7 +176,9 @@ def worker(
         import torch
 
         torch.set_num_threads(threads)
-    ran = join_study(url, name, device=device, timeout=timeout, connect_attempts=connect_attempts)
+    ran = join_study(
+        url, name, device=device, timeout=timeout, connect_attempts=connect_attempts, wait=wait
+    )
     click.echo(f"worker done: {ran} trials run", err=True)
 
 
@@ -306,7 +319,7 @@ def dashboard(config: str | None, storage: str | None, host: str, port: int) -> 
     if not (config or storage):
         raise click.UsageError("give a CONFIG or --storage URL")
     url = storage or _config(config).storage_url
-    store = open_storage(url)
+    store = open_storage(url, read_only=True)  # never creates a file; reads a read-only one
     click.echo(
         f"optuna-dashboard on http://{host}:{port}/ for {mask_url(url)} (Ctrl-C stops)", err=True
     )

@@ -1,0 +1,112 @@
+"""Real autofreeze processes for the tests of distributed studies and faults: start them,
+read their study back, check its budget. Every process started here is killed after its test
+(see ``conftest._no_orphans``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from autofreeze.baselines import BASELINE_NAMES
+
+BASELINES = set(BASELINE_NAMES)
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+STARTED: list[subprocess.Popen] = []
+
+
+def start(*args: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autofreeze", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+        env={**os.environ, **(env or {})},
+    )
+    STARTED.append(proc)
+    return proc
+
+
+def trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=url).get_trials()
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except (KeyError, ValueError):  # the study does not exist yet
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def assert_budget_kept(all_trials, budget: int) -> None:
+    """Exactly the budget finished; nothing left running; every lost trial was retried."""
+    finished = [t for t in all_trials if t.state in FINISHED]
+    assert len(finished) == budget
+    assert not [t for t in all_trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    done_baselines = [t.user_attrs["baseline"] for t in finished if "baseline" in t.user_attrs]
+    assert sorted(done_baselines) == sorted(BASELINES)  # each exactly once
+    for t in all_trials:
+        if t.state == TrialState.FAIL:
+            assert "fail_reason" not in t.user_attrs  # nothing diverged in these studies
+            retries = [r for r in all_trials if r.user_attrs.get("retry_of") == t.number]
+            assert retries and retries[0].state in FINISHED, f"trial {t.number} was lost"
+
+
+def trials_per_minute(all_trials) -> float:
+    done = [t for t in all_trials if t.state in FINISHED]
+    span = max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)
+    return len(done) / span.total_seconds() * 60
+
+
+def new_pg_database() -> str:
+    """A new, empty PostgreSQL database (dropped by :func:`drop_pg_database`)."""
+    import psycopg
+
+    name = f"autofreeze_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_pg_database(url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not reaped by its new parent, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

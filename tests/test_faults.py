@@ -1,0 +1,155 @@
+"""Faults of real processes: many of them creating one new database at the same moment, workers
+started before their study exists, and workers whose parent dies under them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from optuna.trial import TrialState
+
+from autofreeze.cli import cli
+from tests.processes import (
+    FINISHED,
+    STARTED,
+    alive,
+    assert_budget_kept,
+    children,
+    drop_pg_database,
+    new_pg_database,
+    start,
+    trials,
+    wait_for,
+)
+from tests.studies import write_study
+
+CREATE = """
+import sys, time
+from pathlib import Path
+import optuna
+from autofreeze.storage import open_storage
+url, folder, me = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+(folder / f"ready-{me}").touch()
+while not (folder / "go").exists():
+    time.sleep(0.002)
+storage = open_storage(url, progress=lambda _: None)
+optuna.create_study(storage=storage, study_name="s", load_if_exists=True)
+"""
+PROCESSES = 6
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_processes_creating_one_new_database_together_all_succeed(tmp_path, backend):
+    """What a job array does: every process opens the new database at the same moment. Before
+    the race was handled, about half of such starts had one process fail with "table studies
+    already exists" (SQLite) or a duplicate enum type (PostgreSQL)."""
+    for round_ in range(3):
+        folder = tmp_path / f"round{round_}"
+        folder.mkdir()
+        url = f"sqlite:///{folder}/new.db" if backend == "sqlite" else new_pg_database()
+        try:
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, "-c", CREATE, url, str(folder), str(i)],
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for i in range(PROCESSES)
+            ]
+            STARTED.extend(procs)
+            wait_for(
+                lambda f=folder: len(list(f.glob("ready-*"))) == PROCESSES, 120, "every process"
+            )
+            (folder / "go").touch()
+            errors = [p.communicate(timeout=120)[1] for p in procs]
+            assert [p.returncode for p in procs] == [0] * PROCESSES, "\n".join(errors)[-3000:]
+            assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["s"]
+        finally:
+            if backend == "postgresql":
+                drop_pg_database(url)
+
+
+def test_a_worker_waits_for_its_study_then_says_what_is_missing(tmp_path):
+    url = f"sqlite:///{tmp_path}/empty.db"
+    t0 = time.monotonic()
+    result = CliRunner().invoke(
+        cli, ["worker", "--storage", url, "--study-name", "later", "--wait", "1.5"]
+    )
+    waited = time.monotonic() - t0
+    assert result.exit_code == 1 and 1.5 <= waited < 10, (waited, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert (
+        lines[0]
+        == f"waiting up to 2s for study 'later' in {url} (its search is still preparing it)"
+    )
+    assert lines[-1].startswith("Error: no study 'later' in ") and len(lines) == 2, lines
+
+
+def test_a_search_and_its_workers_started_together_on_a_new_database(tmp_path):
+    """The job array on PostgreSQL: the search and two workers start at once on a new database;
+    the workers wait for the study, every recipe runs once, the budget holds."""
+    url = new_pg_database()
+    try:
+        config = write_study(tmp_path, "array", n_trials=8, epochs=1, pruner="none")
+        env = {"AUTOFREEZE_STORAGE": url}
+        procs = [start("search", str(config), log=tmp_path / "search.log", env=env)] + [
+            start(
+                "worker",
+                str(config),
+                "--threads",
+                "1",
+                "--wait",
+                "120",
+                log=tmp_path / f"w{i}.log",
+                env=env,
+            )  # fmt: skip
+            for i in range(2)
+        ]
+        for proc, log in zip(procs, ["search", "w0", "w1"], strict=True):
+            assert proc.wait(timeout=400) == 0, (tmp_path / f"{log}.log").read_text()[-3000:]
+        assert_budget_kept(trials(url, "array"), 8)
+        ran = [
+            int((tmp_path / f"w{i}.log").read_text().rsplit("worker done: ", 1)[1].split()[0])
+            for i in range(2)
+        ]
+        assert sum(ran) >= 1, ran  # the workers did join the search
+    finally:
+        drop_pg_database(url)
+
+
+def test_workers_outlive_their_dead_parent_and_the_next_run_finishes(tmp_path):
+    """SIGKILL on ``search --workers 2`` (or its terminal closing): each worker finishes the
+    trial it is in and records it, instead of dying at its next progress line and leaving the
+    trial failed with no reason; the next search runs the rest of the budget."""
+    config = write_study(tmp_path, "orphan", n_trials=8, epochs=8, pruner="none")
+    url = f"sqlite:///{tmp_path}/orphan.db"
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "autofreeze", "search", str(config), "--workers", "2"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,  # the pipe the workers' lines go through dies with the parent
+    )
+    STARTED.append(parent)
+    wait_for(
+        lambda: sum(t.state == TrialState.RUNNING for t in trials(url, "orphan")) == 2,
+        180,
+        "both workers inside a trial",
+    )
+    workers = children(parent.pid)
+    assert len(workers) == 2
+    running = {t.number for t in trials(url, "orphan") if t.state == TrialState.RUNNING}
+    parent.kill()
+    parent.wait()
+    parent.stderr.close()
+    wait_for(lambda: not any(alive(pid) for pid in workers), 240, "the workers to finish and stop")
+    after = {t.number: t for t in trials(url, "orphan")}
+    assert all(after[n].state in FINISHED for n in running), [after[n].state for n in running]
+    assert not [t for t in after.values() if t.state == TrialState.RUNNING]
+    assert sum(t.state in FINISHED for t in after.values()) < 8  # they took no new trial
+    again = start("search", str(config), "--workers", "2", log=tmp_path / "again.log")
+    assert again.wait(timeout=400) == 0, (tmp_path / "again.log").read_text()[-3000:]
+    assert_budget_kept(trials(url, "orphan"), 8)
