@@ -1,8 +1,9 @@
 """A backbone is a model cut into an ordered list of freeze blocks (input side first) plus a head.
 
-Blocks are sets of parameter names. For timm models they come from ``model.group_matcher()``
-(see :mod:`autofreeze.default_plugins.timm_backbones`); other plugins can describe their blocks by
-parameter-name prefixes with :meth:`Backbone.from_prefixes`.
+Blocks are sets of parameter names. For timm models they come from ``model.group_matcher()``,
+else from its ``feature_info`` stages (see :mod:`autofreeze.default_plugins.timm_backbones`);
+other plugins can describe their blocks by parameter-name prefixes with
+:meth:`Backbone.from_prefixes`.
 """
 
 from __future__ import annotations
@@ -195,6 +196,7 @@ class Backbone:
             "n_blocks": self.n_blocks,
             "total_params": total,
             "input_size": list(self.data_config.get("input_size", ())),
+            "cut": self.meta.get("cut"),
             "blocks": blocks,
             "head": head,
         }

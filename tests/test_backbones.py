@@ -175,11 +175,6 @@ def test_model_without_stage_grouping_fails_cleanly():
         REGISTRY.create_backbone("rdnet_tiny", num_classes=3, granularity="stage")
 
 
-def test_model_without_group_matcher_fails_cleanly():
-    with pytest.raises(BackboneError, match="'pit_ti_224' defines no group_matcher"):
-        REGISTRY.create_backbone("pit_ti_224", num_classes=3)
-
-
 def test_hf_hub_name_offline_fails_fast():
     start = time.perf_counter()
     with pytest.raises(BackboneError, match="cannot build timm model 'hf-hub:timm/resnet10t"):

@@ -44,6 +44,7 @@ def inspect(backbone: str, granularity: str, num_classes: int, weights: str, as_
     click.echo(
         f"{info['backbone']}: {info['n_blocks']} blocks, {info['total_params']:,} params, "
         f"input {tuple(info['input_size'])}, weights {info['weights']}"
+        + (f", cut by {info['cut']}" if info.get("cut") else "")
     )
     rows = [dict(r, params=f"{r['params']:,}") for r in info["blocks"]]
     rows.append(

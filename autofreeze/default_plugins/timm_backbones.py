@@ -3,7 +3,9 @@
 ``weights`` is ``"none"`` (random init), ``"default"`` (the model's default pretrained weights
 from the hub; needs internet) or a path to a local ``.safetensors`` / ``.pth`` / ``.pt`` file.
 Blocks come from timm's ``group_matcher()``: ``granularity="block"`` is its fine grouping,
-``"stage"`` its coarse one. torch and timm are imported only when a backbone is built.
+``"stage"`` its coarse one; a model without one is cut by its ``feature_info`` stages, else by its
+top-level modules (:mod:`._timm_cut`; ``meta["cut"]`` says which). torch and timm are imported
+only when a backbone is built.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autofreeze.default_plugins._timm_cut import cut_model
 from autofreeze.errors import BackboneError, UnknownNameError, WeightsError
 from autofreeze.hookspecs import BackboneRegister, hookimpl
 from autofreeze.weights import first_line, load_state_dict, reachable, read_state_dict
@@ -54,9 +57,6 @@ def create_timm_backbone(
     name: str, *, num_classes: int, weights: str | None = None, granularity: str = "block"
 ) -> Backbone:
     """Build a timm model with a fresh ``num_classes`` head and cut it into blocks."""
-    import timm
-    from timm.models._manipulate import group_parameters
-
     from autofreeze.backbones import Backbone
 
     weights = weights or "none"
@@ -66,19 +66,8 @@ def create_timm_backbone(
         model = _create_random(name, num_classes)
         if weights != "none":
             load_weights(model, Path(weights), name)
-    try:
-        matcher = model.group_matcher(coarse=granularity == "stage")
-    except (AttributeError, NotImplementedError):
-        raise BackboneError(
-            f"timm model {name!r} defines no group_matcher(), so it cannot be cut into blocks"
-        ) from None
-    except AssertionError as exc:  # timm asserts where a model lacks coarse grouping (RDNet)
-        raise BackboneError(
-            f"timm model {name!r} cannot be cut by {granularity} ({first_line(exc)})"
-            + ("; use granularity 'block'" if granularity == "stage" else "")
-        ) from None
-    grouped = group_parameters(model, matcher)
-    groups = [grouped[k] for k in sorted(grouped)]
+    head = classifier_param_names(model)
+    groups, cut = cut_model(model, head, name=name, granularity=granularity)
     import timm.data
 
     data_config = timm.data.resolve_data_config({}, model=model)
@@ -86,7 +75,7 @@ def create_timm_backbone(
         name,
         model,
         groups,
-        classifier_param_names(model),
+        head,
         data_config={
             "mean": tuple(data_config["mean"]),
             "std": tuple(data_config["std"]),
@@ -94,7 +83,7 @@ def create_timm_backbone(
         },
         num_classes=num_classes,
         weights=weights,
-        meta={"granularity": granularity, "family": type(model).__name__},
+        meta={"granularity": granularity, "family": type(model).__name__, "cut": cut},
     )
 
 
