@@ -20,6 +20,10 @@ class TrialFailed(RuntimeError):
     """A trial that cannot finish (diverged, out of memory); the study goes on."""
 
 
+class OverBudget(RuntimeError):
+    """The trial started after other workers took the last of the budget: it does not run."""
+
+
 class Objective:
     """Callable objective for ``study.optimize``; one instance per worker process."""
 
@@ -33,6 +37,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.current_trial = trial.number
+        self._check_budget(trial)
         self.training = True
         t0 = time.perf_counter()  # the trial's wall time: building, caching and training
         try:
@@ -92,6 +97,23 @@ class Objective:
         if not math.isfinite(value):
             raise self._fail(trial, f"{metric} is {value}")
         return value
+
+    def _check_budget(self, trial: optuna.Trial) -> None:
+        """Refuse to run a trial that raced another worker for the last of the budget and lost
+        (see :func:`records.claimed_ahead`); a queued plan goes back to the queue."""
+        n_trials = self.prepared.cfg.study.n_trials
+        study = getattr(trial, "study", None)  # a FixedTrial (``train``, tests) has no study
+        if n_trials is None or study is None or records.reevaluation_of(trial) is not None:
+            return
+        trials = study.get_trials(deepcopy=False)
+        if records.claimed_ahead(trials, trial.number) < n_trials:
+            return
+        trial.set_user_attr(records.OVER_BUDGET, True)
+        frozen = next(t for t in trials if t.number == trial.number)
+        queued = frozen.system_attrs.get("fixed_params")
+        if queued:
+            study.enqueue_trial(queued, user_attrs=records.retry_attrs(frozen))
+        raise OverBudget(f"trial {trial.number}: the budget of {n_trials} was taken by others")
 
     @staticmethod
     def _fail(trial: optuna.Trial, reason: str) -> TrialFailed:

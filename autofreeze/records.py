@@ -31,6 +31,7 @@ RETRY_OF = "retry_of"  # the trial a re-queued one replaces
 REEVALUATION_OF = "reevaluation_of"  # the trial whose plan a re-evaluation re-runs
 SEED = "seed"  # the training seed of a re-evaluation (others use [training] seed)
 FAIL_REASON = "fail_reason"  # why the objective failed a trial (such a failure counts)
+OVER_BUDGET = "over_budget"  # a trial started after other workers had taken the last of the budget
 PLAN = "plan"
 FROZEN_BLOCKS = "frozen_blocks"
 FROZEN_PARAM_FRACTION = "frozen_param_fraction"
@@ -91,6 +92,36 @@ def counts(trial: FrozenTrial) -> bool:
         return False
     finished = trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
     return finished or (trial.state == TrialState.FAIL and FAIL_REASON in trial.user_attrs)
+
+
+def over_budget(trial: FrozenTrial | optuna.Trial) -> bool:
+    return bool(trial.user_attrs.get(OVER_BUDGET))
+
+
+def claimed_ahead(trials: Iterable[FrozenTrial], number: int) -> int:
+    """How much of the budget is spent or taken ahead of the running trial ``number``: trials
+    that count, and running ones that started before it (by start time, then number).
+
+    Workers check the budget before they start a trial, but two of them can both see one trial
+    left and both start one (measured: 101 trials for a budget of 100 with 8 workers). Every
+    worker orders the running trials the same way from the stored start times, so of the
+    trials that raced for the last place exactly one finds nothing ahead of it. On SQLite the
+    start times are stamped inside serialised transactions; across machines they come from
+    each machine's clock, which only decides which of two racers goes on.
+    """
+    trials = list(trials)
+    mine = next(t for t in trials if t.number == number)
+    key = (mine.datetime_start, number)
+    ahead = sum(
+        1
+        for t in trials
+        if t.state == TrialState.RUNNING
+        and t.number != number
+        and reevaluation_of(t) is None
+        and t.datetime_start is not None
+        and (t.datetime_start, t.number) < key
+    )
+    return ahead + sum(counts(t) for t in trials)
 
 
 def budget(trials: Iterable[FrozenTrial]) -> tuple[int, int]:

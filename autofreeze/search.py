@@ -22,7 +22,7 @@ from autofreeze.baselines import baseline_plans
 from autofreeze.build import Prepared, prepare
 from autofreeze.config import StudyConfig
 from autofreeze.errors import ConfigError, PlanError, StorageError, UnknownNameError
-from autofreeze.objective import Objective, TrialFailed
+from autofreeze.objective import Objective, OverBudget, TrialFailed
 from autofreeze.pretrain import ensure_weights
 from autofreeze.probe import prior_plans, run_probe
 from autofreeze.progress import Progress, output_lost, stderr_progress
@@ -63,7 +63,7 @@ class _OneLineFailures(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, TrialFailed | KeyboardInterrupt):
+        if isinstance(error, TrialFailed | OverBudget | KeyboardInterrupt):
             return False
         return not record.getMessage().endswith("failed with value None.")
 
@@ -184,7 +184,7 @@ def run_search(
             cfg.study.reevaluate_seeds,
             cfg.training.seed,
             progress,
-            catch=(TrialFailed,),
+            catch=(TrialFailed, OverBudget),
         )
     return SearchResult(study, budget(study)[0] - before, time.perf_counter() - t0)
 
@@ -303,12 +303,14 @@ def run_trials(
                 study.optimize(
                     objective,
                     n_trials=1,
-                    catch=(TrialFailed,),
+                    catch=(TrialFailed, OverBudget),
                     callbacks=[lambda _study, trial, out=finished: out.append(trial)],
                 )
             except KeyboardInterrupt:
                 requeue_interrupted(study, objective.current_trial, progress)
                 raise
+            if finished and records.over_budget(finished[0]):
+                continue  # another worker took the last of the budget first: nothing ran
             ran += 1
             if finished:
                 progress(trial_line(study, finished[0], ran, n_trials, t0, timeout))

@@ -139,7 +139,8 @@ def retries_first(study: optuna.Study) -> None:
     Optuna pops the queue in the order trials were enqueued, so a retry waited behind every
     baseline and prior still queued; with a budget smaller than the queue it never ran and the
     comparison silently lost its recipe. Optuna has no public hook for the queue's order, so
-    this replaces the study's own pop (same claim, same race handling), retries first.
+    this replaces the study's own pop (same claim, same race handling), retries first
+    (and re-evaluations, see :func:`_jumps_queue`).
     """
 
     def pop() -> int | None:
@@ -178,6 +179,7 @@ def requeue_lost(study: optuna.Study, progress: Progress) -> int:
         if t.state == TrialState.FAIL
         and not records.counts(t)
         and records.reevaluation_of(t) is None
+        and not records.over_budget(t)  # never ran; a queued plan was re-queued at once
         and t.number not in handed_back
         and records.params_of(t)  # a trial that died before its sampler chose: nothing to redo
     ]

@@ -178,6 +178,12 @@ def run_workers(
     specs: Sequence[WorkerSpec], study_name: str, url: str, progress: Callable[[str], None]
 ) -> None:
     """One ``autofreeze worker`` process per spec on a prepared study; wait for all of them."""
+    cpu, cores = sum(s.device == "cpu" for s in specs), os.cpu_count() or 1
+    if cpu > cores:  # measured: 8 workers on 2 cores ran 0.58x the trials per minute of 2
+        progress(
+            f"note: {cpu} CPU workers share {cores} cores, which is slower than {cores} "
+            f"workers (docs/benchmarks.md, Many workers on SQLite); use --workers {cores}"
+        )
     progress(
         f"starting {len(specs)} workers: "
         + ", ".join(f"{s.label} ({s.device}, {s.threads} threads)" for s in specs)

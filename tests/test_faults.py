@@ -153,3 +153,14 @@ def test_workers_outlive_their_dead_parent_and_the_next_run_finishes(tmp_path):
     again = start("search", str(config), "--workers", "2", log=tmp_path / "again.log")
     assert again.wait(timeout=400) == 0, (tmp_path / "again.log").read_text()[-3000:]
     assert_budget_kept(trials(url, "orphan"), 8)
+
+
+def test_a_short_kill_and_resume_soak_loses_nothing():
+    """benchmarks/soak.py, two rounds (SQLite, then PostgreSQL): a random signal to the parent
+    or a worker mid-search, then the search resumed; see soak.violations for what is checked."""
+    from benchmarks.soak import soak
+
+    lines: list[str] = []
+    rounds = soak(2, ["sqlite", "postgresql"], seed=2, trials=8, epochs=3, progress=lines.append)
+    assert [r.problems for r in rounds] == [[], []], lines
+    assert all(r.resumed_code == 0 for r in rounds), lines

@@ -367,3 +367,33 @@ def test_retries_are_popped_first_from_a_shared_queue(tmp_path):
     a.enqueue_trial({"x": 0}, user_attrs={"retry_of": 99})
     first, second, third = b.ask(), a.ask(), b.ask()
     assert [first.number, second.number, third.number] == [3, 0, 1]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_of_two_trials_racing_for_the_last_place_only_the_first_runs(tmp_path):
+    """Two workers both saw one trial left and both started one: the one that started later
+    finds the budget taken, does not run, does not count, and a queued plan goes back."""
+    from types import SimpleNamespace
+
+    from autofreeze import records
+    from autofreeze.config import load_config
+    from autofreeze.objective import Objective, OverBudget
+    from autofreeze.study import open_study
+
+    cfg = load_config(write_study(tmp_path, "race", n_trials=2))
+    study = open_study(cfg)
+    study.tell(study.ask(), 0.5)  # one of the two places is spent
+    first = study.ask()
+    study.enqueue_trial({"x": 1}, user_attrs={"baseline": "linear_probe"})
+    second = study.ask()  # popped from the queue, started after `first`
+    objective = Objective(SimpleNamespace(cfg=cfg), space=None)
+    objective._check_budget(first)  # nothing ahead of it but the finished trial
+    with pytest.raises(OverBudget, match="budget of 2 was taken"):
+        objective._check_budget(second)
+    trials = study.get_trials()
+    assert records.over_budget(trials[second.number])
+    back = [t for t in trials if t.state == TrialState.WAITING]
+    assert [(t.params or t.system_attrs["fixed_params"], t.user_attrs) for t in back] == [
+        ({"x": 1}, {"retry_of": second.number, "baseline": "linear_probe"})
+    ]
+    assert records.claimed_ahead(trials, first.number) == 1

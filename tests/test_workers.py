@@ -67,3 +67,16 @@ def test_worker_command_keeps_the_storage_url_off_the_command_line():
     assert cmd[1:4] == ["-m", "autofreeze", "worker"]
     assert "--device" in cmd and cmd[cmd.index("--device") + 1] == "cuda"
     assert not any("://" in part for part in cmd)
+
+
+def test_more_cpu_workers_than_cores_is_said(monkeypatch):
+    import autofreeze.workers as workers
+
+    monkeypatch.setattr(workers.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(workers, "launch", lambda specs, *a, **k: [0] * len(specs))
+    said: list[str] = []
+    workers.run_workers(plan_workers("cpu", 8, cores=2), "s", "sqlite:///x.db", said.append)
+    assert said[0].startswith("note: 8 CPU workers share 2 cores") and "--workers 2" in said[0]
+    said.clear()
+    workers.run_workers(plan_workers("cpu", 2, cores=2), "s", "sqlite:///x.db", said.append)
+    assert not any(line.startswith("note:") for line in said)
