@@ -135,6 +135,8 @@ class TrainConfig(_Strict):
     augment: bool = False
     seed: int = 0
     feature_cache: bool = True
+    cache_size: int | None = Field(default=None, ge=1)  # MiB on disk; default: 1/4 of free disk
+    cache_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
     @field_validator("device")
     @classmethod

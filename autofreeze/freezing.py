@@ -3,7 +3,9 @@
 Semantics (DESIGN.md section 5): blocks below the trainable range get ``requires_grad=False``
 and ``grad=None``; modules inside frozen blocks run in eval mode (dropout and drop-path off),
 except BatchNorm, which follows the plan's ``bn_mode``; every optimizer param group carries its
-own learning rate (``lr = head_lr * scale``) in ``planned_lr``, never an implicit ``lr_scale``.
+own learning rate (``lr = head_lr * scale``) in ``planned_lr``, never an implicit ``lr_scale``,
+and its block index in ``block`` (``None`` for the head). :class:`GradNorms` measures the
+trainable blocks' gradient norms for schedules that ask for them.
 The plan itself (:class:`~autofreeze.plan.FreezePlan`) is defined in :mod:`autofreeze.plan`.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import torch
 from torch import nn
 
 from autofreeze.backbones import Backbone
@@ -96,7 +99,9 @@ class Freezer:
             return self.plan.head_lr
         return self.plan.head_lr * block_lr_scale(self.plan, block_index, self.backbone.n_blocks)
 
-    def _groups_for(self, label: str, names: tuple[str, ...], lr: float) -> list[dict[str, Any]]:
+    def _groups_for(
+        self, label: str, names: tuple[str, ...], lr: float, block: int | None = None
+    ) -> list[dict[str, Any]]:
         decay, no_decay = [], []
         for n in names:
             p = self._params[n]
@@ -114,6 +119,7 @@ class Freezer:
                         "planned_lr": lr,
                         "weight_decay": wd,
                         "name": label + suffix,
+                        "block": block,  # the block index, None for the head
                     }
                 )
         return groups
@@ -126,6 +132,57 @@ class Freezer:
             groups += self.block_groups(block.index)
         return groups
 
+    @staticmethod
+    def write_lrs(
+        groups: list[dict[str, Any]],
+        factor: float,
+        blocks: dict[int, float] | None = None,
+        block_factor: float = 1.0,
+    ) -> None:
+        """One step's LRs: ``planned_lr * factor`` in every group, except in a block named in
+        ``blocks`` (``Schedule.block_lr_scales``): ``planned_lr * block_factor * blocks[i]``."""
+        for group in groups:
+            own = None if blocks is None else blocks.get(group.get("block"))
+            group["lr"] = group["planned_lr"] * (factor if own is None else block_factor * own)
+
+    def grad_norms(self) -> GradNorms:
+        """A fresh per-epoch gradient-norm accumulator over the blocks trainable now."""
+        return GradNorms(self)
+
     def block_groups(self, index: int) -> list[dict[str, Any]]:
         block = self.backbone.blocks[index]
-        return self._groups_for(f"block{index}", block.param_names, self.planned_lr(index))
+        return self._groups_for(f"block{index}", block.param_names, self.planned_lr(index), index)
+
+
+class GradNorms:
+    """Each trainable block's squared gradient norm, summed over the steps of one epoch.
+
+    :meth:`add` after every backward pass stays on the device (no host sync per step);
+    :meth:`read` syncs once and gives ``{block index: sqrt(sum of squares)}``.
+    """
+
+    def __init__(self, freezer: Freezer) -> None:
+        backbone = freezer.backbone
+        self.blocks = [
+            (b.index, backbone.parameters_of(b.param_names))
+            for b in backbone.blocks[freezer.first_trainable :]
+        ]
+        self.total: torch.Tensor | None = None
+
+    def add(self) -> None:
+        squares = []
+        for _, params in self.blocks:
+            grads = [p.grad.detach() for p in params if p.grad is not None]
+            device = params[0].device
+            squares.append(
+                torch.nn.utils.get_total_norm(grads).float().to(device).square()
+                if grads
+                else torch.zeros((), device=device)
+            )
+        if squares:
+            step = torch.stack(squares)
+            self.total = step if self.total is None else self.total + step
+
+    def read(self) -> dict[int, float]:
+        values = [0.0] * len(self.blocks) if self.total is None else self.total.sqrt().tolist()
+        return {index: value for (index, _), value in zip(self.blocks, values, strict=True)}

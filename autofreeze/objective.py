@@ -9,10 +9,21 @@ import optuna
 import torch
 
 from autofreeze import records
+from autofreeze.backbones import Backbone
 from autofreeze.build import Prepared
-from autofreeze.cache import FeatureCache, cacheable
+from autofreeze.cache import (
+    CACHE_FOLDER,
+    FeatureCache,
+    PrefixCache,
+    PrefixFeatures,
+    cacheable,
+    prefix_cacheable,
+    prefix_features,
+)
+from autofreeze.plan import FreezePlan
 from autofreeze.progress import Progress, quiet
 from autofreeze.space import SearchSpace
+from autofreeze.split import SplitError
 from autofreeze.train import EpochResult, TrainingDiverged, fit
 
 
@@ -32,6 +43,12 @@ class Objective:
         self.space = space
         self.progress = progress
         self.features = FeatureCache()
+        t = prepared.cfg.training
+        self.prefixes = PrefixCache(
+            prepared.cfg.base_dir / CACHE_FOLDER,
+            disk_bytes=None if t.cache_size is None else t.cache_size * 2**20,
+        )
+        self._said: set[str] = set()
         self.current_trial: int | None = None
         self.training = False  # True while a trial's own code runs (Ctrl-C may cut it)
 
@@ -72,11 +89,16 @@ class Objective:
                 trial.set_user_attr(records.PRUNED_AT_EPOCH, r.epoch)
                 raise optuna.TrialPruned(f"pruned at epoch {r.epoch} ({metric}={value:.4f})")
 
-        features = None
+        features, prefix = None, None
         if cfg.training.feature_cache and cacheable(backbone, plan, cfg.training.augment):
             # every block frozen: the classifier trains on pooled features computed once
             features = self.features.get(backbone, plan, (), prepared.train, prepared.val)
-        trial.set_user_attr(records.FEATURE_CACHE, features is not None)
+            records.write_cache(trial, "pooled", plan.boundary, "")
+        elif cfg.training.feature_cache and prefix_cacheable(backbone, plan, cfg.training.augment):
+            prefix = self._prefix(backbone, plan, seed)
+            if prefix is not None:
+                records.write_cache(trial, "prefix", plan.boundary, prefix.source)
+        trial.set_user_attr(records.FEATURE_CACHE, features is not None or prefix is not None)
         try:
             result = fit(
                 backbone,
@@ -87,6 +109,7 @@ class Objective:
                 settings,
                 report,
                 features=features,
+                prefix=None if prefix is None else (prefix.split, prefix.train, prefix.val),
             )
         except TrainingDiverged as exc:
             raise self._fail(trial, f"diverged: {exc}") from None
@@ -97,6 +120,30 @@ class Objective:
         if not math.isfinite(value):
             raise self._fail(trial, f"{metric} is {value}")
         return value
+
+    def _prefix(self, backbone: Backbone, plan: FreezePlan, seed: int) -> PrefixFeatures | None:
+        """The plan's frozen prefix from the cache; a backbone that cannot be split at this
+        boundary trains uncached, said once per reason."""
+        cfg = self.prepared.cfg
+        try:
+            return prefix_features(
+                backbone,
+                plan,
+                self.prepared.train,
+                self.prepared.val,
+                self.prefixes,
+                weights=cfg.weights_path(),
+                seed=seed,
+                device=cfg.training.device,
+                dtype=cfg.training.cache_dtype,
+            )
+        except SplitError as exc:
+            if str(exc) not in self._said:
+                self._said.add(str(exc))
+                self.progress(
+                    f"note: {backbone.name} runs uncached at block {plan.boundary}: {exc}"
+                )
+            return None
 
     def _check_budget(self, trial: optuna.Trial) -> None:
         """Refuse to run a trial that raced another worker for the last of the budget and lost

@@ -36,7 +36,8 @@ PLAN = "plan"
 FROZEN_BLOCKS = "frozen_blocks"
 FROZEN_PARAM_FRACTION = "frozen_param_fraction"
 SCHEDULE = "schedule"
-FEATURE_CACHE = "feature_cache"
+FEATURE_CACHE = "feature_cache"  # whether the trial trained on cached frozen work
+CACHE = "cache"  # which cache: pooled (head only) or prefix, at which block, from where
 PRUNED_AT_EPOCH = "pruned_at_epoch"
 PHASE_EVENTS = "phase_events"
 HISTORY = "history"
@@ -179,6 +180,13 @@ def write_result(trial: optuna.Trial, result: FitResult) -> None:
             for e in result.history
         ],
     )
+
+
+def write_cache(trial: optuna.Trial, kind: str, boundary: int, source: str) -> None:
+    """The trial trained on cached frozen work: ``pooled`` features (head only) or the
+    ``prefix`` output of blocks ``0..boundary-1``, read from ``source`` (memory, disk or
+    computed by this trial)."""
+    trial.set_user_attr(CACHE, {"kind": kind, "boundary": boundary, "source": source or "memory"})
 
 
 def write_seconds(trial: optuna.Trial, seconds: float) -> None:

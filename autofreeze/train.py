@@ -27,6 +27,7 @@ from autofreeze.data import TensorSplit
 from autofreeze.freezing import Freezer
 from autofreeze.plan import FreezePlan
 from autofreeze.schedules import Schedule
+from autofreeze.split import Split, SuffixNet
 
 __all__ = ["EpochResult", "FitResult", "TrainConfig", "Trainer", "TrainingDiverged", "fit"]
 
@@ -120,6 +121,7 @@ class Trainer:
         log.info(msg)
 
     def enter_phase(self, epoch: int) -> tuple[str, float]:
+        self.epoch = epoch  # the epoch train_epoch trains next (Schedule.observe gets it)
         phase = self.schedule.phase(epoch)
         first = self.schedule.clamp(phase.first_trainable)
         if self.optimizer is not None and first == self.freezer.first_trainable:
@@ -177,6 +179,7 @@ class Trainer:
     ) -> tuple[float, int]:
         assert self.optimizer is not None
         self.freezer.train_mode()
+        norms = self.freezer.grad_norms() if self.schedule.wants_grad_norms else None
         order = torch.randperm(len(data), generator=generator)
         loss_sum, seen = 0.0, 0
         for start in range(0, len(data), self.cfg.batch_size):
@@ -186,14 +189,17 @@ class Trainer:
                 flip = torch.rand(len(x), generator=generator) < 0.5
                 x[flip.to(x.device)] = x[flip.to(x.device)].flip(-1)
             factor = lr_factor(step, total, warmup) * lr_scale
-            for group in self.optimizer.param_groups:
-                group["lr"] = group["planned_lr"] * factor
+            ramp = min(1.0, (step + 1) / max(1, warmup)) * lr_scale  # the warmup, no cosine
+            scales = self.schedule.block_lr_scales(step / max(1, total))
+            self.freezer.write_lrs(self.optimizer.param_groups, factor, scales, ramp)
             with self._autocast():
                 loss = self.loss_fn(self.forward(x).float(), y)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"training loss is {loss.item()} at step {step}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if norms is not None:
+                norms.add()
             if self.cfg.grad_clip:
                 nn.utils.clip_grad_norm_(
                     [p for g in self.optimizer.param_groups for p in g["params"]],
@@ -203,6 +209,8 @@ class Trainer:
             loss_sum += loss.item() * len(y)
             seen += len(y)
             step += 1
+        if norms is not None:
+            self.schedule.observe(self.epoch, norms.read())
         return loss_sum / max(1, seen), step
 
     @torch.no_grad()
@@ -230,6 +238,12 @@ class Trainer:
         """Train only ``classifier``, on cached pre-logits features instead of images."""
         self.net = classifier
         self.forward = classifier
+
+    def use_prefix(self, split: Split) -> None:
+        """Train on cached outputs of the frozen prefix: batches run only the suffix (blocks
+        from the boundary on and the head), in the mode the model is in."""
+        self.net = SuffixNet(split, self.model)
+        self.forward = self.net
 
     def fit(
         self,
@@ -303,14 +317,19 @@ def fit(
     cfg: TrainConfig,
     callback: Callable[[EpochResult], None] | None = None,
     features: tuple[TensorSplit, TensorSplit] | None = None,
+    prefix: tuple[Split, TensorSplit, TensorSplit] | None = None,
 ) -> FitResult:
     """Train ``backbone`` under ``plan`` and ``schedule``; see :class:`Trainer`.
 
     With ``features`` (cached pre-logits features of ``train`` and ``val``, see
-    :mod:`autofreeze.cache`) only the classifier runs.
+    :mod:`autofreeze.cache`) only the classifier runs; with ``prefix`` (a split at the plan's
+    boundary and the prefix outputs of ``train`` and ``val``) only the suffix does.
     """
     trainer = Trainer(backbone, plan, schedule, cfg)
     if features is not None:
         trainer.use_features(backbone.model.get_classifier())
         train, val = features
+    elif prefix is not None:
+        split, train, val = prefix
+        trainer.use_prefix(split)
     return trainer.fit(train, val, callback)

@@ -44,7 +44,9 @@ def test_a_fixed_trial_trains_and_records_its_plan_cost_and_curves(tmp_path):
     assert [h["epoch"] for h in attrs[records.HISTORY]] == [1, 2]
     assert attrs[records.HISTORY][-1]["val_accuracy"] == pytest.approx(value, abs=1e-5)
     assert all(attrs[k] > 0 for k in records.COST)
-    assert attrs[records.FEATURE_CACHE] is False
+    # blocks 0..2 are frozen for the whole trial: they ran once, into the prefix cache
+    assert attrs[records.FEATURE_CACHE] is True
+    assert attrs[records.CACHE] == {"kind": "prefix", "boundary": 3, "source": "computed"}
 
 
 def test_a_linear_probe_is_served_from_the_feature_cache(tmp_path):

@@ -78,12 +78,29 @@ class Schedule:
 
     Subclasses set ``name``, ``description`` and ``knobs`` and implement :meth:`phase`. An
     instance is made per trial with the plan's boundary, the block count, the epoch budget and
-    the knob values; :meth:`phase` is asked once per epoch.
+    the knob values; :meth:`phase` is asked once per epoch, before the epoch trains.
+
+    Two optional hooks, for schedules that need more than one decision per epoch (both off by
+    default, and free when off):
+
+    - :meth:`block_lr_scales` is asked at every optimizer step with the run's progress; a block
+      it names trains at its planned LR x the phase's ``lr_scale`` x the warmup ramp x the
+      returned scale, *instead of* the trainer's cosine decay (blocks it leaves out, and the
+      head, keep the cosine). A scale of 0 means no update; the block leaves the backward pass
+      and the optimizer only when :meth:`phase` moves ``first_trainable`` past it, at the next
+      epoch boundary.
+    - with ``wants_grad_norms = True``, the trainer sums each trainable block's squared gradient
+      norm over the epoch's steps on the device (read once per epoch, no host sync per step)
+      and calls :meth:`observe` after the epoch's last step, before the next :meth:`phase`.
+
+    Whatever they return, the trainer clamps ``first_trainable`` into ``boundary..n_blocks``:
+    no schedule trains below the plan's boundary.
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     knobs: ClassVar[tuple[Knob, ...]] = ()
+    wants_grad_norms: ClassVar[bool] = False
 
     def __init__(self, *, boundary: int, n_blocks: int, epochs: int, **knobs: Any) -> None:
         if not 0 <= boundary <= n_blocks:
@@ -108,6 +125,17 @@ class Schedule:
 
     def phase(self, epoch: int) -> Phase:
         raise NotImplementedError
+
+    def block_lr_scales(self, progress: float) -> dict[int, float] | None:
+        """LR multipliers of blocks (by index) at ``progress``, the fraction of the run's
+        optimizer steps done before this step (0 at the first step, below 1 at the last).
+        ``None``: no block is scaled, every group follows the trainer's cosine (the default)."""
+        return None
+
+    def observe(self, epoch: int, grad_norms: dict[int, float]) -> None:
+        """With ``wants_grad_norms``: each block trainable in ``epoch`` (0-based) and its
+        gradient norm over that epoch, ``sqrt(sum over steps of ||grad||^2)`` (before any
+        clipping). Called once per epoch, after its last step; ignored by default."""
 
     def clamp(self, first_trainable: int) -> int:
         """Never below the boundary, never past head-only."""

@@ -1,0 +1,151 @@
+"""The frozen-prefix cache vs no cache: epoch time after the first, accuracy and peak memory at
+head-only (pooled features), at boundary n-1 and at n/2, for resnet18 at 64 px and ViT-tiny.
+
+Run: .venv/bin/python benchmarks/prefix_cache.py [--epochs 4] [--train 256] [--val 128]
+Writes docs/benchmarks.md (section "Frozen-prefix cache"). Each measurement runs in a process
+of its own (peak RSS is per process), cached and uncached alternating, on the same data, plan
+and seed; the backbones are randomly initialised (timing and equality do not depend on the
+weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MODELS = [("resnet18", 64), ("vit_tiny_patch16_224", 224)]
+
+
+def measure(name: str, size: int, where: str, cached: bool, args: argparse.Namespace) -> dict:
+    """One fit in this process: per-epoch seconds, final accuracy, peak RSS."""
+    import torch
+
+    from autofreeze.cache import FeatureCache, PrefixCache, prefix_features
+    from autofreeze.plan import FreezePlan
+    from autofreeze.registry import Registry
+    from autofreeze.schedules import Static
+    from autofreeze.testing import tiny_split
+    from autofreeze.train import TrainConfig, Trainer
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    backbone = Registry().create_backbone(name, num_classes=10)
+    n = backbone.n_blocks
+    k = {"head": n, "n-1": n - 1, "n/2": n // 2}[where]
+    plan = FreezePlan(boundary=k, head_lr=3e-3, backbone_lr_ratio=0.3)
+    train = tiny_split(args.train, num_classes=10, size=size)
+    val = tiny_split(args.val, num_classes=10, size=size, seed=1)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=32, feature_cache=cached)
+    trainer = Trainer(backbone, plan, Static(boundary=k, n_blocks=n, epochs=args.epochs), cfg)
+    t0 = time.perf_counter()
+    if cached and k == n:
+        train, val = FeatureCache().get(backbone, plan, (), train, val)
+        trainer.use_features(backbone.model.get_classifier())
+    elif cached:
+        features = prefix_features(
+            backbone, plan, train, val, PrefixCache(), weights="none", seed=0, device="cpu"
+        )
+        trainer.use_prefix(features.split)
+        train, val = features.train, features.val
+    setup = time.perf_counter() - t0
+    epochs: list[float] = []
+    last = [time.perf_counter()]
+
+    def tick(_result) -> None:
+        now = time.perf_counter()
+        epochs.append(now - last[0])
+        last[0] = now
+
+    result = trainer.fit(train, val, tick)
+    return {
+        "blocks": n,
+        "boundary": k,
+        "setup": setup,
+        "first_epoch": setup + epochs[0],
+        "later_epoch": sum(epochs[1:]) / max(1, len(epochs) - 1),
+        "accuracy": result.final.val_accuracy,
+        "val_loss": result.final.val_loss,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def in_subprocess(name: str, size: int, where: str, cached: bool, args) -> dict:
+    sizes = ["--epochs", str(args.epochs), "--train", str(args.train), "--val", str(args.val)]
+    cmd = [sys.executable, __file__, "--one", name, str(size), where, str(int(cached)), *sizes]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--train", type=int, default=256)
+    parser.add_argument("--val", type=int, default=128)
+    parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        name, size, where, cached = args.one
+        print(json.dumps(measure(name, int(size), where, cached == "1", args)))
+        return
+    rows = []
+    for name, size in MODELS:
+        for where in ("head", "n-1", "n/2"):
+            plain = in_subprocess(name, size, where, False, args)
+            cached = in_subprocess(name, size, where, True, args)
+            row = {"model": name, "size": size, "where": where, "plain": plain, "cached": cached}
+            rows.append(row)
+            print(
+                f"{name} {where} (k={plain['boundary']}/{plain['blocks']}): later epoch "
+                f"{plain['later_epoch']:.2f}s -> {cached['later_epoch']:.3f}s "
+                f"({plain['later_epoch'] / cached['later_epoch']:.1f}x), accuracy "
+                f"{plain['accuracy']:.4f} / {cached['accuracy']:.4f}",
+                file=sys.stderr,
+                flush=True,
+            )
+    out = ROOT / "benchmarks" / "results" / "prefix_cache.json"
+    out.write_text(json.dumps(rows, indent=1))
+    table = "\n".join(
+        f"| {r['model']} {r['size']} px | {r['where']} (k={r['plain']['boundary']} of "
+        f"{r['plain']['blocks']}) | {r['plain']['later_epoch']:.2f} | "
+        f"{r['cached']['later_epoch']:.3f} | "
+        f"**{r['plain']['later_epoch'] / r['cached']['later_epoch']:.1f}x** | "
+        f"{r['plain']['first_epoch'] / r['cached']['first_epoch']:.2f}x | "
+        f"{r['plain']['accuracy']:.4f} / {r['cached']['accuracy']:.4f} | "
+        f"{r['plain']['peak_rss_mb']:.0f} / {r['cached']['peak_rss_mb']:.0f} |"
+        for r in rows
+    )
+    import torch
+
+    from benchmarks._report import write_section
+
+    body = f"""
+`.venv/bin/python benchmarks/prefix_cache.py --epochs {args.epochs} --train {args.train} --val
+{args.val}` on {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} (CPU).
+One static plan per row (AdamW, batch 32, {args.train} training and {args.val} validation
+images of 10 classes, random weights), trained with and without the cache in processes of
+their own, one after the other. "Later epoch" is the mean wall time of epochs
+2..{args.epochs} (training and validation); accuracy and peak RSS are given as no cache /
+cache. The first epoch of a cached run includes computing the prefix (a later trial of the
+study, or another worker, reads it instead). Goals of issue 10: head-only >= 20x, n-1 >= 3x,
+n/2 >= 1.5x per later epoch, equal accuracy.
+
+| model | boundary | later epoch s | cached | ratio | 1st epoch ratio | accuracy | peak RSS MB |
+| --- | --- | --- | --- | --- | --- | --- | --- |
+{table}
+"""
+    write_section("Frozen-prefix cache", body)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
