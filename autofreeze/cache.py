@@ -101,7 +101,8 @@ def tensor_fingerprint(t: torch.Tensor, samples: int = 4096) -> str:
     """Shape, dtype and a checksum of evenly spaced elements: cheap on any dataset size, and it
     changes when the data, their preprocessing or the image size do."""
     flat = t.reshape(-1)
-    idx = torch.linspace(0, max(0, flat.numel() - 1), min(samples, flat.numel())).long()
+    m = min(samples, flat.numel())
+    idx = torch.arange(m, dtype=torch.int64) * max(0, flat.numel() - 1) // max(1, m - 1)
     picked = flat[idx].contiguous().float().numpy().tobytes()
     return f"{tuple(t.shape)}:{t.dtype}:{hashlib.sha256(picked).hexdigest()[:16]}"
 

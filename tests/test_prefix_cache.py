@@ -293,3 +293,12 @@ def test_a_schedule_that_would_train_below_the_cached_prefix_is_stopped():
     trainer.use_prefix(features.split)
     with pytest.raises(PlanError, match="first trainable block 0 is below the boundary 2"):
         trainer.fit(features.train, features.val)
+
+
+def test_the_fingerprint_of_large_and_tiny_tensors():
+    """Every sampled index in range whatever the size (float32 rounding once pointed past the
+    end of a 38.5M-element tensor), and the same tensor gives the same fingerprint."""
+    for n in (1, 2, 4097, 38_535_168):
+        t = torch.arange(n, dtype=torch.float32)
+        assert tensor_fingerprint(t) == tensor_fingerprint(t.clone())
+    assert tensor_fingerprint(torch.zeros(10)) != tensor_fingerprint(torch.ones(10))
