@@ -153,7 +153,8 @@ class Trainer:
             self.optimizer.param_groups[:] = kept
             self._event(f"epoch {epoch}: froze blocks {before}..{first - 1}; their state dropped")
         if self.cfg.compile:
-            # compiled graphs ignore requires_grad flips: recompile at every phase change
+            # a fresh graph per trainable set. Dynamo also guards on requires_grad (the compile
+            # test passes without this on torch 2.14); the reset keeps one graph per phase
             torch._dynamo.reset()
             self.forward = torch.compile(self.net)
         return phase.label, phase.lr_scale
