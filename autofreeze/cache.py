@@ -32,7 +32,7 @@ from torch import nn
 from autofreeze.backbones import Backbone
 from autofreeze.data import TensorSplit
 from autofreeze.plan import FreezePlan
-from autofreeze.split import Split, prefix_outputs, split_at
+from autofreeze.split import Split, SplitError, prefix_outputs, split_at
 
 
 def cacheable(backbone: Backbone, plan: FreezePlan, augment: bool) -> bool:
@@ -273,3 +273,33 @@ def prefix_features(
     else:
         source = "computed"
     return PrefixFeatures(split, TensorSplit(h_train, train.y), TensorSplit(h_val, val.y), source)
+
+
+def refreezer(
+    backbone: Backbone, train: TensorSplit, val: TensorSplit, device: str, dtype: str = "float32"
+) -> Callable[[int], tuple[Split, TensorSplit, TensorSplit] | None]:
+    """For a schedule that freezes blocks for good during the trial (FreezeOut, AutoFreeze):
+    given the new first trainable block ``f``, the split at ``f`` and the prefix outputs of the
+    images ``train`` and ``val``, or None where the model cannot be split there (head only:
+    the classifier trains on the last block's output through the suffix, uncached).
+
+    These outputs depend on blocks this trial trained, so they are kept for the trial only.
+    """
+
+    def refreeze(first: int) -> tuple[Split, TensorSplit, TensorSplit] | None:
+        if not 0 < first < backbone.n_blocks:
+            return None
+        try:
+            split = split_at(backbone, first)
+        except SplitError:
+            return None
+        model = backbone.model
+        was = model.training
+        model.eval()  # frozen blocks run in eval mode (bn_mode "eval": asked by the caller)
+        try:
+            h = [prefix_outputs(split, s.x).to(getattr(torch, dtype)) for s in (train, val)]
+        finally:
+            model.train(was)
+        return split, TensorSplit(h[0], train.y), TensorSplit(h[1], val.y)
+
+    return refreeze

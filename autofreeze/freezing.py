@@ -12,6 +12,7 @@ The plan itself (:class:`~autofreeze.plan.FreezePlan`) is defined in :mod:`autof
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import torch
@@ -186,3 +187,18 @@ class GradNorms:
     def read(self) -> dict[int, float]:
         values = [0.0] * len(self.blocks) if self.total is None else self.total.sqrt().tolist()
         return {index: value for (index, _), value in zip(self.blocks, values, strict=True)}
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warmup then cosine decay to zero, as a multiplier of each group's planned LR."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(cfg: Any, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    """The ``[training]`` optimizer (``cfg``: a TrainConfig) over the freezer's groups."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=cfg.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=groups[0]["lr"])

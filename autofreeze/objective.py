@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import optuna
 import torch
@@ -19,6 +20,7 @@ from autofreeze.cache import (
     cacheable,
     prefix_cacheable,
     prefix_features,
+    refreezer,
 )
 from autofreeze.plan import FreezePlan
 from autofreeze.progress import Progress, quiet
@@ -110,6 +112,7 @@ class Objective:
                 report,
                 features=features,
                 prefix=None if prefix is None else (prefix.split, prefix.train, prefix.val),
+                refreeze=self._refreeze(backbone, plan) if features is None else None,
             )
         except TrainingDiverged as exc:
             raise self._fail(trial, f"diverged: {exc}") from None
@@ -144,6 +147,13 @@ class Objective:
                     f"note: {backbone.name} runs uncached at block {plan.boundary}: {exc}"
                 )
             return None
+
+    def _refreeze(self, backbone: Backbone, plan: FreezePlan) -> Any:
+        """Blocks a schedule freezes for good are cached from then on, where that is exact."""
+        t = self.prepared.cfg.training
+        if not t.feature_cache or plan.bn_mode != "eval" or t.augment:
+            return None
+        return refreezer(backbone, self.prepared.train, self.prepared.val, t.device, t.cache_dtype)
 
     def _check_budget(self, trial: optuna.Trial) -> None:
         """Refuse to run a trial that raced another worker for the last of the budget and lost

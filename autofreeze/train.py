@@ -24,12 +24,20 @@ from torch import nn
 from autofreeze.backbones import Backbone, parameter_count
 from autofreeze.config import TrainConfig
 from autofreeze.data import TensorSplit
-from autofreeze.freezing import Freezer
+from autofreeze.freezing import Freezer, lr_factor, make_optimizer
 from autofreeze.plan import FreezePlan
 from autofreeze.schedules import Schedule
 from autofreeze.split import Split, SuffixNet
 
-__all__ = ["EpochResult", "FitResult", "TrainConfig", "Trainer", "TrainingDiverged", "fit"]
+__all__ = [
+    "EpochResult",
+    "FitResult",
+    "TrainConfig",
+    "Trainer",
+    "TrainingDiverged",
+    "fit",
+    "lr_factor",
+]
 
 log = logging.getLogger("autofreeze.train")
 
@@ -73,20 +81,6 @@ def _use_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
     return cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
 
 
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warmup then cosine decay to zero, as a multiplier of each group's planned LR."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def make_optimizer(cfg: TrainConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=cfg.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=groups[0]["lr"])
-
-
 class Trainer:
     """Trains one backbone under one plan and schedule (one device, no DDP)."""
 
@@ -114,6 +108,9 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.events: list[str] = []
+        # blocks a schedule freezes for good -> (split, train, val) at that boundary, or None
+        self.refreeze: Callable[[int], tuple[Split, TensorSplit, TensorSplit] | None] | None = None
+        self.cached_at = 0  # blocks below it run from a cache
 
     # -- phases -------------------------------------------------------------------------------
     def _event(self, msg: str) -> None:
@@ -244,7 +241,19 @@ class Trainer:
         """Train on cached outputs of the frozen prefix: batches run only the suffix (blocks
         from the boundary on and the head), in the mode the model is in."""
         self.net = SuffixNet(split, self.model)
-        self.forward = self.net
+        self.forward = torch.compile(self.net) if self.cfg.compile else self.net
+        self.cached_at = split.boundary
+
+    def _cache_from(self, first: int, epoch: int, data: tuple[TensorSplit, TensorSplit]) -> Any:
+        """A schedule froze blocks ``..first-1`` for good: train on their cached output."""
+        self.cached_at = first  # tried once per boundary, whatever the outcome
+        got = self.refreeze(first) if self.refreeze is not None else None
+        if got is None:
+            return data
+        split, train, val = got
+        self.use_prefix(split)
+        self._event(f"epoch {epoch}: blocks 0..{first - 1} stay frozen: their output is cached")
+        return self._on_device(train), self._on_device(val)
 
     def fit(
         self,
@@ -269,6 +278,8 @@ class Trainer:
             t0 = time.perf_counter()
             n_events = len(self.events)
             label, lr_scale = self.enter_phase(epoch)
+            if self.schedule.freezes_forward and self.freezer.first_trainable > self.cached_at:
+                train, val = self._cache_from(self.freezer.first_trainable, epoch, (train, val))
             max_trainable = max(max_trainable, parameter_count(self.model, trainable_only=True))
             train_loss, step = self.train_epoch(train, step, total, warmup, lr_scale, generator)
             train_seconds += time.perf_counter() - t0
@@ -282,7 +293,7 @@ class Trainer:
                 val_loss=val_loss,
                 val_accuracy=val_acc,
                 seconds=time.perf_counter() - t0,
-                event=self.events[-1] if len(self.events) > n_events else "",
+                event="; ".join(self.events[n_events:]),
                 lrs={
                     g["name"].removesuffix(":no_wd"): g["planned_lr"] * lr_scale
                     for g in self.optimizer.param_groups
@@ -319,14 +330,17 @@ def fit(
     callback: Callable[[EpochResult], None] | None = None,
     features: tuple[TensorSplit, TensorSplit] | None = None,
     prefix: tuple[Split, TensorSplit, TensorSplit] | None = None,
+    refreeze: Callable[[int], tuple[Split, TensorSplit, TensorSplit] | None] | None = None,
 ) -> FitResult:
     """Train ``backbone`` under ``plan`` and ``schedule``; see :class:`Trainer`.
 
     With ``features`` (cached pre-logits features of ``train`` and ``val``, see
     :mod:`autofreeze.cache`) only the classifier runs; with ``prefix`` (a split at the plan's
-    boundary and the prefix outputs of ``train`` and ``val``) only the suffix does.
+    boundary and the prefix outputs of ``train`` and ``val``) only the suffix does; with
+    ``refreeze``, blocks a schedule freezes for good are cached from then on.
     """
     trainer = Trainer(backbone, plan, schedule, cfg)
+    trainer.refreeze = refreeze
     if features is not None:
         trainer.use_features(backbone.model.get_classifier())
         train, val = features

@@ -26,7 +26,9 @@ sys.path.insert(0, str(ROOT))
 MODELS = [("resnet18", 64), ("vit_tiny_patch16_224", 224)]
 
 
-def measure(name: str, size: int, where: str, cached: bool, args: argparse.Namespace) -> dict:
+def measure(
+    name: str, size: int, where: str, cached: bool, args: argparse.Namespace, dtype: str = "float32"
+) -> dict:
     """One fit in this process: per-epoch seconds, final accuracy, peak RSS."""
     import torch
 
@@ -53,8 +55,9 @@ def measure(name: str, size: int, where: str, cached: bool, args: argparse.Names
         trainer.use_features(backbone.model.get_classifier())
     elif cached:
         features = prefix_features(
-            backbone, plan, train, val, PrefixCache(), weights="none", seed=0, device="cpu"
-        )
+            backbone, plan, train, val, PrefixCache(), weights="none", seed=0, device="cpu",
+            dtype=dtype,
+        )  # fmt: skip
         trainer.use_prefix(features.split)
         train, val = features.train, features.val
     setup = time.perf_counter() - t0
@@ -79,9 +82,10 @@ def measure(name: str, size: int, where: str, cached: bool, args: argparse.Names
     }
 
 
-def in_subprocess(name: str, size: int, where: str, cached: bool, args) -> dict:
+def in_subprocess(name: str, size: int, where: str, cached: bool, args, dtype="float32") -> dict:
     sizes = ["--epochs", str(args.epochs), "--train", str(args.train), "--val", str(args.val)]
-    cmd = [sys.executable, __file__, "--one", name, str(size), where, str(int(cached)), *sizes]
+    cmd = [sys.executable, __file__, "--one", name, str(size), where, str(int(cached)), *sizes,
+           "--dtype", dtype]  # fmt: skip
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -92,11 +96,15 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=256)
     parser.add_argument("--val", type=int, default=128)
     parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
+    parser.add_argument("--dtypes-only", action="store_true", help="only the storage dtype rows")
     args = parser.parse_args()
     if args.one:
         name, size, where, cached = args.one
-        print(json.dumps(measure(name, int(size), where, cached == "1", args)))
+        print(json.dumps(measure(name, int(size), where, cached == "1", args, args.dtype)))
         return
+    if args.dtypes_only:
+        return dtypes(args)
     rows = []
     for name, size in MODELS:
         for where in ("head", "n-1", "n/2"):
@@ -145,6 +153,40 @@ n/2 >= 1.5x per later epoch, equal accuracy.
 """
     write_section("Frozen-prefix cache", body)
     print(table)
+
+
+def dtypes(args: argparse.Namespace) -> None:
+    """Cached prefix outputs stored in 16 bits: accuracy and loss vs float32 storage."""
+    import torch
+
+    from benchmarks._report import write_section
+
+    lines = []
+    for name, size in MODELS:
+        for where in ("n-1", "n/2"):
+            got = {d: in_subprocess(name, size, where, True, args, d) for d in
+                   ("float32", "float16", "bfloat16")}  # fmt: skip
+            base = got["float32"]
+            cells = " | ".join(
+                f"{got[d]['accuracy']:.4f} ({got[d]['val_loss'] - base['val_loss']:+.4f})"
+                for d in ("float32", "float16", "bfloat16")
+            )
+            lines.append(f"| {name} {size} px | {where} (k={base['boundary']}) | {cells} |")
+            print(lines[-1], file=sys.stderr, flush=True)
+    body = f"""
+`.venv/bin/python benchmarks/prefix_cache.py --dtypes-only --epochs {args.epochs} --train
+{args.train} --val {args.val}` on {platform.machine()}, {os.cpu_count()} cores, torch
+{torch.__version__} (CPU). The same cached runs as in "Frozen-prefix cache", with the prefix
+outputs stored as `[training] cache_dtype` (half the memory and disk in 16 bits; the suffix
+computes in float32). Each cell: final validation accuracy (validation loss minus the float32
+run's).
+
+| model | boundary | float32 | float16 | bfloat16 |
+| --- | --- | --- | --- | --- |
+{chr(10).join(lines)}
+"""
+    write_section("Prefix cache storage dtype", body)
+    print(body)
 
 
 if __name__ == "__main__":

@@ -134,6 +134,13 @@ def main() -> None:
         for name, size, k, n, sec, ratio in rows
     )
     worst = max(r[5] for r in rows)
+    ratios = [r[5] for r in rows]
+    spread = (
+        f"Median over the boundaries **{statistics.median(ratios):.3f}x**, range "
+        f"{min(ratios):.3f}x..{worst:.3f}x: ratios below 1 as large as those above show the "
+        "run-to-run noise of this many repeats on a shared 2-core machine; more --repeats "
+        "narrow it."
+    )
     body = f"""
 `.venv/bin/python benchmarks/trainer_overhead.py --epochs {args.epochs} --scale {args.scale}
 --repeats {args.repeats}` on {platform.machine()}, {os.cpu_count()} cores, torch
@@ -141,7 +148,7 @@ def main() -> None:
 2..{args.epochs} over {args.repeats} alternating repeats) of `Trainer` without the cache vs a
 minimal hand-written loop of the same static plan (same batches, AdamW, per-step cosine LR,
 one param group per trainable block). Goal of issue 10: <= 1.05x at every boundary. Worst:
-**{worst:.3f}x**.
+**{worst:.3f}x**. {spread}
 
 | model | boundary | minimal loop s/epoch | trainer / minimal |
 | --- | --- | --- | --- |

@@ -302,3 +302,34 @@ def test_the_fingerprint_of_large_and_tiny_tensors():
         t = torch.arange(n, dtype=torch.float32)
         assert tensor_fingerprint(t) == tensor_fingerprint(t.clone())
     assert tensor_fingerprint(torch.zeros(10)) != tensor_fingerprint(torch.ones(10))
+
+
+def test_blocks_a_schedule_freezes_for_good_are_cached_from_then_on():
+    """FreezeOut freezes blocks toward the head as training goes: from the epoch a block
+    freezes, the trainer trains on the cached output of the blocks below the new boundary.
+    The run is the same as without the cache, and gradual unfreezing (which moves the other
+    way) is never cached this way."""
+    from autofreeze.cache import refreezer
+    from autofreeze.schedules._freezeout import FreezeOut
+
+    train, val = tiny_split(16), tiny_split(8, seed=1)
+    runs = []
+    for cached in (False, True):
+        backbone = make("resnet10t")
+        plan = plan_at(0, schedule="freezeout")
+        trainer = trainer_for(backbone, plan, FreezeOut, epochs=6)
+        if cached:
+            trainer.refreeze = refreezer(backbone, train, val, "cpu")
+        runs.append((trainer, trainer.fit(train, val)))
+    (_, plain), (trainer, cached) = runs
+    firsts = [e.first_trainable for e in cached.history]
+    assert firsts == [e.first_trainable for e in plain.history] and firsts[-1] > 1, firsts
+    assert trainer.cached_at == firsts[-1]
+    said = [e for e in cached.events if "their output is cached" in e]
+    assert len(said) == len({f for f in firsts if 0 < f < 5}), cached.events
+    for a, b in zip(plain.history, cached.history, strict=True):
+        assert abs(a.train_loss - b.train_loss) < 1e-4 and a.val_accuracy == b.val_accuracy
+    backbone = make("resnet10t")
+    gradual = trainer_for(backbone, plan_at(0, schedule="gradual"), Gradual, epochs=3)
+    gradual.refreeze = lambda first: pytest.fail("gradual unfreezing is never frozen for good")
+    gradual.fit(train, val)

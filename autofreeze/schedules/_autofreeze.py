@@ -62,6 +62,7 @@ class AutoFreeze(Schedule):
     """
 
     name = "autofreeze"
+    freezes_forward = True  # the boundary only moves toward the head
     description = (
         "every `interval` epochs, freeze the blocks next to the boundary whose gradient norm "
         "changes less than the `percentile`-th percentile of the trainable blocks'"

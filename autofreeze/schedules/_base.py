@@ -93,6 +93,10 @@ class Schedule:
       norm over the epoch's steps on the device (read once per epoch, no host sync per step)
       and calls :meth:`observe` after the epoch's last step, before the next :meth:`phase`.
 
+    - with ``freezes_forward = True`` the schedule promises ``first_trainable`` never moves
+      back toward the input: blocks it freezes stay frozen, so the trainer caches their output
+      from then on (where the model can be split there). Only such schedules may set it.
+
     Whatever they return, the trainer clamps ``first_trainable`` into ``boundary..n_blocks``:
     no schedule trains below the plan's boundary.
     """
@@ -101,6 +105,7 @@ class Schedule:
     description: ClassVar[str] = ""
     knobs: ClassVar[tuple[Knob, ...]] = ()
     wants_grad_norms: ClassVar[bool] = False
+    freezes_forward: ClassVar[bool] = False
 
     def __init__(self, *, boundary: int, n_blocks: int, epochs: int, **knobs: Any) -> None:
         if not 0 <= boundary <= n_blocks:

@@ -39,6 +39,7 @@ class FreezeOut(Schedule):
     """
 
     name = "freezeout"
+    freezes_forward = True  # the boundary only moves toward the head
     description = (
         "each block's LR anneals to zero on its own cosine, ending at a staggered fraction of "
         "training (the first block at `t_0`, later blocks later); at zero the block freezes"
