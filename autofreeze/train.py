@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import resource
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from autofreeze.accel import peak_memory_mb, use_amp, use_channels_last
 from autofreeze.backbones import Backbone, parameter_count
 from autofreeze.config import TrainConfig
 from autofreeze.data import TensorSplit
@@ -40,6 +39,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("autofreeze.train")
+SYNC_EVERY = 16  # optimizer steps between two reads of the loss by the host
 
 
 class TrainingDiverged(RuntimeError):
@@ -70,17 +70,6 @@ class FitResult:
         return self.history[-1]
 
 
-def _use_amp(cfg: TrainConfig, device: torch.device) -> bool:
-    if cfg.amp == "bf16":
-        return True
-    # auto: bf16 where the GPU computes it natively (Ampere and newer); no loss scaling needed
-    return cfg.amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
-
-
-def _use_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
-    return cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
-
-
 class Trainer:
     """Trains one backbone under one plan and schedule (one device, no DDP)."""
 
@@ -97,8 +86,8 @@ class Trainer:
         self.cfg = cfg
         self.device = torch.device(cfg.device)
         self.freezer = Freezer(backbone, plan)
-        self.amp = _use_amp(cfg, self.device)
-        self.channels_last = _use_channels_last(cfg, self.device)
+        self.amp = use_amp(cfg, self.device)
+        self.channels_last = use_channels_last(cfg, self.device)
         self.model = backbone.model.to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -179,7 +168,9 @@ class Trainer:
         self.freezer.train_mode()
         norms = self.freezer.grad_norms() if self.schedule.wants_grad_norms else None
         order = torch.randperm(len(data), generator=generator)
-        loss_sum, seen = 0.0, 0
+        # losses summed on the device; the host reads them every SYNC_EVERY steps (a diverged
+        # run still stops within that many steps), not at every step
+        loss_sum, seen, total_loss = torch.zeros((), device=self.device), 0, 0.0
         for start in range(0, len(data), self.cfg.batch_size):
             idx = order[start : start + self.cfg.batch_size]
             x, y = self._prep(data.x[idx]), data.y[idx].to(self.device)
@@ -192,8 +183,6 @@ class Trainer:
             self.freezer.write_lrs(self.optimizer.param_groups, factor, scales, ramp)
             with self._autocast():
                 loss = self.loss_fn(self.forward(x).float(), y)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"training loss is {loss.item()} at step {step}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if norms is not None:
@@ -204,27 +193,32 @@ class Trainer:
                     self.cfg.grad_clip,
                 )
             self.optimizer.step()
-            loss_sum += loss.item() * len(y)
+            loss_sum += loss.detach() * len(y)
             seen += len(y)
             step += 1
+            if step % SYNC_EVERY == 0 or start + self.cfg.batch_size >= len(data):
+                total_loss = float(loss_sum)
+                if not math.isfinite(total_loss):
+                    raise TrainingDiverged(f"training loss is {total_loss} by step {step}")
         if norms is not None:
             self.schedule.observe(self.epoch, norms.read())
-        return loss_sum / max(1, seen), step
+        return total_loss / max(1, seen), step
 
     @torch.no_grad()
     def evaluate(self, data: TensorSplit) -> tuple[float, float]:
         """Validation loss and accuracy (plain cross-entropy, no label smoothing)."""
         self.model.eval()
-        loss_sum, correct = 0.0, 0
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
         for start in range(0, len(data), self.cfg.eval_batch_size):
             x = self._prep(data.x[start : start + self.cfg.eval_batch_size])
             y = data.y[start : start + self.cfg.eval_batch_size].to(self.device)
             with self._autocast():
                 logits = self.forward(x).float()
-            loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
+            loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
         n = max(1, len(data))
-        return loss_sum / n, correct / n
+        return float(loss_sum) / n, int(correct) / n
 
     def _on_device(self, split: TensorSplit, max_bytes: int = 2**30) -> TensorSplit:
         """Small datasets move to the accelerator once, not batch by batch every epoch."""
@@ -310,14 +304,6 @@ class Trainer:
             "peak_memory_mb": peak_memory_mb(self.device),
         }
         return FitResult(history, cost, list(self.events))
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak CUDA memory allocated on ``device``, else the process's peak resident set size."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
 def fit(
