@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from autofreeze.testing import tiny_split as tensor_split
-from tests.processes import PG_ADMIN, STARTED
+from tests.processes import STARTED, drop_pg_database, new_pg_database
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -37,19 +37,14 @@ def _no_orphans():
 @pytest.fixture
 def pg_url():
     psycopg = pytest.importorskip("psycopg")
-    name = f"autofreeze_test_{uuid.uuid4().hex[:8]}"
     try:
-        admin = psycopg.connect(
-            PG_ADMIN.replace("postgresql://", "postgresql://", 1), autocommit=True
-        )
+        url = new_pg_database()
     except psycopg.OperationalError as exc:
         pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is not reachable ({exc}); .ci/run starts it")
-    admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        yield url
     finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+        drop_pg_database(url)
 
 
 @pytest.fixture

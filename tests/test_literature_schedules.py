@@ -324,5 +324,9 @@ def test_both_schedules_run_in_a_search(tmp_path):
             f"{name}.{k.name}" for k in (FreezeOut if name == "freezeout" else AutoFreeze).knobs
         }
         assert all(h["phase"].startswith(f"{name}:") for h in t.user_attrs["history"])
-        assert all("froze blocks" in e for e in t.user_attrs["phase_events"])
+        # freezing, and from then on training on the frozen blocks' cached output
+        assert all(
+            "froze blocks" in e or "their output is cached" in e
+            for e in t.user_attrs["phase_events"]
+        )
     assert any(t.user_attrs["phase_events"] for t in trials if t.params["schedule"] == "freezeout")
