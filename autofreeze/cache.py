@@ -16,20 +16,18 @@ and on disk for every worker of the machine.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
-import shutil
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from autofreeze.augment import POLICY, augmented_view
 from autofreeze.backbones import Backbone
+from autofreeze.cache_store import Pair, PrefixCache
 from autofreeze.data import TensorSplit
 from autofreeze.plan import FreezePlan
 from autofreeze.split import Split, SplitError, prefix_outputs, split_at
@@ -49,19 +47,46 @@ def cacheable(backbone: Backbone, plan: FreezePlan, augment: bool) -> bool:
     return head_ids == {id(p) for p in backbone.parameters_of(backbone.head_param_names)}
 
 
+@dataclass(frozen=True)
+class Views:
+    """Which training images a cache holds: the images as they are (``n = 0``), or ``n``
+    augmented views of each drawn from ``seed`` (``[training] cached_views``)."""
+
+    n: int = 0
+    seed: int = 0
+
+    def key(self) -> tuple[object, ...] | None:
+        return None if not self.n else (POLICY, self.n, self.seed)
+
+    def apply(self, fn: Callable[[torch.Tensor], torch.Tensor], split: TensorSplit) -> TensorSplit:
+        """``fn`` of the images of ``split``, or of each of their views (stacked view-major)."""
+        if not self.n:
+            return TensorSplit(fn(split.x), split.y)
+        out = [fn(augmented_view(split.x, v, self.seed)) for v in range(self.n)]
+        return TensorSplit(torch.cat(out), split.y, self.n)
+
+
 @torch.no_grad()
-def pooled_features(backbone: Backbone, split: TensorSplit, batch_size: int = 256) -> TensorSplit:
-    """The classifier's inputs for every image (model in eval mode: no dropout, BN frozen)."""
+def pooled_features(
+    backbone: Backbone, split: TensorSplit, batch_size: int = 256, views: Views = Views()
+) -> TensorSplit:
+    """The classifier's inputs for every image, or every view of one (model in eval mode: no
+    dropout, BN frozen)."""
     model = backbone.model
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    chunks = []
-    for start in range(0, len(split), batch_size):
-        x = split.x[start : start + batch_size].to(device)
-        chunks.append(model.forward_head(model.forward_features(x), pre_logits=True).float())
+
+    def pooled(x: torch.Tensor) -> torch.Tensor:
+        chunks = []
+        for start in range(0, len(x), batch_size):
+            h = model.forward_features(x[start : start + batch_size].to(device))
+            chunks.append(model.forward_head(h, pre_logits=True).float())
+        return torch.cat(chunks)
+
+    out = views.apply(pooled, split)
     model.train(was_training)
-    return TensorSplit(torch.cat(chunks), split.y.to(device))
+    return TensorSplit(out.x, out.y.to(device), out.views)
 
 
 @dataclass
@@ -79,14 +104,18 @@ class FeatureCache:
         key: tuple[object, ...],
         train: TensorSplit,
         val: TensorSplit,
+        views: Views = Views(),
     ) -> tuple[TensorSplit, TensorSplit]:
-        """Features of ``train`` and ``val``; ``key`` must identify weights and data."""
-        full = (backbone.name, backbone.weights, plan.init, backbone.meta.get("granularity"), *key)
+        """Features of ``train`` (or its views) and ``val``; ``key`` must identify weights and
+        data."""
+        gran = backbone.meta.get("granularity")
+        full = (backbone.name, backbone.weights, plan.init, gran, views.key(), *key)
         if full in self._store:
             self.hits += 1
         else:
             self.misses += 1
-            self._store[full] = (pooled_features(backbone, train), pooled_features(backbone, val))
+            features = pooled_features(backbone, train, views=views)
+            self._store[full] = (features, pooled_features(backbone, val))
         return self._store[full]
 
 
@@ -105,92 +134,6 @@ def tensor_fingerprint(t: torch.Tensor, samples: int = 4096) -> str:
     idx = torch.arange(m, dtype=torch.int64) * max(0, flat.numel() - 1) // max(1, m - 1)
     picked = flat[idx].contiguous().float().numpy().tobytes()
     return f"{tuple(t.shape)}:{t.dtype}:{hashlib.sha256(picked).hexdigest()[:16]}"
-
-
-def default_cache_bytes(folder: Path | None) -> int:
-    """A quarter of the free disk under ``folder`` (or of the machine's RAM without one)."""
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        return shutil.disk_usage(folder).free // 4
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
-
-
-Pair = tuple[torch.Tensor, torch.Tensor]
-
-
-@dataclass
-class PrefixCache:
-    """Prefix outputs of the train and val images per content key: in memory within a worker
-    (least recently used evicted past ``memory_bytes``) and, with a ``folder``, on disk for
-    every worker of the study on the machine.
-
-    A file is written to a temporary name and renamed into place (a crash leaves no half file
-    that is later read), one writer at a time per key (an advisory lock: the second worker waits
-    and reads the first one's file), and read memory-mapped. The folder is kept under
-    ``disk_bytes`` by deleting the least recently used entries.
-    """
-
-    folder: Path | None = None
-    memory_bytes: int = 2**31
-    disk_bytes: int | None = None
-    _memory: OrderedDict[str, Pair] = field(default_factory=OrderedDict)
-    hits: int = 0  # served from memory
-    disk_hits: int = 0  # read from a file another trial or worker wrote
-    misses: int = 0  # computed here
-
-    def get(self, key: str, compute: Callable[[], Pair]) -> Pair:
-        if key in self._memory:
-            self._memory.move_to_end(key)
-            self.hits += 1
-            return self._memory[key]
-        if self.folder is not None:
-            pair = self._from_disk(key, compute)
-        else:
-            self.misses += 1
-            pair = compute()
-        self._memory[key] = pair
-        while len(self._memory) > 1 and _nbytes(self._memory.values()) > self.memory_bytes:
-            self._memory.popitem(last=False)
-        return pair
-
-    def _from_disk(self, key: str, compute: Callable[[], Pair]) -> Pair | None:
-        assert self.folder is not None
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{key}.pt"
-        with open(self.folder / f"{key}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # one writer; the others wait, then read its file
-            if path.is_file():
-                try:
-                    state = torch.load(path, mmap=True, weights_only=True)
-                    os.utime(path)  # recently used
-                    self.disk_hits += 1
-                    return state["train"], state["val"]
-                except (RuntimeError, OSError, KeyError, EOFError):
-                    path.unlink(missing_ok=True)  # unreadable: computed again below
-            self.misses += 1
-            train, val = compute()
-            tmp = path.with_name(f".{key}.{os.getpid()}.tmp")
-            torch.save({"train": train, "val": val}, tmp)
-            os.replace(tmp, path)
-        self._evict_disk(keep=path)
-        return train, val
-
-    def _evict_disk(self, keep: Path) -> None:
-        assert self.folder is not None
-        bound = self.disk_bytes if self.disk_bytes is not None else default_cache_bytes(self.folder)
-        files = sorted(self.folder.glob("*.pt"), key=lambda p: p.stat().st_mtime)
-        total = sum(p.stat().st_size for p in files)
-        for old in files:
-            if total <= bound:
-                break
-            if old != keep:
-                total -= old.stat().st_size
-                old.unlink(missing_ok=True)
-                old.with_suffix(".lock").unlink(missing_ok=True)
-
-
-def _nbytes(pairs: Iterable[Pair]) -> int:
-    return sum(t.numel() * t.element_size() for pair in pairs for t in pair)
 
 
 CACHE_FOLDER = ".autofreeze-cache"  # beside the study config: shared by the machine's workers
@@ -233,9 +176,11 @@ def prefix_features(
     seed: int,
     device: str,
     dtype: str = "float32",
+    views: Views = Views(),
 ) -> PrefixFeatures:
     """Split ``backbone`` at the plan's boundary and get its prefix outputs from ``cache``
-    (computed on ``device`` if no worker has them yet). Raises :class:`SplitError`."""
+    (computed on ``device`` if no worker has them yet), of ``views`` of the training images.
+    Raises :class:`SplitError`."""
     split = split_at(backbone, plan.boundary)
     import timm
 
@@ -252,18 +197,14 @@ def prefix_features(
         dtype,
         torch.__version__,
         timm.__version__,
+        *([views.key()] if views.n else []),  # keys of unaugmented entries stay as they were
     )
     before = (cache.hits, cache.disk_hits)
 
     def compute() -> Pair:
-        model = backbone.model.to(device)
-        was = model.training
-        model.eval()  # how frozen blocks run: dropout and drop-path off, BatchNorm frozen
-        try:
-            out = [prefix_outputs(split, s.x).to(getattr(torch, dtype)) for s in (train, val)]
-        finally:
-            model.train(was)
-        return out[0], out[1]
+        backbone.model.to(device)
+        h_train, h_val = _prefix_pair(backbone, split, train, val, dtype, views)
+        return h_train.x, h_val.x
 
     h_train, h_val = cache.get(key, compute)
     if cache.hits > before[0]:
@@ -272,16 +213,44 @@ def prefix_features(
         source = "disk"
     else:
         source = "computed"
-    return PrefixFeatures(split, TensorSplit(h_train, train.y), TensorSplit(h_val, val.y), source)
+    h = TensorSplit(h_train, train.y, views.n or 1)
+    return PrefixFeatures(split, h, TensorSplit(h_val, val.y), source)
+
+
+def _prefix_pair(
+    backbone: Backbone,
+    split: Split,
+    train: TensorSplit,
+    val: TensorSplit,
+    dtype: str,
+    views: Views,
+) -> tuple[TensorSplit, TensorSplit]:
+    model = backbone.model
+    was = model.training
+    model.eval()  # how frozen blocks run: dropout and drop-path off, BatchNorm frozen
+    try:
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return prefix_outputs(split, x).to(getattr(torch, dtype))
+
+        return views.apply(run, train), Views().apply(run, val)
+    finally:
+        model.train(was)
 
 
 def refreezer(
-    backbone: Backbone, train: TensorSplit, val: TensorSplit, device: str, dtype: str = "float32"
+    backbone: Backbone,
+    train: TensorSplit,
+    val: TensorSplit,
+    device: str,
+    dtype: str = "float32",
+    views: Views = Views(),
 ) -> Callable[[int], tuple[Split, TensorSplit, TensorSplit] | None]:
     """For a schedule that freezes blocks for good during the trial (FreezeOut, AutoFreeze):
     given the new first trainable block ``f``, the split at ``f`` and the prefix outputs of the
-    images ``train`` and ``val``, or None where the model cannot be split there (head only:
-    the classifier trains on the last block's output through the suffix, uncached).
+    images ``train`` (or of their ``views``) and ``val``, or None where the model cannot be
+    split there (head only: the classifier trains on the last block's output through the
+    suffix, uncached).
 
     These outputs depend on blocks this trial trained, so they are kept for the trial only.
     """
@@ -293,13 +262,8 @@ def refreezer(
             split = split_at(backbone, first)
         except SplitError:
             return None
-        model = backbone.model
-        was = model.training
-        model.eval()  # frozen blocks run in eval mode (bn_mode "eval": asked by the caller)
-        try:
-            h = [prefix_outputs(split, s.x).to(getattr(torch, dtype)) for s in (train, val)]
-        finally:
-            model.train(was)
-        return split, TensorSplit(h[0], train.y), TensorSplit(h[1], val.y)
+        # frozen blocks run in eval mode (bn_mode "eval": asked by the caller)
+        h_train, h_val = _prefix_pair(backbone, split, train, val, dtype, views)
+        return split, h_train, h_val
 
     return refreeze

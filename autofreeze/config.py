@@ -137,6 +137,16 @@ class TrainConfig(_Strict):
     feature_cache: bool = True
     cache_size: int | None = Field(default=None, ge=1)  # MiB on disk; default: 1/4 of free disk
     cache_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    cached_views: int = Field(default=0, ge=0, le=64)  # with augment: views cached per image
+
+    @model_validator(mode="after")
+    def _views(self) -> TrainConfig:
+        if self.cached_views and not self.augment:
+            raise ValueError(
+                "cached_views caches augmented views of each image: set augment = true too, "
+                "or remove cached_views"
+            )
+        return self
 
     @field_validator("device")
     @classmethod

@@ -69,10 +69,15 @@ class ImageDataset:
 
 @dataclass
 class TensorSplit:
-    """Decoded images ``x`` (float32, N x 3 x H x W, normalised) and labels ``y`` (int64, N)."""
+    """Decoded images ``x`` (float32, N x 3 x H x W, normalised) and labels ``y`` (int64, N).
+
+    With ``views > 1``, ``x`` stacks that many augmented views of every image, view-major (view
+    ``v`` of image ``i`` is row ``v * N + i``; see :mod:`autofreeze.augment`); ``len`` is ``N``.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
+    views: int = 1
 
     def __len__(self) -> int:
         return int(self.y.shape[0])

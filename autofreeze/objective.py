@@ -17,6 +17,7 @@ from autofreeze.cache import (
     FeatureCache,
     PrefixCache,
     PrefixFeatures,
+    Views,
     cacheable,
     prefix_cacheable,
     prefix_features,
@@ -50,6 +51,8 @@ class Objective:
             prepared.cfg.base_dir / CACHE_FOLDER,
             disk_bytes=None if t.cache_size is None else t.cache_size * 2**20,
         )
+        # augmented views cached per image (the same for every trial: the config's seed)
+        self.views = Views(t.cached_views, t.seed) if t.augment else Views()
         self._said: set[str] = set()
         self.current_trial: int | None = None
         self.training = False  # True while a trial's own code runs (Ctrl-C may cut it)
@@ -92,14 +95,17 @@ class Objective:
                 raise optuna.TrialPruned(f"pruned at epoch {r.epoch} ({metric}={value:.4f})")
 
         features, prefix = None, None
-        if cfg.training.feature_cache and cacheable(backbone, plan, cfg.training.augment):
+        t, views = cfg.training, self.views
+        online = t.augment and not views.n  # each batch augmented afresh: nothing to cache
+        if t.feature_cache and cacheable(backbone, plan, online):
             # every block frozen: the classifier trains on pooled features computed once
-            features = self.features.get(backbone, plan, (), prepared.train, prepared.val)
-            records.write_cache(trial, "pooled", plan.boundary, "")
-        elif cfg.training.feature_cache and prefix_cacheable(backbone, plan, cfg.training.augment):
-            prefix = self._prefix(backbone, plan, seed)
+            train, val = prepared.train, prepared.val
+            features = self.features.get(backbone, plan, (), train, val, views=views)
+            records.write_cache(trial, "pooled", plan.boundary, "", views.n)
+        elif t.feature_cache and prefix_cacheable(backbone, plan, online):
+            prefix = self._prefix(trial, backbone, plan, seed)
             if prefix is not None:
-                records.write_cache(trial, "prefix", plan.boundary, prefix.source)
+                records.write_cache(trial, "prefix", plan.boundary, prefix.source, views.n)
         trial.set_user_attr(records.FEATURE_CACHE, features is not None or prefix is not None)
         try:
             result = fit(
@@ -124,9 +130,11 @@ class Objective:
             raise self._fail(trial, f"{metric} is {value}")
         return value
 
-    def _prefix(self, backbone: Backbone, plan: FreezePlan, seed: int) -> PrefixFeatures | None:
+    def _prefix(
+        self, trial: optuna.Trial, backbone: Backbone, plan: FreezePlan, seed: int
+    ) -> PrefixFeatures | None:
         """The plan's frozen prefix from the cache; a backbone that cannot be split at this
-        boundary trains uncached, said once per reason."""
+        boundary trains uncached (recorded on the trial, said once per reason and study)."""
         cfg = self.prepared.cfg
         try:
             return prefix_features(
@@ -139,21 +147,23 @@ class Objective:
                 seed=seed,
                 device=cfg.training.device,
                 dtype=cfg.training.cache_dtype,
+                views=self.views,
             )
         except SplitError as exc:
-            if str(exc) not in self._said:
-                self._said.add(str(exc))
-                self.progress(
-                    f"note: {backbone.name} runs uncached at block {plan.boundary}: {exc}"
-                )
+            records.write_uncached(trial, plan.boundary, str(exc))
+            note = f"note: {backbone.name} runs uncached at block {plan.boundary}: {exc}"
+            if note not in self._said and records.say_once(getattr(trial, "study", None), note):
+                self.progress(note)
+            self._said.add(note)
             return None
 
     def _refreeze(self, backbone: Backbone, plan: FreezePlan) -> Any:
         """Blocks a schedule freezes for good are cached from then on, where that is exact."""
-        t = self.prepared.cfg.training
-        if not t.feature_cache or plan.bn_mode != "eval" or t.augment:
+        t, views = self.prepared.cfg.training, self.views
+        if not t.feature_cache or plan.bn_mode != "eval" or (t.augment and not views.n):
             return None
-        return refreezer(backbone, self.prepared.train, self.prepared.val, t.device, t.cache_dtype)
+        train, val = self.prepared.train, self.prepared.val
+        return refreezer(backbone, train, val, t.device, t.cache_dtype, views)
 
     def _check_budget(self, trial: optuna.Trial) -> None:
         """Refuse to run a trial that raced another worker for the last of the budget and lost

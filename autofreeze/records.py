@@ -38,6 +38,7 @@ FROZEN_PARAM_FRACTION = "frozen_param_fraction"
 SCHEDULE = "schedule"
 FEATURE_CACHE = "feature_cache"  # whether the trial trained on cached frozen work
 CACHE = "cache"  # which cache: pooled (head only) or prefix, at which block, from where
+NOTES_SAID = "notes_said"  # study: notes said once per study (e.g. a boundary run uncached)
 PRUNED_AT_EPOCH = "pruned_at_epoch"
 PHASE_EVENTS = "phase_events"
 HISTORY = "history"
@@ -182,11 +183,29 @@ def write_result(trial: optuna.Trial, result: FitResult) -> None:
     )
 
 
-def write_cache(trial: optuna.Trial, kind: str, boundary: int, source: str) -> None:
+def write_cache(trial: optuna.Trial, kind: str, boundary: int, source: str, views: int = 0) -> None:
     """The trial trained on cached frozen work: ``pooled`` features (head only) or the
     ``prefix`` output of blocks ``0..boundary-1``, read from ``source`` (memory, disk or
-    computed by this trial)."""
-    trial.set_user_attr(CACHE, {"kind": kind, "boundary": boundary, "source": source or "memory"})
+    computed by this trial), of ``views`` augmented views per training image (0: unaugmented)."""
+    entry = {"kind": kind, "boundary": boundary, "source": source or "memory"}
+    trial.set_user_attr(CACHE, {**entry, "views": views} if views else entry)
+
+
+def write_uncached(trial: optuna.Trial, boundary: int, reason: str) -> None:
+    """The plan's frozen prefix could have been cached but the backbone cannot be split there."""
+    trial.set_user_attr(CACHE, {"kind": "none", "boundary": boundary, "reason": reason})
+
+
+def say_once(study: optuna.Study | None, note: str) -> bool:
+    """Whether ``note`` is new to the study, which then records it: a note every worker may
+    meet is said by the first. Without a study (a lone trial) every note is new."""
+    if study is None:
+        return True
+    said = study.user_attrs.get(NOTES_SAID, [])
+    if note in said:
+        return False
+    study.set_user_attr(NOTES_SAID, [*said, note])
+    return True
 
 
 def write_seconds(trial: optuna.Trial, seconds: float) -> None:

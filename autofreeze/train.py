@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from autofreeze.accel import peak_memory_mb, use_amp, use_channels_last
+from autofreeze.augment import augment_batch, pick_views
 from autofreeze.backbones import Backbone, parameter_count
 from autofreeze.config import TrainConfig
 from autofreeze.data import TensorSplit
@@ -100,6 +101,8 @@ class Trainer:
         # blocks a schedule freezes for good -> (split, train, val) at that boundary, or None
         self.refreeze: Callable[[int], tuple[Split, TensorSplit, TensorSplit] | None] | None = None
         self.cached_at = 0  # blocks below it run from a cache
+        # images are augmented per batch unless the trial trains on cached (augmented) views
+        self.augment_online = cfg.augment
 
     # -- phases -------------------------------------------------------------------------------
     def _event(self, msg: str) -> None:
@@ -173,10 +176,10 @@ class Trainer:
         loss_sum, seen, total_loss = torch.zeros((), device=self.device), 0, 0.0
         for start in range(0, len(data), self.cfg.batch_size):
             idx = order[start : start + self.cfg.batch_size]
-            x, y = self._prep(data.x[idx]), data.y[idx].to(self.device)
-            if self.cfg.augment:
-                flip = torch.rand(len(x), generator=generator) < 0.5
-                x[flip.to(x.device)] = x[flip.to(x.device)].flip(-1)
+            rows = pick_views(idx, len(data), data.views, generator)
+            x, y = self._prep(data.x[rows]), data.y[idx].to(self.device)
+            if self.augment_online:
+                augment_batch(x, generator)
             factor = lr_factor(step, total, warmup) * lr_scale
             ramp = min(1.0, (step + 1) / max(1, warmup)) * lr_scale  # the warmup, no cosine
             scales = self.schedule.block_lr_scales(step / max(1, total))
@@ -224,12 +227,13 @@ class Trainer:
         """Small datasets move to the accelerator once, not batch by batch every epoch."""
         if self.device.type == "cpu" or split.x.numel() * split.x.element_size() > max_bytes:
             return split
-        return TensorSplit(split.x.to(self.device), split.y.to(self.device))
+        return TensorSplit(split.x.to(self.device), split.y.to(self.device), split.views)
 
     def use_features(self, classifier: nn.Module) -> None:
         """Train only ``classifier``, on cached pre-logits features instead of images."""
         self.net = classifier
         self.forward = classifier
+        self.augment_online = False
 
     def use_prefix(self, split: Split) -> None:
         """Train on cached outputs of the frozen prefix: batches run only the suffix (blocks
@@ -237,6 +241,7 @@ class Trainer:
         self.net = SuffixNet(split, self.model)
         self.forward = torch.compile(self.net) if self.cfg.compile else self.net
         self.cached_at = split.boundary
+        self.augment_online = False
 
     def _cache_from(self, first: int, epoch: int, data: tuple[TensorSplit, TensorSplit]) -> Any:
         """A schedule froze blocks ``..first-1`` for good: train on their cached output."""
