@@ -11,18 +11,24 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from autofreeze.backbones import Backbone
+from autofreeze.cache_store import CACHE_FOLDER, default_memory_bytes
 from autofreeze.config import StudyConfig
-from autofreeze.data import ImageDataset, TensorSplit, to_tensors
+from autofreeze.data import ImageDataset
+from autofreeze.decode import decode_split
 from autofreeze.errors import ConfigError
 from autofreeze.plan import FreezePlan
+from autofreeze.progress import Progress, quiet, stderr_progress
 from autofreeze.registry import Registry, get_registry
 from autofreeze.schedules import Schedule
+from autofreeze.tensors import TensorSplit
 
 
 @dataclass
@@ -108,7 +114,10 @@ def check_device(device: str) -> None:
 
 
 def prepare(
-    cfg: StudyConfig, registry: Registry | None = None, dataset: dict[str, Any] | None = None
+    cfg: StudyConfig,
+    registry: Registry | None = None,
+    dataset: dict[str, Any] | None = None,
+    progress: Progress = stderr_progress,
 ) -> Prepared:
     """Probe the backbone and decode the dataset (``[dataset]``, or another dataset table: the
     pretraining recipe's, which makes the weights instead of checking them)."""
@@ -116,8 +125,21 @@ def prepare(
     registry = registry or get_registry()
     backbone = probe(cfg, registry, load_weights=dataset is None)
     size = cfg.training.image_size or int(backbone.data_config["input_size"][-1])
+    t = cfg.training
+    decoding = Decoding(
+        folder=cfg.base_dir / CACHE_FOLDER / "images",
+        memory_bytes=default_memory_bytes() if t.data_memory is None else t.data_memory * 2**20,
+        workers=t.decode_workers or min(8, os.cpu_count() or 1),
+        skip_bad=t.skip_bad_images,
+        progress=progress,
+    )
     data, train, val = load_data(
-        registry, dataset or cfg.dataset, cfg.dataset_options(dataset), backbone.data_config, size
+        registry,
+        dataset or cfg.dataset,
+        cfg.dataset_options(dataset),
+        backbone.data_config,
+        size,
+        decoding,
     )
     if data.num_classes < 2:
         raise ConfigError(f"dataset {data.name!r} has {data.num_classes} class; need at least 2")
@@ -126,6 +148,17 @@ def prepare(
     return Prepared(
         cfg, registry, backbone.n_blocks, dict(backbone.data_config), size, data, train, val, fan_in
     )
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """Where and how a dataset of files is decoded once (see :mod:`autofreeze.decode`)."""
+
+    folder: Path | None = None
+    memory_bytes: int = 2**62
+    workers: int = 1
+    skip_bad: bool = False
+    progress: Progress = quiet
 
 
 _decoded: dict[str, tuple[ImageDataset, TensorSplit, TensorSplit]] = {}
@@ -137,12 +170,23 @@ def load_data(
     options: dict[str, Any],
     data_config: dict[str, Any],
     size: int,
+    decoding: Decoding = Decoding(),
 ) -> tuple[ImageDataset, TensorSplit, TensorSplit]:
-    """Decode a dataset into normalised tensors, once per process (keyed by its content)."""
+    """Decode a dataset into uint8 tensors (normalised per batch), once per process (keyed by
+    its content) and, for files, once per machine."""
     mean, std = data_config["mean"], data_config["std"]
-    key = json.dumps([spec["name"], options, mean, std, size], sort_keys=True, default=str)
+    key = json.dumps(
+        [spec["name"], options, mean, std, size, decoding.skip_bad], sort_keys=True, default=str
+    )
     if key not in _decoded:
         data = registry.create_dataset(spec["name"], **options)
-        kw = {"mean": mean, "std": std, "size": size}
-        _decoded[key] = (data, to_tensors(data.train, **kw), to_tensors(data.val, **kw))
+        splits = []
+        for label, images in (("train", data.train), ("val", data.val)):
+            kw = {"mean": mean, "std": std, "size": size, "folder": decoding.folder}
+            split = decode_split(
+                images, **kw, memory_bytes=decoding.memory_bytes, workers=decoding.workers,
+                skip_bad=decoding.skip_bad, label=label, progress=decoding.progress,
+            )  # fmt: skip
+            splits.append(split)
+        _decoded[key] = (data, splits[0], splits[1])
     return _decoded[key]

@@ -18,19 +18,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from autofreeze.augment import POLICY, augmented_view
+from autofreeze.augment import view_batches
 from autofreeze.backbones import Backbone
 from autofreeze.cache_store import Pair, PrefixCache
-from autofreeze.data import TensorSplit
 from autofreeze.plan import FreezePlan
 from autofreeze.split import Split, SplitError, prefix_outputs, split_at
+from autofreeze.tensors import TensorSplit
 
 
 def cacheable(backbone: Backbone, plan: FreezePlan, augment: bool) -> bool:
@@ -50,19 +50,25 @@ def cacheable(backbone: Backbone, plan: FreezePlan, augment: bool) -> bool:
 @dataclass(frozen=True)
 class Views:
     """Which training images a cache holds: the images as they are (``n = 0``), or ``n``
-    augmented views of each drawn from ``seed`` (``[training] cached_views``)."""
+    views of each by the augmentation ``policy``, drawn from ``seed``
+    (``[training] cached_views``)."""
 
     n: int = 0
     seed: int = 0
+    policy: str = "flip"
 
     def key(self) -> tuple[object, ...] | None:
-        return None if not self.n else (POLICY, self.n, self.seed)
+        return None if not self.n else (self.policy, self.n, self.seed)
 
-    def apply(self, fn: Callable[[torch.Tensor], torch.Tensor], split: TensorSplit) -> TensorSplit:
-        """``fn`` of the images of ``split``, or of each of their views (stacked view-major)."""
+    def apply(self, fn: Callable[[Iterable[torch.Tensor]], torch.Tensor], split: TensorSplit,
+              batch_size: int = 256) -> TensorSplit:  # fmt: skip
+        """``fn`` of the normalised batches of ``split``'s images in order, or of each of their
+        views (stacked view-major): what a cache holds of a split."""
         if not self.n:
-            return TensorSplit(fn(split.x), split.y)
-        out = [fn(augmented_view(split.x, v, self.seed)) for v in range(self.n)]
+            return TensorSplit(fn(split.chunks(batch_size)), split.y)
+        out = [
+            fn(view_batches(split, batch_size, v, self.seed, self.policy)) for v in range(self.n)
+        ]
         return TensorSplit(torch.cat(out), split.y, self.n)
 
 
@@ -77,14 +83,14 @@ def pooled_features(
     model.eval()
     device = next(model.parameters()).device
 
-    def pooled(x: torch.Tensor) -> torch.Tensor:
+    def pooled(batches: Iterable[torch.Tensor]) -> torch.Tensor:
         chunks = []
-        for start in range(0, len(x), batch_size):
-            h = model.forward_features(x[start : start + batch_size].to(device))
+        for x in batches:
+            h = model.forward_features(x.to(device))
             chunks.append(model.forward_head(h, pre_logits=True).float())
         return torch.cat(chunks)
 
-    out = views.apply(pooled, split)
+    out = views.apply(pooled, split, batch_size)
     model.train(was_training)
     return TensorSplit(out.x, out.y.to(device), out.views)
 
@@ -126,18 +132,7 @@ def content_key(*parts: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def tensor_fingerprint(t: torch.Tensor, samples: int = 4096) -> str:
-    """Shape, dtype and a checksum of evenly spaced elements: cheap on any dataset size, and it
-    changes when the data, their preprocessing or the image size do."""
-    flat = t.reshape(-1)
-    m = min(samples, flat.numel())
-    idx = torch.arange(m, dtype=torch.int64) * max(0, flat.numel() - 1) // max(1, m - 1)
-    picked = flat[idx].contiguous().float().numpy().tobytes()
-    return f"{tuple(t.shape)}:{t.dtype}:{hashlib.sha256(picked).hexdigest()[:16]}"
-
-
-CACHE_FOLDER = ".autofreeze-cache"  # beside the study config: shared by the machine's workers
-SPLIT_VERSION = 1  # bump when what the prefix computes changes: old entries are not read
+SPLIT_VERSION = 2  # bump when what the prefix computes changes: old entries are not read
 
 
 @dataclass
@@ -192,8 +187,8 @@ def prefix_features(
         plan.init,
         backbone.meta.get("granularity"),
         plan.boundary,
-        tensor_fingerprint(train.x),
-        tensor_fingerprint(val.x),
+        train.fingerprint(),
+        val.fingerprint(),
         dtype,
         torch.__version__,
         timm.__version__,
@@ -230,8 +225,8 @@ def _prefix_pair(
     model.eval()  # how frozen blocks run: dropout and drop-path off, BatchNorm frozen
     try:
 
-        def run(x: torch.Tensor) -> torch.Tensor:
-            return prefix_outputs(split, x).to(getattr(torch, dtype))
+        def run(batches: Iterable[torch.Tensor]) -> torch.Tensor:
+            return prefix_outputs(split, batches).to(getattr(torch, dtype))
 
         return views.apply(run, train), Views().apply(run, val)
     finally:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+CACHE_FOLDER = ".autofreeze-cache"  # beside the study config: shared by the machine's workers
+
 
 def default_memory_bytes() -> int:
     """A quarter of the RAM available when the worker starts (``MemAvailable``; the machine's

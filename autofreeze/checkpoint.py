@@ -47,9 +47,8 @@ def train_checkpoint(
     ``on="train+val"`` trains on both splits for the final model (its metrics are then
     measured on data it saw, and say so).
     """
-    import torch
 
-    from autofreeze.data import TensorSplit
+    from autofreeze.tensors import cat
     from autofreeze.train import fit
 
     if on not in ("train", "train+val"):
@@ -60,7 +59,7 @@ def train_checkpoint(
     backbone = prepared.backbone(plan)
     train, val = prepared.train, prepared.val
     if on == "train+val":
-        train = TensorSplit(torch.cat([train.x, val.x]), torch.cat([train.y, val.y]))
+        train = cat(train, val)
     epochs = cfg.training.epochs
     result = fit(
         backbone,

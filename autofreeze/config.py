@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from autofreeze.errors import ConfigError
-from autofreeze.plan import LIMITS, BnMode, Init
+from autofreeze.plan import LIMITS, Augment, BnMode, Init
 
 METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
 
@@ -132,21 +132,22 @@ class TrainConfig(_Strict):
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile: bool = False
     phase_optimizer: Literal["keep", "reset"] = "keep"
-    augment: bool = False
+    augment: Augment = "none"  # every plan's policy unless [search] augment searches it
+    mixup: float = Field(default=0.0, ge=0, le=10)  # Beta alpha; 0: off
+    cutmix: float = Field(default=0.0, ge=0, le=10)  # Beta alpha; 0: off
     seed: int = 0
     feature_cache: bool = True
     cache_size: int | None = Field(default=None, ge=1)  # MiB on disk; default: 1/4 of free disk
     cache_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     cached_views: int = Field(default=0, ge=0, le=64)  # with augment: views cached per image
+    skip_bad_images: bool = False  # images that do not decode are left out (and said), not fatal
+    data_memory: int | None = Field(default=None, ge=1)  # MiB; larger splits stream from disk
+    decode_workers: int | None = Field(default=None, ge=1, le=64)  # default: cores, at most 8
 
-    @model_validator(mode="after")
-    def _views(self) -> TrainConfig:
-        if self.cached_views and not self.augment:
-            raise ValueError(
-                "cached_views caches augmented views of each image: set augment = true too, "
-                "or remove cached_views"
-            )
-        return self
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment(cls, v: Any) -> Any:
+        return {True: "flip", False: "none"}.get(v, v) if isinstance(v, bool) else v
 
     @field_validator("device")
     @classmethod
@@ -170,6 +171,7 @@ class SearchSection(_Strict):
     weight_decay: FloatRange = Field(default_factory=lambda: FloatRange(low=0.0, high=0.1))
     bn_mode: list[BnMode] | BnMode = "eval"
     init: list[Init] | Init = Field(default_factory=lambda: ["pretrained", "scratch"])
+    augment: list[Augment] | Augment | None = None  # the policy as a dimension; see [training]
     # narrow schedule knobs and the head LR to what the training budget can use (with a note);
     # false searches the configured ranges exactly as written
     fit_to_budget: bool = True
@@ -194,7 +196,7 @@ class SearchSection(_Strict):
             raise ValueError("lists a schedule twice")
         return v
 
-    @field_validator("bn_mode", "init")
+    @field_validator("bn_mode", "init", "augment")
     @classmethod
     def _some_choice(cls, v: Any) -> Any:
         if isinstance(v, list) and not v:
@@ -238,6 +240,17 @@ class StudyConfig(_Strict):
         if not isinstance(v.get("name"), str):
             raise ValueError("needs a 'name' (see `autofreeze datasets`)")
         return v
+
+    @model_validator(mode="after")
+    def _views(self) -> StudyConfig:
+        policies = self.search.choices("augment") if self.search.augment is not None else []
+        if self.training.cached_views and set(policies or [self.training.augment]) == {"none"}:
+            raise ValueError(
+                "[training] cached_views caches augmented views of each image, but no plan is "
+                'augmented: set [training] augment (e.g. "crop") or [search] augment too, or '
+                "remove cached_views"
+            )
+        return self
 
     # -- derived ----------------------------------------------------------------------------
     @property

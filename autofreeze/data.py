@@ -2,13 +2,14 @@
 
 A dataset factory returns an :class:`ImageDataset`: class names plus a train and a validation
 :class:`ImageSet`. Images may be PIL images, ``numpy`` arrays (H x W or H x W x C) or file paths;
-they are decoded, converted to RGB, resized and normalised by :func:`to_tensors` following the
-backbone's pretrained config (mean, std, input size; the size can be overridden).
+they are decoded, converted to RGB and resized by :func:`to_tensors` (or, for datasets of files,
+once into a file by :mod:`autofreeze.decode`) and normalised per batch following the backbone's
+pretrained config (mean, std, input size; the size can be overridden).
 
 Arrays must already be in the 8-bit range: ``uint8`` (or another integer type) in ``0..255``, or
 floats in ``[0, 1]``. Datasets with other ranges (scikit-learn's digits are ``0..16``) scale
 their arrays in their factory, where the range is known. torch is imported only inside
-:func:`to_tensors`, so importing this module stays cheap.
+functions, so importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -25,16 +26,24 @@ from autofreeze.errors import ConfigError, DatasetError
 from autofreeze.options import ValFraction, check_option
 
 if TYPE_CHECKING:
-    import torch
     from PIL import Image
+
+    from autofreeze.tensors import TensorSplit
 
 
 @dataclass
 class ImageSet:
-    """Images and integer labels (indices into :attr:`ImageDataset.classes`)."""
+    """Images and integer labels (indices into :attr:`ImageDataset.classes`).
+
+    ``identity`` says what the images are when they are not files, so that their decoded
+    pixels can be kept on disk and shared (e.g. a Hugging Face dataset's fingerprint); images
+    that are files are identified by path, size and modification time. Others (arrays, PIL
+    images in memory) are decoded in memory by each process.
+    """
 
     images: Sequence[Any]
     labels: Sequence[int]
+    identity: str | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -65,22 +74,6 @@ class ImageDataset:
                 per_class[split][self.classes[label]] += 1
         sizes = {split: len(images) for split, images in splits.items()}
         return {"classes": self.classes, **sizes, "per_class": per_class}
-
-
-@dataclass
-class TensorSplit:
-    """Decoded images ``x`` (float32, N x 3 x H x W, normalised) and labels ``y`` (int64, N).
-
-    With ``views > 1``, ``x`` stacks that many augmented views of every image, view-major (view
-    ``v`` of image ``i`` is row ``v * N + i``; see :mod:`autofreeze.augment`); ``len`` is ``N``.
-    """
-
-    x: torch.Tensor
-    y: torch.Tensor
-    views: int = 1
-
-    def __len__(self) -> int:
-        return int(self.y.shape[0])
 
 
 # -- decoding ------------------------------------------------------------------------------------
@@ -172,13 +165,33 @@ def _open_file(path: Path) -> Image.Image:
 
 
 # -- tensors -------------------------------------------------------------------------------------
+def decode_image(item: Any, size: int) -> np.ndarray:
+    """One image as uint8 3 x ``size`` x ``size``: RGB, its shorter side resized to ``size``
+    (bicubic, antialiased) and centre-cropped. Raises :class:`DatasetError` naming a file."""
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    img = load_image(item)
+    if img.size != (size, size):
+        img = F.resize(img, size, interpolation=InterpolationMode.BICUBIC, antialias=True)
+        img = F.center_crop(img, [size, size])
+    return np.asarray(img).transpose(2, 0, 1)
+
+
+def check_size(size: Any) -> None:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigError(f"image size must be a positive integer, not {size!r}")
+
+
 def to_tensors(
     images: ImageSet, *, mean: Sequence[float], std: Sequence[float], size: int
 ) -> TensorSplit:
-    """Decode, resize and normalise every image of ``images``.
+    """Decode and resize every image of ``images`` into memory, to be normalised per batch.
 
     Each image is converted to RGB, its shorter side resized to ``size`` (bicubic, antialiased)
-    and centre-cropped to ``size x size``, scaled to ``[0, 1]`` and normalised per channel.
+    and centre-cropped to ``size x size`` (:func:`decode_image`); the split keeps the uint8
+    pixels with ``mean`` and ``std``, and :meth:`TensorSplit.batch` gives ``(x / 255 - mean) /
+    std``. Large datasets are decoded once into a file instead (:mod:`autofreeze.decode`).
 
     Args:
         images: the images and labels to convert.
@@ -187,44 +200,39 @@ def to_tensors(
         size: output height and width in pixels.
 
     Returns:
-        ``x`` float32 of shape (N, 3, size, size) and ``y`` int64 of shape (N,).
+        ``x`` uint8 of shape (N, 3, size, size) and ``y`` int64 of shape (N,).
     """
     import torch
-    from torchvision.transforms.v2 import InterpolationMode
-    from torchvision.transforms.v2 import functional as F
 
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ConfigError(f"image size must be a positive integer, not {size!r}")
+    from autofreeze.tensors import TensorSplit
+
+    check_size(size)
+    mean, std = check_norm(mean, std)
+    if len(images.images) != len(images.labels):
+        raise DatasetError(
+            f"{len(images.images)} images but {len(images.labels)} labels; they must match"
+        )
+    batch = np.empty((len(images.images), 3, size, size), dtype=np.uint8)
+    for i, item in enumerate(images.images):
+        try:
+            batch[i] = decode_image(item, size)
+        except DatasetError as exc:
+            if isinstance(item, str | os.PathLike):
+                raise  # the message already names the file
+            raise DatasetError(f"image {i}: {exc}") from exc
+    y = torch.as_tensor(np.asarray(images.labels, dtype=np.int64).reshape(-1))
+    return TensorSplit(torch.from_numpy(batch), y, mean=mean, std=std)
+
+
+def check_norm(
+    mean: Sequence[float], std: Sequence[float]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     for key, values in (("mean", mean), ("std", std)):
         if len(values) != 3:
             raise ConfigError(f"{key} needs 3 values (one per RGB channel), not {list(values)}")
     if any(s <= 0 for s in std):
         raise ConfigError(f"std values must be positive, not {list(std)}")
-    if len(images.images) != len(images.labels):
-        raise DatasetError(
-            f"{len(images.images)} images but {len(images.labels)} labels; they must match"
-        )
-
-    batch = np.empty((len(images.images), 3, size, size), dtype=np.uint8)
-    for i, item in enumerate(images.images):
-        try:
-            img = load_image(item)
-        except DatasetError as exc:
-            if isinstance(item, str | os.PathLike):
-                raise  # the message already names the file
-            raise DatasetError(f"image {i}: {exc}") from exc
-        if img.size != (size, size):
-            img = F.resize(img, size, interpolation=InterpolationMode.BICUBIC, antialias=True)
-            img = F.center_crop(img, [size, size])
-        batch[i] = np.asarray(img).transpose(2, 0, 1)
-
-    # (u8 / 255 - mean) / std as one scale and one shift, in place on the float copy
-    scale = 1.0 / (255.0 * torch.tensor(std, dtype=torch.float64))
-    shift = -torch.tensor(mean, dtype=torch.float64) / torch.tensor(std, dtype=torch.float64)
-    x = torch.from_numpy(batch).to(torch.float32)
-    x.mul_(scale.to(torch.float32).view(1, 3, 1, 1)).add_(shift.to(torch.float32).view(1, 3, 1, 1))
-    y = torch.as_tensor(np.asarray(images.labels, dtype=np.int64).reshape(-1))
-    return TensorSplit(x=x, y=y)
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
 # -- splitting -----------------------------------------------------------------------------------

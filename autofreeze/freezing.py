@@ -202,3 +202,35 @@ def make_optimizer(cfg: Any, groups: list[dict[str, Any]]) -> torch.optim.Optimi
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=cfg.momentum, nesterov=True)
     return torch.optim.AdamW(groups, lr=groups[0]["lr"])
+
+
+def follow(
+    optimizer: torch.optim.Optimizer, freezer: Freezer, before: int, phase_optimizer: str, cfg: Any
+) -> tuple[torch.optim.Optimizer, str]:
+    """After ``freezer`` moved the first trainable block from ``before``: the optimizer over
+    the blocks that train now (reset, or with newly unfrozen blocks added with fresh state and
+    newly frozen ones dropped with theirs) and what happened, in words."""
+    first = freezer.first_trainable
+    if phase_optimizer == "reset":
+        return make_optimizer(
+            cfg, freezer.param_groups()
+        ), f"blocks {first}.. train, optimizer state reset"
+    if first < before:
+        for index in range(first, before):
+            for group in freezer.block_groups(index):
+                optimizer.add_param_group(group)
+        return optimizer, (
+            f"unfroze blocks {first}..{before - 1}; they join the optimizer with fresh state, "
+            "existing groups keep theirs"
+        )
+    keep = {id(p) for g in freezer.param_groups() for p in g["params"]}
+    kept = []
+    for group in optimizer.param_groups:
+        if any(id(p) in keep for p in group["params"]):
+            kept.append(group)
+        else:
+            for p in group["params"]:
+                optimizer.state.pop(p, None)
+    # rebuilt by identity: list.remove() would compare the groups' tensors with ==
+    optimizer.param_groups[:] = kept
+    return optimizer, f"froze blocks {before}..{first - 1}; their state dropped"

@@ -70,7 +70,7 @@ class Model:
             std=self.std,
             size=self.image_size,
         )
-        return split.x
+        return split.batch(slice(None))
 
     @torch.no_grad()
     def probabilities(self, images: Sequence[Any], batch_size: int = 64) -> torch.Tensor:

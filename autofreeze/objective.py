@@ -13,7 +13,6 @@ from autofreeze import records
 from autofreeze.backbones import Backbone
 from autofreeze.build import Prepared
 from autofreeze.cache import (
-    CACHE_FOLDER,
     FeatureCache,
     PrefixCache,
     PrefixFeatures,
@@ -23,6 +22,7 @@ from autofreeze.cache import (
     prefix_features,
     refreezer,
 )
+from autofreeze.cache_store import CACHE_FOLDER
 from autofreeze.plan import FreezePlan
 from autofreeze.progress import Progress, quiet
 from autofreeze.space import SearchSpace
@@ -51,8 +51,6 @@ class Objective:
             prepared.cfg.base_dir / CACHE_FOLDER,
             disk_bytes=None if t.cache_size is None else t.cache_size * 2**20,
         )
-        # augmented views cached per image (the same for every trial: the config's seed)
-        self.views = Views(t.cached_views, t.seed) if t.augment else Views()
         self._said: set[str] = set()
         self.current_trial: int | None = None
         self.training = False  # True while a trial's own code runs (Ctrl-C may cut it)
@@ -95,15 +93,20 @@ class Objective:
                 raise optuna.TrialPruned(f"pruned at epoch {r.epoch} ({metric}={value:.4f})")
 
         features, prefix = None, None
-        t, views = cfg.training, self.views
-        online = t.augment and not views.n  # each batch augmented afresh: nothing to cache
+        t = cfg.training
+        policy = plan.augment or t.augment
+        # augmented views cached per image (the same for every trial: the config's seed)
+        views = Views(t.cached_views, t.seed, policy) if policy != "none" else Views()
+        mixing = t.mixup > 0 or t.cutmix > 0
+        online = (policy != "none" and not views.n) or mixing  # fresh every batch: no cache
+        records.write_augment(trial, policy, views.n, mixing)
         if t.feature_cache and cacheable(backbone, plan, online):
             # every block frozen: the classifier trains on pooled features computed once
             train, val = prepared.train, prepared.val
             features = self.features.get(backbone, plan, (), train, val, views=views)
             records.write_cache(trial, "pooled", plan.boundary, "", views.n)
         elif t.feature_cache and prefix_cacheable(backbone, plan, online):
-            prefix = self._prefix(trial, backbone, plan, seed)
+            prefix = self._prefix(trial, backbone, plan, seed, views)
             if prefix is not None:
                 records.write_cache(trial, "prefix", plan.boundary, prefix.source, views.n)
         trial.set_user_attr(records.FEATURE_CACHE, features is not None or prefix is not None)
@@ -118,7 +121,9 @@ class Objective:
                 report,
                 features=features,
                 prefix=None if prefix is None else (prefix.split, prefix.train, prefix.val),
-                refreeze=self._refreeze(backbone, plan) if features is None else None,
+                refreeze=None
+                if features is not None or online
+                else self._refreeze(backbone, plan, views),
             )
         except TrainingDiverged as exc:
             raise self._fail(trial, f"diverged: {exc}") from None
@@ -131,7 +136,7 @@ class Objective:
         return value
 
     def _prefix(
-        self, trial: optuna.Trial, backbone: Backbone, plan: FreezePlan, seed: int
+        self, trial: optuna.Trial, backbone: Backbone, plan: FreezePlan, seed: int, views: Views
     ) -> PrefixFeatures | None:
         """The plan's frozen prefix from the cache; a backbone that cannot be split at this
         boundary trains uncached (recorded on the trial, said once per reason and study)."""
@@ -147,7 +152,7 @@ class Objective:
                 seed=seed,
                 device=cfg.training.device,
                 dtype=cfg.training.cache_dtype,
-                views=self.views,
+                views=views,
             )
         except SplitError as exc:
             records.write_uncached(trial, plan.boundary, str(exc))
@@ -157,10 +162,10 @@ class Objective:
             self._said.add(note)
             return None
 
-    def _refreeze(self, backbone: Backbone, plan: FreezePlan) -> Any:
+    def _refreeze(self, backbone: Backbone, plan: FreezePlan, views: Views) -> Any:
         """Blocks a schedule freezes for good are cached from then on, where that is exact."""
-        t, views = self.prepared.cfg.training, self.views
-        if not t.feature_cache or plan.bn_mode != "eval" or (t.augment and not views.n):
+        t = self.prepared.cfg.training
+        if not t.feature_cache or plan.bn_mode != "eval":
             return None
         train, val = self.prepared.train, self.prepared.val
         return refreezer(backbone, train, val, t.device, t.cache_dtype, views)

@@ -16,6 +16,8 @@ from autofreeze.errors import PlanError
 BnMode = Literal["eval", "train", "frozen"]
 Init = Literal["pretrained", "scratch"]
 BN_MODES: tuple[str, ...] = get_args(BnMode)
+Augment = Literal["none", "flip", "crop", "trivial"]  # see autofreeze.augment
+AUGMENTS: tuple[str, ...] = get_args(Augment)
 INITS: tuple[str, ...] = get_args(Init)
 
 
@@ -64,6 +66,8 @@ class FreezePlan:
         bn_mode: BatchNorm in frozen blocks: ``eval`` (running stats used and kept), ``train``
             (batch stats, running stats updated) or ``frozen`` (batch stats, running stats kept).
         init: ``pretrained`` (the backbone's weights) or ``scratch`` (random init).
+        augment: the augmentation policy of the training images (``[search] augment``); None
+            leaves it to ``[training] augment``.
     """
 
     boundary: int
@@ -75,6 +79,7 @@ class FreezePlan:
     weight_decay: float = 0.05
     bn_mode: BnMode = "eval"
     init: Init = "pretrained"
+    augment: Augment | None = None
 
     def check(self, n_blocks: int) -> None:
         """Reject values no backbone could accept, naming the field."""
@@ -98,6 +103,8 @@ class FreezePlan:
     def to_params(self) -> dict[str, Any]:
         """Flat trial parameters (knobs as ``schedule.knob``), what the search space suggests."""
         params = {k: v for k, v in self.to_dict().items() if k != "schedule_params"}
+        if params["augment"] is None:  # not searched: not a parameter of the trial
+            del params["augment"]
         params.update({f"{self.schedule}.{k}": v for k, v in self.schedule_params.items()})
         return params
 

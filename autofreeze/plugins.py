@@ -43,11 +43,42 @@ def make_plugin_manager(*, load_entry_points: bool = True) -> pluggy.PluginManag
             if module_name not in blocked:
                 pm.register(importlib.import_module(module_name), name=module_name)
         if load_entry_points:
-            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+            load_entry_points_of(pm)
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise validation_error(pm, exc) from None
     return pm
+
+
+def load_entry_points_of(pm: pluggy.PluginManager) -> None:
+    """Register every installed plugin of the group (pluggy's loader), with a plugin that
+    cannot be imported reported as one line naming it, not as its import's traceback."""
+    try:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    except pluggy.PluginValidationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of a third party's import
+        raise import_error(pm, exc) from None
+
+
+def import_error(pm: pluggy.PluginManager, exc: Exception) -> PluginError:
+    """The plugin whose import failed: the first entry point pluggy did not get to register
+    that still fails to load (those before it are registered)."""
+    from importlib.metadata import entry_points
+
+    name, value = "?", "?"
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if pm.get_plugin(ep.name) is None and not pm.is_blocked(ep.name):
+            try:
+                ep.load()
+            except Exception as again:  # noqa: BLE001
+                name, value, exc = ep.name, ep.value, again
+                break
+    lines = str(exc).strip().splitlines()
+    return PluginError(
+        f"plugin {name!r} ({value}) cannot be imported: {type(exc).__name__}: "
+        f"{lines[0] if lines else ''}; reinstall or fix it, or block it with {DISABLE_ENV}={name}"
+    )
 
 
 def validation_error(

@@ -22,6 +22,7 @@ import torch
 from autofreeze.backbones import Backbone
 from autofreeze.build import Prepared
 from autofreeze.plan import FreezePlan
+from autofreeze.tensors import TensorSplit
 
 SMALL_PER_CLASS = 100  # fewer training images per class than this is a small target
 SIMILAR_GAP = 0.05  # "within the noise" when the validation size is unknown
@@ -55,8 +56,11 @@ def _pool(out: Any) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def block_features(backbone: Backbone, x: torch.Tensor, batch: int = 128) -> list[torch.Tensor]:
-    """Pooled output of each block (its last top-level module to run), one row per image."""
+def block_features(
+    backbone: Backbone, x: torch.Tensor | TensorSplit, batch: int = 128
+) -> list[torch.Tensor]:
+    """Pooled output of each block (its last top-level module to run), one row per image of
+    ``x`` (normalised images, or a split normalised batch by batch)."""
     owners = backbone.module_blocks()
     tops = {
         name: owner
@@ -78,11 +82,12 @@ def block_features(backbone: Backbone, x: torch.Tensor, batch: int = 128) -> lis
     chunks: list[list[torch.Tensor]] = [[] for _ in backbone.blocks]
     backbone.model.eval()
     try:
-        for start in range(0, len(x), batch):
+        batches = x.chunks(batch) if isinstance(x, TensorSplit) else x.split(batch)
+        for images in batches:
             latest.clear()
-            backbone.model(x[start : start + batch])
+            backbone.model(images)
             for i in range(backbone.n_blocks):
-                chunks[i].append(latest.get(i, torch.zeros(len(x[start : start + batch]), 1)))
+                chunks[i].append(latest.get(i, torch.zeros(len(images), 1)))
     finally:
         for h in handles:
             h.remove()
@@ -116,8 +121,8 @@ def run_probe(prepared: Prepared) -> ProbeResult:
     backbone = prepared.backbone(FreezePlan(boundary=prepared.n_blocks))
     train, val = prepared.train, prepared.val
     k = prepared.num_classes
-    feats_train = block_features(backbone, train.x)
-    feats_val = block_features(backbone, val.x)
+    feats_train = block_features(backbone, train)
+    feats_val = block_features(backbone, val)
     blocks = [
         {
             "index": b.index,

@@ -38,6 +38,7 @@ FROZEN_PARAM_FRACTION = "frozen_param_fraction"
 SCHEDULE = "schedule"
 FEATURE_CACHE = "feature_cache"  # whether the trial trained on cached frozen work
 CACHE = "cache"  # which cache: pooled (head only) or prefix, at which block, from where
+AUGMENT = "augment"  # the augmentation in force: policy, online or cached views, mixing
 NOTES_SAID = "notes_said"  # study: notes said once per study (e.g. a boundary run uncached)
 PRUNED_AT_EPOCH = "pruned_at_epoch"
 PHASE_EVENTS = "phase_events"
@@ -189,6 +190,15 @@ def write_cache(trial: optuna.Trial, kind: str, boundary: int, source: str, view
     computed by this trial), of ``views`` augmented views per training image (0: unaugmented)."""
     entry = {"kind": kind, "boundary": boundary, "source": source or "memory"}
     trial.set_user_attr(CACHE, {**entry, "views": views} if views else entry)
+
+
+def write_augment(trial: optuna.Trial, policy: str, views: int, mixing: bool) -> None:
+    """Which augmentation is in force: the policy and how it is applied (``online``: fresh
+    every batch, no frozen work cached; ``cached views``: ``views`` fixed views per image, the
+    caches hold them; ``none``), and whether mixup/cutmix mix the batches."""
+    applied = "none" if policy == "none" else "cached views" if views and not mixing else "online"
+    entry = {"policy": policy, "applied": applied, "mix": mixing}
+    trial.set_user_attr(AUGMENT, {**entry, "views": views} if applied == "cached views" else entry)
 
 
 def write_uncached(trial: optuna.Trial, boundary: int, reason: str) -> None:

@@ -188,6 +188,7 @@ class SearchSpace:
     weight_decay: Dimension
     bn_mode: Dimension
     init: Dimension
+    augment: Dimension = Fixed(None)  # the policy, where [search] augment is given
     notes: tuple[str, ...] = ()  # what was clamped to fit the budget, for the user
 
     @classmethod
@@ -242,6 +243,7 @@ class SearchSpace:
             weight_decay=_float(search.weight_decay),
             bn_mode=choices(search.bn_mode),
             init=choices(search.init),
+            augment=Fixed(None) if search.augment is None else choices(search.augment),
             notes=tuple(notes),
         )
 
@@ -261,6 +263,7 @@ class SearchSpace:
             weight_decay=self.weight_decay.suggest(trial, "weight_decay"),
             bn_mode=self.bn_mode.suggest(trial, "bn_mode"),
             init=self.init.suggest(trial, "init"),
+            augment=self.augment.suggest(trial, "augment"),
         )
 
     def clamp(self, plan: FreezePlan) -> FreezePlan | None:
@@ -292,4 +295,5 @@ class SearchSpace:
             weight_decay=self.weight_decay.clamp(plan.weight_decay),
             bn_mode=self.bn_mode.clamp(plan.bn_mode),
             init=plan.init,
+            augment=self.augment.clamp(plan.augment),  # a recipe takes the first policy listed
         )

@@ -19,6 +19,7 @@ run (dropout and drop-path off, BatchNorm frozen with ``bn_mode = "eval"``).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -219,11 +220,13 @@ class SuffixNet(nn.Module):
 
 
 @torch.no_grad()
-def prefix_outputs(split: Split, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """The prefix's output for every image of ``x`` (the backbone's frozen blocks in eval mode;
-    the caller sets the modes, see :meth:`autofreeze.freezing.Freezer.train_mode`)."""
+def prefix_outputs(
+    split: Split, x: torch.Tensor | Iterable[torch.Tensor], batch_size: int = 256
+) -> torch.Tensor:
+    """The prefix's output for every image of ``x`` (a tensor, or its batches in order; the
+    backbone's frozen blocks in eval mode: the caller sets the modes, see
+    :meth:`autofreeze.freezing.Freezer.train_mode`), on the CPU."""
     device = next(split.prefix.parameters(), torch.empty(0)).device
-    chunks = [
-        split.prefix(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)
-    ]
-    return torch.cat(chunks)
+    if isinstance(x, torch.Tensor):
+        x = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
+    return torch.cat([split.prefix(batch.to(device)).cpu() for batch in x])

@@ -199,7 +199,8 @@ SAME_STUDY = {
     "training": None,
 }
 RUNTIME_TRAINING = {"device", "amp", "channels_last", "compile", "eval_batch_size",
-                    "feature_cache", "cache_size", "seed"}  # fmt: skip
+                    "feature_cache", "cache_size", "seed", "data_memory",
+                    "decode_workers"}  # fmt: skip
 
 
 def config_changes(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Helpers for plugin authors: tiny data and the backbone contract, as one call each.
+"""Helpers for plugin authors: tiny data, the backbone and the dataset contracts, one call each.
 
 A backbone plugin's test suite can be as short as::
 
@@ -10,16 +10,28 @@ A backbone plugin's test suite can be as short as::
         blocks = registry.create_backbone("my_net", num_classes=3)
         stages = registry.create_backbone("my_net", num_classes=3, granularity="stage")
         check_backbone(blocks, stages=stages)
+
+and a dataset plugin's::
+
+    from autofreeze.testing import check_dataset
+
+    def test_my_dataset(tmp_path):
+        dataset = Registry().create_dataset("my_format", path=str(make_some(tmp_path)))
+        check_dataset(dataset)
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 
 from autofreeze.backbones import Backbone
-from autofreeze.data import TensorSplit
+from autofreeze.data import ImageDataset, ImageSet, load_image, to_tensors
 from autofreeze.freezing import Freezer
 from autofreeze.plan import FreezePlan
+from autofreeze.tensors import TensorSplit
 
 
 def tiny_split(n: int = 12, num_classes: int = 3, size: int = 32, seed: int = 0) -> TensorSplit:
@@ -157,3 +169,59 @@ def _check_stages(blocks: Backbone, stages: Backbone) -> None:
             f"stage {stage.index} ({stage.name}) is not a run of consecutive blocks"
         )
     assert i == blocks.n_blocks, "the stages do not cover every block"
+
+
+def check_dataset(
+    dataset: ImageDataset,
+    *,
+    decode: int = 8,
+    expect_test: bool | None = None,
+    size: int = 16,
+) -> dict[str, Any]:
+    """Assert the dataset contract; raises ``AssertionError`` naming what is wrong. Returns
+    the dataset's summary (classes, split sizes, images per class).
+
+    The checks the built-in datasets and every dataset plugin run on what their factory
+    returns:
+
+    - ``classes`` are unique non-empty strings, at least two;
+    - ``train`` and ``val`` hold images, ``test`` (if any, or if ``expect_test``) too; each
+      split has as many images as labels, and every label is an ``int`` in
+      ``0..num_classes-1``; every class has a training image;
+    - ``len`` and indexing agree (a lazy sequence, e.g. a Hugging Face column, must give an
+      image at every index below its length);
+    - the first, the last and up to ``decode`` images of each split spread over it decode
+      (:func:`autofreeze.data.load_image`) and convert to tensors of ``size`` pixels.
+    """
+    classes = dataset.classes
+    assert len(classes) >= 2, f"{len(classes)} class(es): a classifier needs at least two"
+    assert all(isinstance(c, str) and c for c in classes), "every class name must be a string"
+    assert len(set(classes)) == len(classes), "two classes have the same name"
+    splits = {"train": dataset.train, "val": dataset.val}
+    if dataset.test is not None:
+        splits["test"] = dataset.test
+    if expect_test is not None:
+        assert (dataset.test is not None) == expect_test, (
+            "a test split was expected" if expect_test else "no test split was expected"
+        )
+    for name, split in splits.items():
+        n = len(split.labels)
+        assert n > 0, f"the {name} split is empty"
+        assert len(split.images) == n, f"{name}: {len(split.images)} images, {n} labels"
+        labels = list(split.labels)
+        bad = [y for y in labels if isinstance(y, bool) or not isinstance(y, int | np.integer)]
+        assert not bad, f"{name}: label {bad[0]!r} is not an integer class index"
+        out = [y for y in labels if not 0 <= int(y) < len(classes)]
+        assert not out, f"{name}: label {out[0]} is outside 0..{len(classes) - 1}"
+        picks = sorted({0, n - 1, *np.linspace(0, n - 1, min(decode, n)).astype(int).tolist()})
+        for i in picks:
+            try:
+                load_image(split.images[i])
+            except Exception as exc:  # noqa: BLE001 - the contract: every image decodes
+                raise AssertionError(f"{name}: image {i} does not decode: {exc}") from exc
+        sample = ImageSet([split.images[i] for i in picks], [int(labels[i]) for i in picks])
+        t = to_tensors(sample, mean=(0.5,) * 3, std=(0.5,) * 3, size=size)
+        assert tuple(t.x.shape) == (len(picks), 3, size, size), f"{name}: bad tensor shape"
+    missing = set(range(len(classes))) - {int(y) for y in dataset.train.labels}
+    assert not missing, f"class {classes[min(missing)]!r} has no training image"
+    return dataset.summary()

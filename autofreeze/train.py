@@ -20,14 +20,14 @@ import torch
 from torch import nn
 
 from autofreeze.accel import peak_memory_mb, use_amp, use_channels_last
-from autofreeze.augment import augment_batch, pick_views
+from autofreeze.augment import augment_batch, mix, pick_views
 from autofreeze.backbones import Backbone, parameter_count
 from autofreeze.config import TrainConfig
-from autofreeze.data import TensorSplit
-from autofreeze.freezing import Freezer, lr_factor, make_optimizer
+from autofreeze.freezing import Freezer, follow, lr_factor, make_optimizer
 from autofreeze.plan import FreezePlan
 from autofreeze.schedules import Schedule
 from autofreeze.split import Split, SuffixNet
+from autofreeze.tensors import TensorSplit, prefetched
 
 __all__ = [
     "EpochResult",
@@ -102,7 +102,9 @@ class Trainer:
         self.refreeze: Callable[[int], tuple[Split, TensorSplit, TensorSplit] | None] | None = None
         self.cached_at = 0  # blocks below it run from a cache
         # images are augmented per batch unless the trial trains on cached (augmented) views
-        self.augment_online = cfg.augment
+        self.policy = plan.augment or cfg.augment
+        self.augment_online = self.policy != "none"
+        self.mixing = cfg.mixup > 0 or cfg.cutmix > 0  # always online
 
     # -- phases -------------------------------------------------------------------------------
     def _event(self, msg: str) -> None:
@@ -115,32 +117,14 @@ class Trainer:
         first = self.schedule.clamp(phase.first_trainable)
         if self.optimizer is not None and first == self.freezer.first_trainable:
             return phase.label, phase.lr_scale
-        before = self.freezer.first_trainable if self.optimizer is not None else None
+        before = self.freezer.first_trainable
         self.freezer.set_first_trainable(first)
-        if self.optimizer is None or self.cfg.phase_optimizer == "reset":
+        if self.optimizer is None:
             self.optimizer = make_optimizer(self.cfg, self.freezer.param_groups())
-            if before is not None:
-                self._event(f"epoch {epoch}: blocks {first}.. train, optimizer state reset")
-        elif first < before:
-            for index in range(first, before):
-                for group in self.freezer.block_groups(index):
-                    self.optimizer.add_param_group(group)
-            self._event(
-                f"epoch {epoch}: unfroze blocks {first}..{before - 1}; they join the optimizer "
-                f"with fresh state, existing groups keep theirs"
-            )
         else:
-            keep = {id(p) for g in self.freezer.param_groups() for p in g["params"]}
-            kept = []
-            for group in self.optimizer.param_groups:
-                if any(id(p) in keep for p in group["params"]):
-                    kept.append(group)
-                else:
-                    for p in group["params"]:
-                        self.optimizer.state.pop(p, None)
-            # rebuilt by identity: list.remove() would compare the groups' tensors with ==
-            self.optimizer.param_groups[:] = kept
-            self._event(f"epoch {epoch}: froze blocks {before}..{first - 1}; their state dropped")
+            mode = self.cfg.phase_optimizer
+            self.optimizer, said = follow(self.optimizer, self.freezer, before, mode, self.cfg)
+            self._event(f"epoch {epoch}: {said}")
         if self.cfg.compile:
             # a fresh graph per trainable set. Dynamo also guards on requires_grad (the compile
             # test passes without this on torch 2.14); the reset keeps one graph per phase
@@ -149,8 +133,18 @@ class Trainer:
         return phase.label, phase.lr_scale
 
     # -- loops --------------------------------------------------------------------------------
-    def _prep(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
+    def _prep(
+        self,
+        data: TensorSplit,
+        rows: torch.Tensor | slice,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Rows of ``data`` on the device as the model takes them: augmented by the policy
+        with ``generator`` (before normalising: policies work on uint8), normalised there."""
+        x = data.rows(rows, pin=self.device.type == "cuda").to(self.device, non_blocking=True)
+        if generator is not None:
+            x = augment_batch(x.clone() if isinstance(rows, slice) else x, generator, self.policy)
+        x = data.prepare(x)
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
@@ -174,12 +168,20 @@ class Trainer:
         # losses summed on the device; the host reads them every SYNC_EVERY steps (a diverged
         # run still stops within that many steps), not at every step
         loss_sum, seen, total_loss = torch.zeros((), device=self.device), 0, 0.0
-        for start in range(0, len(data), self.cfg.batch_size):
-            idx = order[start : start + self.cfg.batch_size]
-            rows = pick_views(idx, len(data), data.views, generator)
-            x, y = self._prep(data.x[rows]), data.y[idx].to(self.device)
-            if self.augment_online:
-                augment_batch(x, generator)
+        batch = self.cfg.batch_size
+        picks = [order[start : start + batch] for start in range(0, len(data), batch)]
+        rows = [pick_views(idx, len(data), data.views, generator) for idx in picks]
+
+        def fetch(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+            # in order, in one thread: the draws from ``generator`` are the same with prefetch
+            x = self._prep(data, rows[i], generator if self.augment_online else None)
+            y = data.y[picks[i]].to(self.device)
+            if self.mixing:  # soft labels
+                x, y = mix(x, y, self.backbone.num_classes, generator, cfg.mixup, cfg.cutmix)
+            return x, y
+
+        cfg = self.cfg
+        for i, (x, y) in enumerate(prefetched(fetch, range(len(picks)), ahead=data.on_disk)):
             factor = lr_factor(step, total, warmup) * lr_scale
             ramp = min(1.0, (step + 1) / max(1, warmup)) * lr_scale  # the warmup, no cosine
             scales = self.schedule.block_lr_scales(step / max(1, total))
@@ -199,7 +201,7 @@ class Trainer:
             loss_sum += loss.detach() * len(y)
             seen += len(y)
             step += 1
-            if step % SYNC_EVERY == 0 or start + self.cfg.batch_size >= len(data):
+            if step % SYNC_EVERY == 0 or i == len(picks) - 1:
                 total_loss = float(loss_sum)
                 if not math.isfinite(total_loss):
                     raise TrainingDiverged(f"training loss is {total_loss} by step {step}")
@@ -213,9 +215,13 @@ class Trainer:
         self.model.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
-        for start in range(0, len(data), self.cfg.eval_batch_size):
-            x = self._prep(data.x[start : start + self.cfg.eval_batch_size])
-            y = data.y[start : start + self.cfg.eval_batch_size].to(self.device)
+        size = self.cfg.eval_batch_size
+
+        def fetch(start: int) -> tuple[torch.Tensor, torch.Tensor]:
+            rows = slice(start, start + size)
+            return self._prep(data, rows), data.y[rows].to(self.device)
+
+        for x, y in prefetched(fetch, range(0, len(data), size), ahead=data.on_disk):
             with self._autocast():
                 logits = self.forward(x).float()
             loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
@@ -225,9 +231,9 @@ class Trainer:
 
     def _on_device(self, split: TensorSplit, max_bytes: int = 2**30) -> TensorSplit:
         """Small datasets move to the accelerator once, not batch by batch every epoch."""
-        if self.device.type == "cpu" or split.x.numel() * split.x.element_size() > max_bytes:
+        if self.device.type == "cpu" or split.on_disk or split.nbytes > max_bytes:
             return split
-        return TensorSplit(split.x.to(self.device), split.y.to(self.device), split.views)
+        return split.to(self.device)
 
     def use_features(self, classifier: nn.Module) -> None:
         """Train only ``classifier``, on cached pre-logits features instead of images."""

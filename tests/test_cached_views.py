@@ -19,12 +19,16 @@ from tests.models import make
 from tests.studies import write_study
 
 
+def stack(batches):
+    return torch.cat(list(batches))
+
+
 def test_views_are_fixed_by_their_seed_and_each_is_the_image_or_its_flip():
     split = tiny_split(12, size=16)
-    stacked = Views(3, seed=5).apply(lambda x: x, split)
+    stacked = Views(3, seed=5).apply(stack, split)
     assert stacked.views == 3 and len(stacked) == 12 and stacked.x.shape[0] == 36
-    assert torch.equal(stacked.x, Views(3, seed=5).apply(lambda x: x, split).x)  # reproducible
-    assert not torch.equal(stacked.x, Views(3, seed=6).apply(lambda x: x, split).x)
+    assert torch.equal(stacked.x, Views(3, seed=5).apply(stack, split).x)  # reproducible
+    assert not torch.equal(stacked.x, Views(3, seed=6).apply(stack, split).x)
     flipped = []
     for v in range(3):
         view = stacked.x[v * 12 : (v + 1) * 12]
@@ -74,7 +78,7 @@ def test_training_on_cached_views_equals_training_on_the_augmented_images():
             assert not trainer.augment_online
             runs.append(trainer.fit(got.train, got.val))
         else:
-            runs.append(trainer.fit(views.apply(lambda x: x, train), val))
+            runs.append(trainer.fit(views.apply(stack, train), val))
     for a, b in zip(*(r.history for r in runs), strict=True):
         assert abs(a.train_loss - b.train_loss) < 1e-4 and abs(a.val_loss - b.val_loss) < 1e-4
         assert a.val_accuracy == b.val_accuracy
@@ -96,7 +100,7 @@ def _trials(tmp_path, name):
 
 def test_augmentation_turns_the_cache_off_unless_views_are_asked_for(tmp_path):
     for name, training, expected in [
-        ("online", "augment = true", None),
+        ("online", 'augment = "flip"', None),
         ("views", "augment = true\ncached_views = 2", ["computed", "memory"]),
     ]:
         result = CliRunner().invoke(cli, ["search", str(_study(tmp_path, name, training))])

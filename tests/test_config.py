@@ -122,7 +122,8 @@ BAD_INPUTS = [
     ("another training config", ("epochs = 2\nbatch_size = 8", "epochs = 3\nbatch_size = 8"), [], ["holds 2 trials of another config", "[training] epochs was 2, now 3"], 1),
     ("another metric", ("[study]\n", '[study]\nmetric = "val_loss"\n'), [], ["the study maximizes", "val_loss"], 1),
     ("unknown device", ("[training]\n", '[training]\ndevice = "banana"\n'), [], ["training.device", "'banana'"], 1),
-    ("cached views without augmentation", ("[training]\n", "[training]\ncached_views = 4\n"), [], ["training", "cached_views", "augment = true"], 1),
+    ("cached views without augmentation", ("[training]\n", "[training]\ncached_views = 4\n"), [], ["cached_views", "no plan is augmented", "[search] augment"], 1),
+    ("unknown augmentation", ("[search]\n", '[search]\naugment = ["crop", "randaugment"]\n'), [], ["search.augment", "'trivial'"], 1),
     pytest.param(
         "absent GPU", ("[training]\n", '[training]\ndevice = "cuda"\n'), [], ['device = "cuda"', "no CUDA device is visible", 'use device = "cpu"'], 1,
         marks=pytest.mark.skipif(CUDA, reason="this machine has a GPU"),

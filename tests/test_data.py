@@ -110,23 +110,45 @@ def test_to_tensors_shape_dtype_and_normalisation(tmp_path):
         str(write_image(tmp_path / "c.png", colour=(0, 0, 0), size=(7, 11))),
     ]
     split = to_tensors(ImageSet(images, [2, 0, 1]), mean=MEAN, std=STD, size=16)
-    assert split.x.shape == (3, 3, 16, 16)
-    assert str(split.x.dtype) == "torch.float32" and str(split.y.dtype) == "torch.int64"
+    assert split.x.shape == (3, 3, 16, 16)  # kept as decoded: 1 byte per value, not 4
+    assert str(split.x.dtype) == "torch.uint8" and str(split.y.dtype) == "torch.int64"
     assert split.y.tolist() == [2, 0, 1]
     assert len(split) == 3
+    x = split.batch(slice(None))  # normalised per batch
+    assert str(x.dtype) == "torch.float32" and x.shape == (3, 3, 16, 16)
     expected = [(1 - 0.5) / 0.25, (0 - 0.5) / 0.25, (128 / 255 - 0.5) / 0.25]
     for channel, value in enumerate(expected):
-        assert split.x[0, channel].min().item() == pytest.approx(value, abs=1e-5)
-        assert split.x[0, channel].max().item() == pytest.approx(value, abs=1e-5)
-    assert split.x[1].mean().item() == pytest.approx(2.0, abs=1e-5)
-    assert split.x[2].mean().item() == pytest.approx(-2.0, abs=1e-5)
+        assert x[0, channel].min().item() == pytest.approx(value, abs=1e-5)
+        assert x[0, channel].max().item() == pytest.approx(value, abs=1e-5)
+    assert x[1].mean().item() == pytest.approx(2.0, abs=1e-5)
+    assert x[2].mean().item() == pytest.approx(-2.0, abs=1e-5)
+
+
+def test_uint8_batches_equal_the_float_images_normalised_once():
+    """What the trainer gets from the uint8 store, batch by batch and in any order, equals
+    the float32 images ``(x / 255 - mean) / std`` computed once in float64 and rounded, to
+    1e-6 (float32 rounding of one scale and one shift); the normalised copy too."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (12, 12, 3), dtype=np.uint8) for _ in range(10)]
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    split = to_tensors(ImageSet(arrays, list(range(10))), mean=mean, std=std, size=12)
+    u8 = torch.from_numpy(np.stack([a.transpose(2, 0, 1) for a in arrays]))
+    assert torch.equal(split.x, u8)
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    reference = ((u8.double() / 255 - m.double()) / s.double()).float()
+    rows = torch.tensor([7, 0, 3, 3, 9])
+    assert torch.allclose(split.batch(rows), reference[rows], atol=1e-6, rtol=0)
+    assert torch.allclose(torch.cat(list(split.chunks(4))), reference, atol=1e-6, rtol=0)
+    assert torch.allclose(split.normalised().x, reference, atol=1e-6, rtol=0)
 
 
 def test_to_tensors_resizes_shorter_side_then_centre_crops():
     arr = np.zeros((20, 60, 3), dtype=np.uint8)  # red | green | blue thirds
     arr[:, :20, 0] = arr[:, 20:40, 1] = arr[:, 40:, 2] = 255
     split = to_tensors(ImageSet([arr], [0]), mean=(0, 0, 0), std=(1, 1, 1), size=10)
-    centre = split.x[0, :, 2:8, 2:8]
+    centre = split.batch(slice(None))[0, :, 2:8, 2:8]
     assert centre[1].min().item() > 0.9  # green survives the crop
     assert centre[0].max().item() < 0.1 and centre[2].max().item() < 0.1
 
@@ -428,8 +450,9 @@ def test_synthetic_classes_are_learnable():
     train = to_tensors(ds.train, mean=MEAN, std=STD, size=16)
     val = to_tensors(ds.val, mean=MEAN, std=STD, size=16)
     feats = lambda x: x.mean(dim=(2, 3))  # noqa: E731  mean colour per image
-    centroids = np.stack([feats(train.x)[train.y == c].mean(0).numpy() for c in range(5)])
-    dists = ((feats(val.x).numpy()[:, None] - centroids[None]) ** 2).sum(-1)
+    train_x = feats(train.batch(slice(None)))
+    centroids = np.stack([train_x[train.y == c].mean(0).numpy() for c in range(5)])
+    dists = ((feats(val.batch(slice(None))).numpy()[:, None] - centroids[None]) ** 2).sum(-1)
     accuracy = (dists.argmin(1) == val.y.numpy()).mean()
     assert accuracy >= 0.9
 

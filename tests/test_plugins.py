@@ -208,11 +208,13 @@ def test_disable_env_blocks_a_built_in(monkeypatch):
     registry = Registry()
     with pytest.raises(UnknownNameError, match="unknown dataset 'digits'"):
         registry.create_dataset("digits")
-    assert registry.list_datasets() == []
+    builtin = {"digits", "synthetic", "imagefolder", "csv"}
+    assert not builtin & set(registry.list_datasets())  # installed plugins' datasets may remain
     assert DATASETS_PLUGIN not in [row["name"] for row in registry.plugins()]
     assert "resnet10t" in registry.list_backbones("resnet1*")  # the other built-ins still load
+    before = registry.list_datasets()
     with registry.plugin(ExamplePlugin(), name="test-plugin"):  # blocked by name as well
-        assert registry.list_datasets() == []
+        assert registry.list_datasets() == before
 
 
 def test_disable_env_through_the_cli():
@@ -335,3 +337,22 @@ def test_entry_point_plugin_with_a_misspelled_hook_is_one_error_line(tmp_path, m
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("Error: plugin 'bad' is invalid: unknown hook 'register_dataset'")
     assert f"{DISABLE_ENV}=bad" in proc.stderr
+
+
+def test_entry_point_plugin_that_cannot_be_imported_is_one_error_line(tmp_path, monkeypatch):
+    """A plugin broken at import (a missing dependency, a syntax error) names itself in one
+    line and can be blocked; the commands then run without it."""
+    module = f"af_broken_plugin_{tmp_path.name.replace('-', '_')}"
+    path = install_plugin(tmp_path, module, "import no_such_dependency_af\n", ep_name="broken")
+    monkeypatch.syspath_prepend(str(path))
+    with pytest.raises(PluginError, match="plugin 'broken' .* cannot be imported: ModuleNotFound"):
+        make_plugin_manager()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(path), str(ROOT)]))
+    run = [sys.executable, "-m", "autofreeze", "datasets"]
+    proc = subprocess.run(run, capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert proc.returncode == 1 and proc.stdout == "" and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "no_such_dependency_af" in proc.stderr and f"{DISABLE_ENV}=broken" in proc.stderr
+    env[DISABLE_ENV] = "broken"
+    proc = subprocess.run(run, capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert proc.returncode == 0 and "digits" in proc.stdout, proc.stderr

@@ -15,12 +15,12 @@ from autofreeze.cache import (
     content_key,
     prefix_cacheable,
     prefix_features,
-    tensor_fingerprint,
 )
 from autofreeze.errors import PlanError
 from autofreeze.plan import FreezePlan
 from autofreeze.schedules import Gradual, Static
 from autofreeze.split import SplitError, split_at
+from autofreeze.tensors import tensor_fingerprint
 from autofreeze.testing import tiny_split
 from autofreeze.train import TrainConfig, Trainer
 from tests.models import block_sums, make

@@ -77,7 +77,7 @@ def test_block_features_are_one_pooled_row_per_image_per_block(tmp_path):
     from autofreeze.plan import FreezePlan
 
     backbone = prepared.backbone(FreezePlan(boundary=5))
-    feats = block_features(backbone, prepared.train.x[:10], batch=4)
+    feats = block_features(backbone, prepared.train.batch(slice(0, 10)), batch=4)
     assert len(feats) == backbone.n_blocks == 5
     assert all(f.shape[0] == 10 for f in feats)
     assert [f.shape[1] for f in feats] == [64, 64, 128, 256, 512]  # resnet10t's widths

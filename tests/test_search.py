@@ -144,7 +144,7 @@ def test_train_best_checkpoint_keeps_frozen_blocks_and_reproduces_the_metric(sea
     cfg = load_config(config)
     val = prepare(cfg).val
     with torch.no_grad():
-        acc = (backbone.model(val.x).argmax(1) == val.y).float().mean().item()
+        acc = (backbone.model(val.batch(slice(None))).argmax(1) == val.y).float().mean().item()
     assert acc == pytest.approx(info["metrics"]["val_accuracy"], abs=1e-6)
 
 

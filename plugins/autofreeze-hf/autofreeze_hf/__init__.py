@@ -1,0 +1,5 @@
+"""Local Hugging Face datasets as an autofreeze dataset (``hf``)."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
