@@ -177,6 +177,7 @@ def prefix_features(
     (computed on ``device`` if no worker has them yet), of ``views`` of the training images.
     Raises :class:`SplitError`."""
     split = split_at(backbone, plan.boundary)
+    _check_fits(backbone, split, train, val, cache.memory_bytes, dtype, views, device)
     import timm
 
     key = content_key(
@@ -210,6 +211,37 @@ def prefix_features(
         source = "computed"
     h = TensorSplit(h_train, train.y, views.n or 1)
     return PrefixFeatures(split, h, TensorSplit(h_val, val.y), source)
+
+
+def _check_fits(
+    backbone: Backbone,
+    split: Split,
+    train: TensorSplit,
+    val: TensorSplit,
+    bound: int,
+    dtype: str,
+    views: Views,
+    device: str,
+) -> None:
+    """Refuse (:class:`SplitError`: the trial runs uncached) prefix outputs larger than the
+    cache's memory bound: a large dataset streamed from disk must not be copied into memory
+    as activations, which are often larger than its images."""
+    model = backbone.model.to(device)
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            one = split.prefix(train.batch(slice(0, 1), device))
+    finally:
+        model.train(was)
+    per_image = one.numel() * torch.empty(0, dtype=getattr(torch, dtype)).element_size()
+    need = per_image * (len(train) * max(1, views.n) + len(val))
+    if need > bound:
+        raise SplitError(
+            f"its outputs would take {need / 2**30:.1f} GiB, above the cache's memory bound of "
+            f"{bound / 2**30:.1f} GiB (a quarter of the RAM available; cache_dtype = "
+            '"bfloat16" halves them)'
+        )
 
 
 def _prefix_pair(

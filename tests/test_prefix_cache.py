@@ -333,3 +333,18 @@ def test_blocks_a_schedule_freezes_for_good_are_cached_from_then_on():
     gradual = trainer_for(backbone, plan_at(0, schedule="gradual"), Gradual, epochs=3)
     gradual.refreeze = lambda first: pytest.fail("gradual unfreezing is never frozen for good")
     gradual.fit(train, val)
+
+
+def test_prefix_outputs_larger_than_the_memory_bound_are_refused_not_computed():
+    """A large dataset must not be copied into memory as activations: outputs above the
+    cache's memory bound raise SplitError (the trial runs uncached and says why)."""
+    backbone = make("resnet10t")
+    plan = plan_at(2)
+    train, val = tiny_split(16), tiny_split(8, seed=1)
+    small = PrefixCache(memory_bytes=1024)
+    with pytest.raises(SplitError, match="above the cache's memory bound"):
+        prefix_features(backbone, plan, train, val, small, weights="none", seed=0, device="cpu")
+    assert small.misses == 0  # nothing computed
+    roomy = PrefixCache(memory_bytes=2**30)
+    got = prefix_features(backbone, plan, train, val, roomy, weights="none", seed=0, device="cpu")
+    assert got.source == "computed" and len(got.train) == 16
