@@ -47,6 +47,9 @@ def cacheable(backbone: Backbone, plan: FreezePlan, augment: bool) -> bool:
     return head_ids == {id(p) for p in backbone.parameters_of(backbone.head_param_names)}
 
 
+FORWARD_BATCH = 32  # images per pass of frozen work: computing a cache takes a trial's memory
+
+
 @dataclass(frozen=True)
 class Views:
     """Which training images a cache holds: the images as they are (``n = 0``), or ``n``
@@ -61,7 +64,7 @@ class Views:
         return None if not self.n else (self.policy, self.n, self.seed)
 
     def apply(self, fn: Callable[[Iterable[torch.Tensor]], torch.Tensor], split: TensorSplit,
-              batch_size: int = 256) -> TensorSplit:  # fmt: skip
+              batch_size: int = FORWARD_BATCH) -> TensorSplit:  # fmt: skip
         """``fn`` of the normalised batches of ``split``'s images in order, or of each of their
         views (stacked view-major): what a cache holds of a split."""
         if not self.n:
@@ -74,7 +77,7 @@ class Views:
 
 @torch.no_grad()
 def pooled_features(
-    backbone: Backbone, split: TensorSplit, batch_size: int = 256, views: Views = Views()
+    backbone: Backbone, split: TensorSplit, batch_size: int = FORWARD_BATCH, views: Views = Views()
 ) -> TensorSplit:
     """The classifier's inputs for every image, or every view of one (model in eval mode: no
     dropout, BN frozen)."""

@@ -120,7 +120,7 @@ class TrainConfig(_Strict):
 
     epochs: int = Field(default=5, ge=1, le=1000)
     batch_size: int = Field(default=32, ge=1)
-    eval_batch_size: int = Field(default=256, ge=1)
+    eval_batch_size: int | None = Field(default=None, ge=1)  # default: batch_size
     image_size: int | None = Field(default=None, ge=8, le=1024)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = Field(default=0.9, ge=0, lt=1)

@@ -57,7 +57,7 @@ def _pool(out: Any) -> torch.Tensor | None:
 
 @torch.no_grad()
 def block_features(
-    backbone: Backbone, x: torch.Tensor | TensorSplit, batch: int = 128
+    backbone: Backbone, x: torch.Tensor | TensorSplit, batch: int = 32
 ) -> list[torch.Tensor]:
     """Pooled output of each block (its last top-level module to run), one row per image of
     ``x`` (normalised images, or a split normalised batch by batch)."""

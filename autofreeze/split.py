@@ -227,6 +227,5 @@ def prefix_outputs(
     backbone's frozen blocks in eval mode: the caller sets the modes, see
     :meth:`autofreeze.freezing.Freezer.train_mode`), on the CPU."""
     device = next(split.prefix.parameters(), torch.empty(0)).device
-    if isinstance(x, torch.Tensor):
-        x = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
-    return torch.cat([split.prefix(batch.to(device)).cpu() for batch in x])
+    batches = x.split(batch_size) if isinstance(x, torch.Tensor) else x
+    return torch.cat([split.prefix(batch.to(device)).cpu() for batch in batches])

@@ -215,7 +215,7 @@ class Trainer:
         self.model.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
-        size = self.cfg.eval_batch_size
+        size = self.cfg.eval_batch_size or self.cfg.batch_size  # no more memory than training
 
         def fetch(start: int) -> tuple[torch.Tensor, torch.Tensor]:
             rows = slice(start, start + size)

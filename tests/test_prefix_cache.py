@@ -348,3 +348,16 @@ def test_prefix_outputs_larger_than_the_memory_bound_are_refused_not_computed():
     roomy = PrefixCache(memory_bytes=2**30)
     got = prefix_features(backbone, plan, train, val, roomy, weights="none", seed=0, device="cpu")
     assert got.source == "computed" and len(got.train) == 16
+
+
+def test_prefix_outputs_of_a_tensor_and_of_its_batches_agree():
+    from autofreeze.split import prefix_outputs
+
+    backbone = make("resnet10t")
+    backbone.model.eval()
+    split = split_at(backbone, 2)
+    x = tiny_split(10).x
+    with torch.no_grad():
+        whole = prefix_outputs(split, x, batch_size=4)  # a tensor, batched here
+        parts = prefix_outputs(split, iter(x.split(3)))  # batches given
+    assert whole.shape[0] == 10 and torch.allclose(whole, parts, atol=1e-6)
