@@ -22,6 +22,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -192,14 +193,19 @@ def _decode_to(
             parts: Iterator[tuple[int, list]] = pool.imap_unordered(_star, tasks)
         else:
             parts = (_decode_rows(s, e) for s, e in tasks)
+        bar = _bar(n, label, progress)
         for count, failed in parts:
             done += count
             bad += failed
             now = time.perf_counter()
-            if now - said > 2.0 and done < n:  # long work: a line every 2 s
+            if bar is not None:
+                bar.update(count)
+            elif now - said > 2.0 and done < n:  # not a terminal: a line every 2 s
                 rate = done / max(now - t0, 1e-9)
                 progress(f"decoding {label}: {done}/{n} images ({rate:.0f}/s)")
                 said = now
+        if bar is not None:
+            bar.close()
         if pool is not None:
             pool.close()
             pool.join()
@@ -228,6 +234,15 @@ def _decode_to(
             "kept for later runs"
         )
     return info
+
+
+def _bar(n: int, label: str, progress: Progress) -> Any:
+    """A progress bar on a terminal's stderr (none for quiet callers or logs)."""
+    if progress is quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=n, desc=f"decoding {label}", unit="img", file=sys.stderr, leave=False)
 
 
 def _star(task: tuple[int, int]) -> tuple[int, list[tuple[int, str]]]:

@@ -240,3 +240,23 @@ def test_training_on_a_streamed_split_equals_training_in_memory(tmp_path):
     assert [e.train_loss for e in runs[0]] == [e.train_loss for e in runs[1]]
     meta = json.loads(next((tmp_path / "store").glob("*.json")).read_text())
     assert meta["n"] == 24 and meta["bad"] == []
+
+
+def test_decoding_shows_a_bar_on_a_terminal_and_lines_in_a_log(tmp_path, monkeypatch):
+    import io
+
+    import autofreeze.decode as decode_module
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    images = pictures(tmp_path / "img", 6)
+    screen = Terminal()
+    monkeypatch.setattr(decode_module.sys, "stderr", screen)
+    said: list[str] = []
+    decode(images, tmp_path / "a", said)
+    assert "decoding images" in screen.getvalue() and "img" in screen.getvalue()  # tqdm's bar
+    monkeypatch.setattr(decode_module.sys, "stderr", io.StringIO())  # a log: no bar
+    decode(images, tmp_path / "b", said)
+    assert [s for s in said if "kept for later runs" in s] and len(said) == 2
