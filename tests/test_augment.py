@@ -68,7 +68,7 @@ def data(n=12, seed=0) -> TensorSplit:
 
 def test_training_is_the_same_under_a_seed_and_validation_is_never_augmented():
     train, val = data(), data(6, seed=1)
-    runs = {p: trainer(p, seed=5).fit(train, val).history for p in ("trivial", "trivial", "none")}
+    runs = {p: trainer(p, seed=5).fit(train, val).history for p in ("trivial", "none")}
     again = trainer("trivial", seed=5).fit(train, val).history
     assert [e.train_loss for e in runs["trivial"]] == [e.train_loss for e in again]
     assert runs["trivial"][0].train_loss != runs["none"][0].train_loss
