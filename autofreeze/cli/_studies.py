@@ -202,7 +202,8 @@ def best(config: str | None, storage: str | None, study_name: str | None, as_jso
         runs = ", ".join(f"{v:.4f}" for v in again["values"])
         click.echo(f"  mean over {len(again['values'])} seeds: {again['mean']:.4f}{ci} [{runs}]")
     for key, value in (b["plan"] or {}).items():
-        click.echo(f"  {key}: {value}")
+        if value is not None:  # e.g. augment, when the study does not search it
+            click.echo(f"  {key}: {value}")
     click.echo(f"  frozen blocks: {', '.join(b['frozen_blocks'] or []) or '(none)'}")
 
 
