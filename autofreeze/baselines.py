@@ -19,6 +19,16 @@ BASELINE_NAMES = (
     "from_scratch",
 )
 
+# each recipe in words, for the notes and the report
+RECIPE_WORDS = {
+    "linear_probe": "linear probe: every block frozen, the head trains",
+    "full_finetune_low_lr": "full fine-tuning with the backbone at a tenth of the head's LR",
+    "freeze_first_half": "the first half of the blocks frozen, the rest fine-tuned",
+    "gradual_unfreezing": "gradual unfreezing (ULMFiT): one more block from the head each epoch",
+    "lp_ft": "linear probe, then fine-tune (LP-FT) at a lower LR",
+    "from_scratch": "random initialisation, every block trains (no transfer)",
+}
+
 
 def recipes(n_blocks: int, epochs: int) -> dict[str, FreezePlan]:
     """The recipes for a backbone of ``n_blocks`` blocks trained for ``epochs`` epochs."""

@@ -34,6 +34,7 @@ FAIL_REASON = "fail_reason"  # why the objective failed a trial (such a failure 
 OVER_BUDGET = "over_budget"  # a trial started after other workers had taken the last of the budget
 PLAN = "plan"
 FROZEN_BLOCKS = "frozen_blocks"
+BLOCKS = "blocks"  # every block's name, from the input (the rows of the freeze map)
 FROZEN_PARAM_FRACTION = "frozen_param_fraction"
 SCHEDULE = "schedule"
 FEATURE_CACHE = "feature_cache"  # whether the trial trained on cached frozen work
@@ -156,6 +157,7 @@ def write_plan(trial: optuna.Trial, plan: FreezePlan, backbone: Backbone) -> Non
     total = sum(p.numel() for p in backbone.model.parameters())
     trial.set_user_attr(PLAN, plan.to_dict())
     trial.set_user_attr(FROZEN_BLOCKS, [b.name for b in frozen])
+    trial.set_user_attr(BLOCKS, [b.name for b in backbone.blocks])
     trial.set_user_attr(
         FROZEN_PARAM_FRACTION,
         round(sum(backbone.block_param_count(b) for b in frozen) / total, 6),
@@ -178,6 +180,9 @@ def write_result(trial: optuna.Trial, result: FitResult) -> None:
                 "val_accuracy": round(e.val_accuracy, 5),
                 "val_loss": round(e.val_loss, 5),
                 "train_loss": round(e.train_loss, 5),
+                "trainable_from": e.first_trainable,  # blocks below it were frozen
+                "cached": e.cached,  # blocks below it ran from a cache
+                "lrs": {k: float(f"{v:.3g}") for k, v in e.lrs.items()},
             }
             for e in result.history
         ],

@@ -29,15 +29,8 @@ from autofreeze.schedules import Schedule
 from autofreeze.split import Split, SuffixNet
 from autofreeze.tensors import TensorSplit, prefetched
 
-__all__ = [
-    "EpochResult",
-    "FitResult",
-    "TrainConfig",
-    "Trainer",
-    "TrainingDiverged",
-    "fit",
-    "lr_factor",
-]
+__all__ = ["EpochResult", "FitResult", "TrainConfig", "Trainer", "TrainingDiverged", "fit"]
+__all__ += ["lr_factor"]
 
 log = logging.getLogger("autofreeze.train")
 SYNC_EVERY = 16  # optimizer steps between two reads of the loss by the host
@@ -58,6 +51,7 @@ class EpochResult:
     seconds: float
     lrs: dict[str, float] = field(default_factory=dict)
     event: str = ""  # the phase change at the start of this epoch, if any
+    cached: int = 0  # blocks 0..cached-1 ran from a cache this epoch (n_blocks: head only)
 
 
 @dataclass
@@ -100,7 +94,8 @@ class Trainer:
         self.events: list[str] = []
         # blocks a schedule freezes for good -> (split, train, val) at that boundary, or None
         self.refreeze: Callable[[int], tuple[Split, TensorSplit, TensorSplit] | None] | None = None
-        self.cached_at = 0  # blocks below it run from a cache
+        self.cached_at = 0  # blocks below it are not cached again (tried once per boundary)
+        self.cached = 0  # blocks below it run from a cache
         # images are augmented per batch unless the trial trains on cached (augmented) views
         self.policy = plan.augment or cfg.augment
         self.augment_online = self.policy != "none"
@@ -239,6 +234,7 @@ class Trainer:
         """Train only ``classifier``, on cached pre-logits features instead of images."""
         self.net = classifier
         self.forward = classifier
+        self.cached = self.backbone.n_blocks
         self.augment_online = False
 
     def use_prefix(self, split: Split) -> None:
@@ -246,7 +242,7 @@ class Trainer:
         from the boundary on and the head), in the mode the model is in."""
         self.net = SuffixNet(split, self.model)
         self.forward = torch.compile(self.net) if self.cfg.compile else self.net
-        self.cached_at = split.boundary
+        self.cached_at = self.cached = split.boundary
         self.augment_online = False
 
     def _cache_from(self, first: int, epoch: int, data: tuple[TensorSplit, TensorSplit]) -> Any:
@@ -299,6 +295,7 @@ class Trainer:
                 val_accuracy=val_acc,
                 seconds=time.perf_counter() - t0,
                 event="; ".join(self.events[n_events:]),
+                cached=self.cached,
                 lrs={
                     g["name"].removesuffix(":no_wd"): g["planned_lr"] * lr_scale
                     for g in self.optimizer.param_groups

@@ -1,0 +1,350 @@
+"""A trial and a study told in words: the plan, the freeze map, the cost, the outcome.
+
+Everything here reads only what :mod:`autofreeze.records` stores, so the same text is written
+into optuna-dashboard's notes (:mod:`autofreeze.publish`), the report (:mod:`autofreeze.report`)
+and the terminal, for trials of any worker and any autofreeze version that stored a history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autofreeze import records
+from autofreeze.baselines import RECIPE_WORDS
+
+FROZEN, TRAINING, CACHED = "frozen", "training", "cached"
+SOURCE_WORDS = {
+    "computed": "computed by this trial",
+    "memory": "read from memory",
+    "disk": "read from disk",
+}
+
+
+def _lr(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2g}"
+
+
+def schedule_words(plan: dict[str, Any], n_blocks: int | None = None) -> str:
+    """How the plan's schedule moves the boundary over training, in one phrase."""
+    k, knobs, schedule = (
+        plan.get("boundary", 0),
+        plan.get("schedule_params") or {},
+        plan.get("schedule", "static"),
+    )
+    of = f" of {n_blocks}" if n_blocks is not None else ""
+    frozen = "no block frozen" if k == 0 else f"blocks 0-{k - 1}{of} frozen"
+    if n_blocks is not None and k >= n_blocks:
+        frozen = f"all {n_blocks} blocks frozen (head only)"
+    if schedule == "static":
+        return f"{frozen} throughout"
+    if schedule == "gradual":
+        every = knobs.get("every", 1)
+        return (
+            f"head only at first, then one block unfrozen every {every} epoch"
+            f"{'s' if every != 1 else ''} down to block {k}"
+        )
+    if schedule == "lp_ft":
+        return (
+            f"head only for {knobs.get('lp_epochs', '?')} epochs, then fine-tune from block {k} "
+            f"at {knobs.get('ft_lr_scale', 1):.2g}x the LRs"
+        )
+    if schedule == "freezeout":
+        return (
+            f"{frozen} at first; FreezeOut freezes the rest from the input, the first at "
+            f"{knobs.get('t_0', '?')} of training ({knobs.get('scaling', 'linear')} spacing)"
+        )
+    if schedule == "autofreeze":
+        return (
+            f"{frozen} at first; AutoFreeze freezes a block whose gradient change falls below "
+            f"the {knobs.get('percentile', '?')} percentile, checked every "
+            f"{knobs.get('interval', '?')} epochs"
+        )
+    words = ", ".join(f"{n}={v}" for n, v in knobs.items())
+    return f"{frozen}, schedule {schedule}{' (' + words + ')' if words else ''}"
+
+
+def plan_words(plan: dict[str, Any], n_blocks: int | None = None) -> str:
+    """The whole plan in one sentence a reviewer reads without the parameter names."""
+    if not plan:
+        return "(no plan recorded)"
+    parts = [schedule_words(plan, n_blocks)]
+    parts.append(f"head LR {_lr(plan.get('head_lr'))}")
+    if plan.get("boundary", 0) < (n_blocks if n_blocks is not None else 1 << 30) or plan.get(
+        "schedule"
+    ) not in (None, "static"):
+        decay = plan.get("layer_decay", 1.0)
+        parts.append(
+            f"backbone at {plan.get('backbone_lr_ratio', 1.0):.2g}x"
+            + (f" with layer decay {decay:.2g}" if decay != 1.0 else "")
+        )
+    parts.append(f"BatchNorm {plan.get('bn_mode', 'eval')} in frozen blocks")
+    if plan.get("init") == "scratch":
+        parts.append("random init")
+    if plan.get("augment"):
+        parts.append(f"augment {plan['augment']}")
+    return "; ".join(parts)
+
+
+def trial_title(t: FrozenTrial) -> str:
+    """``trial 4 · baseline lp_ft`` or ``trial 12 · searched``."""
+    name = records.name(t)
+    kind = (
+        "baseline"
+        if records.baseline(t)
+        else "probe's plan"
+        if t.user_attrs.get(records.PRIOR)
+        else ""
+    )
+    return f"trial {t.number} · {kind + ' ' if kind else ''}{name}"
+
+
+@dataclass
+class FreezeMap:
+    """Which block did what in which epoch: ``cells[block][epoch]`` is frozen, training or
+    cached (frozen, and its output read from a cache); ``lrs[block][epoch]`` the LR of a
+    training block; the last row is the head."""
+
+    blocks: list[str]
+    epochs: list[int]
+    cells: list[list[str]]
+    lrs: list[list[float | None]]
+    bn_mode: str
+
+    def rows(self) -> list[tuple[str, list[str]]]:
+        """Each row's label and its cells as text: the LR where the group trains."""
+        out = []
+        for name, cells, lrs in zip(self.blocks, self.cells, self.lrs, strict=True):
+            shown = [_lr(lr) if c == TRAINING else c for c, lr in zip(cells, lrs, strict=True)]
+            out.append((name, shown))
+        return out
+
+
+def freeze_map(t: FrozenTrial) -> FreezeMap | None:
+    """The trial's freeze map from its history; None before its first epoch."""
+    history = t.user_attrs.get(records.HISTORY) or []
+    plan = records.plan(t)
+    blocks = t.user_attrs.get(records.BLOCKS)
+    if not history or not plan:
+        return None
+    if blocks is None:  # a study of an older version: names of the frozen blocks only
+        n = max(plan.get("boundary", 0), max(h.get("trainable_from", 0) for h in history))
+        blocks = [f"block{i}" for i in range(n)]
+    n = len(blocks)
+    cells: list[list[str]] = [[] for _ in range(n + 1)]
+    lrs: list[list[float | None]] = [[] for _ in range(n + 1)]
+    for h in history:
+        first = h.get("trainable_from", plan.get("boundary", 0))
+        cached = h.get("cached", 0)
+        group_lrs = h.get("lrs") or {}
+        for i in range(n):
+            state = CACHED if i < cached else FROZEN if i < first else TRAINING
+            cells[i].append(state)
+            lrs[i].append(group_lrs.get(f"block{i}") if state == TRAINING else None)
+        cells[n].append(TRAINING)
+        lrs[n].append(group_lrs.get("head", plan.get("head_lr")))
+    return FreezeMap(
+        blocks=[*blocks, "head"],
+        epochs=[h["epoch"] for h in history],
+        cells=cells,
+        lrs=lrs,
+        bn_mode=plan.get("bn_mode", "eval"),
+    )
+
+
+def md_table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        return "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v).replace("|", "/") for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def freeze_map_markdown(fm: FreezeMap) -> str:
+    """Blocks as rows (input first), epochs as columns; a training cell shows its LR."""
+    header = ["block", *(f"ep {e}" for e in fm.epochs)]
+    table = md_table(header, [[name, *cells] for name, cells in fm.rows()])
+    return (
+        f"{table}\n\n*frozen*: no gradient, BatchNorm `{fm.bn_mode}`; *cached*: frozen and its "
+        "output read from the cache; a number: the block trains at that learning rate."
+    )
+
+
+def outcome(t: FrozenTrial, metric: str) -> str:
+    """What became of the trial, in words."""
+    value = "-" if t.value is None else f"{t.value:.4f}"
+    if t.state == TrialState.COMPLETE:
+        return f"complete: {metric} {value}"
+    if t.state == TrialState.PRUNED:
+        at = t.user_attrs.get(records.PRUNED_AT_EPOCH)
+        return f"pruned at epoch {at}: it trailed the other trials there" if at else "pruned"
+    if t.state == TrialState.FAIL:
+        return f"failed: {records.fail_reason(t) or 'interrupted; re-queued'}"
+    return t.state.name.lower()
+
+
+def cost_rows(t: FrozenTrial) -> list[list[Any]]:
+    a = t.user_attrs
+    rows = [
+        ["wall time (s)", a.get(records.SECONDS)],
+        ["trainable parameters (most at once)", a.get("trainable_params")],
+        ["frozen share of the parameters", a.get(records.FROZEN_PARAM_FRACTION)],
+        ["training examples per second", a.get("train_examples_per_second")],
+        ["peak memory (MB)", a.get("peak_memory_mb")],
+    ]
+    cache = a.get(records.CACHE)
+    if cache:
+        where = (
+            f"not cached at block {cache.get('boundary')}: {cache.get('reason')}"
+            if cache.get("kind") == "none"
+            else f"{cache['kind']} cache of blocks 0-{cache['boundary'] - 1} "
+            f"({SOURCE_WORDS.get(cache.get('source'), cache.get('source'))})"
+        )
+        rows.append(["frozen work", where])
+    return [r for r in rows if r[1] is not None]
+
+
+def trial_note(t: FrozenTrial, metric: str) -> str:
+    """The Markdown note optuna-dashboard shows on the trial's page."""
+    plan = records.plan(t)
+    blocks = t.user_attrs.get(records.BLOCKS)
+    n = len(blocks) if blocks else None
+    lines = [f"## {trial_title(t)}", "", f"**{outcome(t, metric)}**", ""]
+    if records.baseline(t):
+        lines += [f"Textbook recipe: {RECIPE_WORDS.get(records.baseline(t), '')}.", ""]
+    lines += [f"**Plan:** {plan_words(plan, n)}.", ""]
+    fm = freeze_map(t)
+    if fm is not None:
+        lines += ["### Freeze map", "", freeze_map_markdown(fm), ""]
+    events = t.user_attrs.get(records.PHASE_EVENTS) or []
+    if events:
+        lines += ["### Phase changes", "", *(f"- {e}" for e in events), ""]
+    history = t.user_attrs.get(records.HISTORY) or []
+    if history:
+        rows = [
+            [h["epoch"], h["phase"], h["train_loss"], h["val_loss"], h["val_accuracy"]]
+            for h in history
+        ]
+        header = ["epoch", "phase", "train loss", "val loss", "val accuracy"]
+        lines += ["### Learning curve", "", md_table(header, rows), ""]
+    costs = cost_rows(t)
+    if costs:
+        lines += ["### Cost", "", md_table(["", "value"], costs), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def improving(study: optuna.Study) -> str:
+    """Whether the search was still finding better plans when it stopped, in words."""
+    counted = [
+        t for t in study.get_trials(deepcopy=False) if records.counts(t) and t.value is not None
+    ]
+    if not counted:
+        return "no finished trial yet"
+    sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+    best, last_gain, gains = None, 0, 0
+    for i, t in enumerate(counted):
+        if best is None or sign * (t.value - best) > 0:
+            best, last_gain, gains = t.value, i + 1, gains + 1
+    n = len(counted)
+    since = n - last_gain
+    verdict = (
+        "still improving: raise the budget (--n-trials) to search on"
+        if since < max(3, n // 4)
+        else "it had settled: no better plan in the last trials"
+    )
+    return (
+        f"the best value was found at finished trial {last_gain} of {n} ({gains} improvements); "
+        f"{since} trials since; {verdict}"
+    )
+
+
+DIFF_FIELDS = (
+    ("boundary", "frozen blocks"),
+    ("schedule", "schedule"),
+    ("head_lr", "head LR"),
+    ("backbone_lr_ratio", "backbone LR ratio"),
+    ("layer_decay", "layer decay"),
+    ("weight_decay", "weight decay"),
+    ("bn_mode", "BatchNorm"),
+    ("init", "init"),
+    ("augment", "augment"),
+)
+
+
+def plan_diff(mine: dict[str, Any], other: dict[str, Any]) -> str:
+    """How plan ``mine`` differs from ``other``: ``frozen blocks 3 (vs 0); head LR 0.0031
+    (vs 0.01)``; knobs are compared when the schedules agree."""
+
+    def show(v: Any) -> str:
+        return f"{v:.2g}" if isinstance(v, float) else str(v)
+
+    out = []
+    for key, label in DIFF_FIELDS:
+        a, b = mine.get(key), other.get(key)
+        if a is None and b is None:
+            continue
+        same = a == b or (isinstance(a, float) and isinstance(b, float) and abs(a - b) <= 1e-9)
+        if not same:
+            out.append(f"{label} {show(a)} (vs {show(b)})")
+    if mine.get("schedule") == other.get("schedule"):
+        for k, v in (mine.get("schedule_params") or {}).items():
+            w = (other.get("schedule_params") or {}).get(k)
+            if v != w:
+                out.append(f"{k} {show(v)} (vs {show(w)})")
+    return "; ".join(out) or "the same plan"
+
+
+def study_note(study: optuna.Study, metric: str, report_hint: str = "") -> str:
+    """The Markdown note on the study's page: the best plan against every baseline, whether
+    the search was still improving, and where the report is."""
+    from autofreeze.study import best_trial
+
+    trials = study.get_trials(deepcopy=False)
+    done = sum(records.counts(t) for t in trials)
+    lines = [f"## {study.study_name}: which freeze plan wins on {metric}", ""]
+    best = best_trial(study)
+    if best is None:
+        return "\n".join([*lines, "No finished trial yet.", ""])
+    bplan = records.plan(best)
+    blocks = best.user_attrs.get(records.BLOCKS)
+    n = len(blocks) if blocks else None
+    lines += [
+        f"**Best: {trial_title(best)}**, {metric} {best.value:.4f} after {done} trials.",
+        "",
+        f"Plan: {plan_words(bplan, n)}.",
+        "",
+    ]
+    choice = study.user_attrs.get(records.CHOICE)
+    if choice:
+        ci = f" ± {choice['ci95']:.4f}" if choice.get("ci95") is not None else ""
+        lines += [
+            f"Re-run with {len(choice['values'])} seeds: mean {choice['mean']:.4f}{ci} (95 %).",
+            "",
+        ]
+    rows = []
+    for t in trials:
+        if (
+            records.baseline(t)
+            and t.state != TrialState.RUNNING
+            and records.RETRY_OF not in (t.user_attrs)
+        ):
+            delta = None if t.value is None else best.value - t.value
+            rows.append(
+                [
+                    f"{records.baseline(t)} (trial {t.number})",
+                    t.value,
+                    None if delta is None else f"{delta:+.4f}",
+                    plan_diff(bplan, records.plan(t)),
+                ]
+            )
+    if rows:
+        header = ["textbook recipe", metric, "best minus recipe", "the best plan differs in"]
+        lines += ["### Best against the textbook recipes", "", md_table(header, rows), ""]
+    lines += [f"Search progress: {improving(study)}.", ""]
+    if report_hint:
+        lines += [report_hint, ""]
+    return "\n".join(lines)
