@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import optuna
 
-from autofreeze.config import FloatRange, SearchSection
+from autofreeze.config_search import FloatRange, SearchSection
 from autofreeze.errors import ConfigError
 from autofreeze.plan import FreezePlan
 from autofreeze.registry import Registry
