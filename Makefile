@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	touch $(STAMP)
 
 test: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium for tests/test_browser.py"; \
+	  (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) </dev/null || \
+	  echo "chromium not installed: the browser tests will be skipped"; }
 	$(BIN)/ruff check $(SRC)
 	$(BIN)/ruff format --check $(SRC)
 	$(BIN)/python -m pytest -q
@@ -29,4 +33,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format $(SRC)
 
 clean:
-	rm -rf $(VENV) studies/*.db studies/.cache
+	rm -rf $(VENV) studies/*.db studies/.cache studies/*-artifacts

@@ -105,14 +105,16 @@ def train_best(
     on: str = "train+val",
     epochs: int | None = None,
     progress: Progress = stderr_progress,
+    trial: int | None = None,
 ) -> dict[str, Any]:
-    """Train the best plan of ``cfg``'s study with the config the study ran (its epochs, data
+    """Train the best plan of ``cfg``'s study, or trial number ``trial``'s (any point of a
+    multi-objective study's Pareto front), with the config the study ran (its epochs, data
     and weights): by default the final model, on train and validation; ``on="train"``
     reproduces the trial. ``epochs`` overrides."""
     from autofreeze.storage import load_existing_study
-    from autofreeze.study import best_plan, stored_config
+    from autofreeze.study import best_plan, stored_config, trial_plan
 
     study = load_existing_study(cfg.storage_url, cfg.study.name)
-    plan = best_plan(study)
+    plan = best_plan(study) if trial is None else trial_plan(study, trial)
     ran = stored_config(study, cfg.storage_url, {"training.epochs": epochs})
     return train_checkpoint(ran, plan, out, on=on, progress=progress)

@@ -28,6 +28,12 @@ from autofreeze.errors import ConfigError
 from autofreeze.plan import Augment
 
 METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
+# costs a multi-objective study can minimise next to the metric, each a trial user attr
+COSTS = {
+    "train_seconds": "seconds",
+    "trainable_params": "trainable_params",
+    "peak_memory_mb": "peak_memory_mb",
+}
 
 
 class StudySection(_Strict):
@@ -49,10 +55,40 @@ class StudySection(_Strict):
     probe: bool = True  # per-block transferability probe before the first trial
     reevaluate: int = Field(default=3, ge=0)  # top plans re-run before one is named best
     reevaluate_seeds: int = Field(default=2, ge=0)  # extra seeds per re-run plan
+    # a multi-objective study: the metric, then costs to minimise (the Pareto front is kept)
+    objectives: list[str] | None = None
+    dashboard: bool = True  # notes, figures and artifacts for optuna-dashboard and the report
+    artifacts: str | None = None  # the artifact folder (default: <name>-artifacts beside it)
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not 2 <= len(v) <= 3 or v[0] not in METRICS or len(set(v)) != len(v):
+            raise ValueError(
+                f"is a metric ({' or '.join(METRICS)}) then one or two costs, each once, "
+                f'e.g. ["val_accuracy", "train_seconds"]; not {v}'
+            )
+        unknown = [c for c in v[1:] if c not in COSTS]
+        if unknown:
+            raise ValueError(f"unknown cost {unknown[0]!r} (costs: {', '.join(COSTS)})")
+        return v
+
+    @model_validator(mode="after")
+    def _metric_first(self) -> StudySection:
+        if self.objectives and self.objectives[0] != self.metric:
+            self.metric = self.objectives[0]  # type: ignore[assignment]
+        return self
 
     @property
     def direction(self) -> str:
         return METRICS[self.metric]
+
+    @property
+    def directions(self) -> list[str]:
+        """One per objective: the metric's, then minimize for every cost."""
+        return [self.direction] + ["minimize"] * len((self.objectives or [])[1:])
 
 
 class PretrainSection(_Strict):
@@ -167,6 +203,11 @@ class StudyConfig(_Strict):
         if self.study.storage:
             return self.study.storage
         return f"sqlite:///{self.resolve(self.study.name + '.db')}"
+
+    @property
+    def artifact_dir(self) -> Path:
+        """Where the study's figures live (Optuna's artifact store; share it across machines)."""
+        return Path(self.resolve(self.study.artifacts or f"{self.study.name}-artifacts"))
 
     def weights_path(self) -> str:
         w = self.backbone.weights

@@ -238,7 +238,7 @@ def _decode_to(
 
 def _bar(n: int, label: str, progress: Progress) -> Any:
     """A progress bar on a terminal's stderr (none for quiet callers or logs)."""
-    if progress is quiet or not sys.stderr.isatty():
+    if progress is quiet or getattr(progress, "silent", False) or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 

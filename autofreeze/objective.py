@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import optuna
 import torch
+from optuna.trial import TrialState
 
 from autofreeze import records
 from autofreeze.backbones import Backbone
@@ -23,8 +25,9 @@ from autofreeze.cache import (
     refreezer,
 )
 from autofreeze.cache_store import CACHE_FOLDER
+from autofreeze.config import COSTS
 from autofreeze.plan import FreezePlan
-from autofreeze.progress import Progress, quiet
+from autofreeze.progress import Progress, detail, quiet
 from autofreeze.space import SearchSpace
 from autofreeze.split import SplitError
 from autofreeze.train import EpochResult, TrainingDiverged, fit
@@ -54,19 +57,29 @@ class Objective:
         self._said: set[str] = set()
         self.current_trial: int | None = None
         self.training = False  # True while a trial's own code runs (Ctrl-C may cut it)
+        # called as on_end(trial, state, value) once a trial ran, before Optuna is told
+        self.on_end: Callable[[optuna.Trial, TrialState, Any], None] | None = None
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         self.current_trial = trial.number
         self._check_budget(trial)
         self.training = True
         t0 = time.perf_counter()  # the trial's wall time: building, caching and training
+        state, value = TrialState.FAIL, None
         try:
-            return self._run(trial)
+            value = self._run(trial)
+            state = TrialState.COMPLETE
+            return value
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+            raise
         finally:
             records.write_seconds(trial, time.perf_counter() - t0)
             self.training = False
+            if self.on_end is not None and (state != TrialState.FAIL or records.fail_reason(trial)):
+                self.on_end(trial, state, value)
 
-    def _run(self, trial: optuna.Trial) -> float:
+    def _run(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         prepared, cfg = self.prepared, self.prepared.cfg
         plan = self.space.suggest(trial)
         seed = trial.user_attrs.get(records.SEED, cfg.training.seed)  # other for re-evaluations
@@ -75,21 +88,29 @@ class Objective:
         records.write_plan(trial, plan, backbone)
         schedule = prepared.schedule(plan)
         baseline = records.baseline(trial)
-        # baselines and re-evaluations always run to the end
-        prunable = baseline is None and records.reevaluation_of(trial) is None
+        # baselines and re-evaluations always run to the end; Optuna prunes one objective only
+        multi = bool(cfg.study.objectives)
+        prunable = baseline is None and records.reevaluation_of(trial) is None and not multi
         metric, epochs = cfg.study.metric, cfg.training.epochs
         label = f"#{trial.number} {baseline or records.SEARCHED}"
 
+        seen: list[EpochResult] = []
+
         def report(r: EpochResult) -> None:
             value = getattr(r, metric)
-            trial.report(value, step=r.epoch)  # the common axis is the epoch
+            seen.append(r)
+            if not multi:  # Optuna keeps no intermediate values of a multi-objective trial
+                trial.report(value, step=r.epoch)  # the common axis is the epoch
             if r.event:
-                self.progress(f"  {label} {r.event}")
-            self.progress(f"  {label} epoch {r.epoch}/{epochs} [{r.phase}] {metric}={value:.4f}")
+                detail(self.progress, f"  {label} {r.event}")
+            line = f"  {label} epoch {r.epoch}/{epochs} [{r.phase}] {metric}={value:.4f}"
+            detail(self.progress, line)
             # a head-only warm-up (gradual, lp_ft) is not judged before its backbone trains
             warm_up = r.first_trainable == backbone.n_blocks > plan.boundary
-            if prunable and not warm_up and trial.should_prune():
+            # a trial at its last epoch has finished: the pruner is not asked, it completes
+            if prunable and not warm_up and r.epoch < epochs and trial.should_prune():
                 trial.set_user_attr(records.PRUNED_AT_EPOCH, r.epoch)
+                records.write_history(trial, seen)  # its curves and freeze map so far
                 raise optuna.TrialPruned(f"pruned at epoch {r.epoch} ({metric}={value:.4f})")
 
         features, prefix = None, None
@@ -126,6 +147,7 @@ class Objective:
                 else self._refreeze(backbone, plan, views),
             )
         except TrainingDiverged as exc:
+            records.write_history(trial, seen)  # the epochs before it diverged
             raise self._fail(trial, f"diverged: {exc}") from None
         except torch.OutOfMemoryError:
             raise self._fail(trial, "out of memory") from None
@@ -133,6 +155,8 @@ class Objective:
         value = getattr(result.final, metric)
         if not math.isfinite(value):
             raise self._fail(trial, f"{metric} is {value}")
+        if multi:  # the metric, then each cost (the Pareto front trades them)
+            return (value, *(float(result.cost[COSTS[c]]) for c in cfg.study.objectives[1:]))
         return value
 
     def _prefix(

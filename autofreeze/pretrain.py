@@ -10,7 +10,7 @@ from autofreeze.build import prepare
 from autofreeze.config import StudyConfig
 from autofreeze.errors import WeightsError
 from autofreeze.plan import FreezePlan
-from autofreeze.progress import Progress, stderr_progress
+from autofreeze.progress import Progress, detail, stderr_progress
 from autofreeze.registry import Registry
 from autofreeze.train import fit
 from autofreeze.weights import save_state
@@ -62,8 +62,9 @@ def ensure_weights(
         prepared.train,
         prepared.val,
         settings,
-        callback=lambda r: progress(
-            f"  pretrain epoch {r.epoch}/{recipe.epochs} val_accuracy={r.val_accuracy:.3f}"
+        callback=lambda r: detail(
+            progress,
+            f"  pretrain epoch {r.epoch}/{recipe.epochs} val_accuracy={r.val_accuracy:.3f}",
         ),
     )
     accuracy = result.final.val_accuracy

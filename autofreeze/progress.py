@@ -1,4 +1,10 @@
-"""Where progress goes: a callable taking one line. The CLI prints it on stderr."""
+"""Where progress goes: a callable taking one line. The CLI prints it on stderr.
+
+A line is a note (always shown but with ``--quiet``) or a detail (each epoch, each finished
+trial: shown with ``-v``): code that says a detail calls :func:`detail`, which hands it to the
+progress's ``detail`` method if it has one (the terminal display, :mod:`autofreeze.terminal`)
+and to the progress itself otherwise, so a plain callable still gets every line.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,12 @@ import errno
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 Progress = Callable[[str], None]
+
+# how a worker started by `autofreeze search` marks a detail line for its parent (--relay)
+DETAIL_TAG = "[detail] "
 
 _output_lost = False
 
@@ -22,20 +32,46 @@ def output_lost() -> bool:
 
 
 def stderr_progress(msg: str) -> None:
-    global _output_lost
     if _output_lost:
         return
     try:
         print(msg, file=sys.stderr, flush=True)
     except OSError as exc:
-        if not isinstance(exc, BrokenPipeError) and exc.errno not in (errno.EPIPE, errno.EIO):
-            raise
-        _output_lost = True
-        # whatever is still buffered, and every later write, goes nowhere instead of raising
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stderr.fileno())
+        lose_output(exc)
+
+
+def lose_output(exc: OSError) -> None:
+    """Stderr went away (``exc``: the write that failed): say so to :func:`output_lost`."""
+    global _output_lost
+    if not isinstance(exc, BrokenPipeError) and exc.errno not in (errno.EPIPE, errno.EIO):
+        raise exc
+    _output_lost = True
+    # whatever is still buffered, and every later write, goes nowhere instead of raising
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.__stderr__.fileno() if sys.__stderr__ else 2)
+    finally:
         os.close(devnull)
 
 
 def quiet(msg: str) -> None:
     """Progress that goes nowhere (library use, tests)."""
+
+
+def detail(progress: Progress, msg: str) -> None:
+    """Say a detail line: to ``progress.detail`` if there is one, else to ``progress``."""
+    getattr(progress, "detail", progress)(msg)
+
+
+def watch(progress: Progress, study: Any, cfg: Any, **context: Any) -> None:
+    """Let a progress that can show a study's trials live (``progress.watch``) follow it."""
+    start = getattr(progress, "watch", None)
+    if start is not None:
+        start(study, cfg, **context)
+
+
+def unwatch(progress: Progress) -> None:
+    """Stop following the study (see :func:`watch`); the display says how it ended."""
+    stop = getattr(progress, "unwatch", None)
+    if stop is not None:
+        stop()

@@ -78,6 +78,16 @@ def initial_design(trials: list[FrozenTrial]) -> int:
     )
 
 
+def metric_value(trial: FrozenTrial) -> float | None:
+    """The trial's metric: its value, or its first value in a multi-objective study."""
+    return trial.values[0] if trial.values else None
+
+
+def maximizes(study: optuna.Study) -> bool:
+    """Whether the study's metric (its first objective) is maximised."""
+    return study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+
+
 def fail_reason(trial: FrozenTrial) -> str:
     return trial.user_attrs.get(FAIL_REASON, "")
 
@@ -171,6 +181,11 @@ def write_result(trial: optuna.Trial, result: FitResult) -> None:
     for key, value in result.cost.items():
         if key != SECONDS:
             trial.set_user_attr(key, round(value, 3))
+    write_history(trial, result.history)
+
+
+def write_history(trial: optuna.Trial, history: list[Any]) -> None:
+    """The learning curves and freeze state of each epoch run (also of a pruned trial)."""
     trial.set_user_attr(
         HISTORY,
         [
@@ -184,7 +199,7 @@ def write_result(trial: optuna.Trial, result: FitResult) -> None:
                 "cached": e.cached,  # blocks below it ran from a cache
                 "lrs": {k: float(f"{v:.3g}") for k, v in e.lrs.items()},
             }
-            for e in result.history
+            for e in history
         ],
     )
 

@@ -130,8 +130,10 @@ def reevaluate(
     base_seed: int,
     progress: Progress,
     catch: tuple[type[Exception], ...] = (),
+    callbacks: list[Any] | None = None,
 ) -> dict[str, Any] | None:
-    """Re-run the top ``k`` plans ``seeds`` more times, store and return the choice."""
+    """Re-run the top ``k`` plans ``seeds`` more times, store and return the choice
+    (``callbacks`` as in ``study.optimize``: called after each re-run)."""
     if k < 1 or seeds < 1:
         return None
     top = top_plans(study, k)
@@ -144,7 +146,7 @@ def reevaluate(
     )
     if waiting:
         progress(f"re-evaluating the top {len(top)} plans with {seeds} more seeds each")
-        study.optimize(objective, n_trials=waiting, catch=catch)
+        study.optimize(objective, n_trials=waiting, catch=catch, callbacks=callbacks)
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     choice = choose(summarize(study, top), maximize)
     study.set_user_attr(records.CHOICE, choice)
@@ -155,3 +157,34 @@ def reevaluate(
         f"over {len(choice['values'])} runs{why}"
     )
     return choice
+
+
+def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
+    """The final choice of a multi-objective study: its complete trials that no other beats in
+    every objective (best metric first). Re-evaluations and duplicates of a plan are left out."""
+    runs = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state == TrialState.COMPLETE
+        and records.reevaluation_of(t) is None
+        and t.values
+        and all(math.isfinite(v) for v in t.values)
+    ]
+    # every objective as "smaller is better"
+    signs = [-1 if d == optuna.study.StudyDirection.MAXIMIZE else 1 for d in study.directions]
+
+    def key(t: FrozenTrial) -> list[float]:
+        return [s * v for s, v in zip(signs, t.values, strict=True)]
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
+
+    keys = {t.number: key(t) for t in runs}
+    front = [t for t in runs if not any(dominates(keys[o.number], keys[t.number]) for o in runs)]
+    front.sort(key=lambda t: keys[t.number])
+    seen, out = set(), []
+    for t in front:  # equal values: the first trial stands for them
+        if tuple(keys[t.number]) not in seen:
+            seen.add(tuple(keys[t.number]))
+            out.append(t)
+    return out

@@ -1,17 +1,19 @@
 """What a reviewer reads: trial rows, the best plan, the comparison with the baselines, and
-the terminal tables and progress lines they are printed as."""
+the progress lines of a search (the tables they are printed as: :mod:`autofreeze.tables`)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autofreeze import records
+from autofreeze.reevaluation import pareto_front
 from autofreeze.study import best_trial
+from autofreeze.tables import short_plan
+from autofreeze.timing import duration, eta
 
 # the columns of `autofreeze trials`, each a key of trial_row()
 TRIAL_COLUMNS = (
@@ -44,7 +46,7 @@ def trial_row(t: FrozenTrial) -> dict[str, Any]:
         "number": t.number,
         "name": "" if records.name(t) == records.SEARCHED else records.name(t),
         "state": t.state.name,
-        "value": t.value,
+        "value": records.metric_value(t),
         "boundary": plan.get("boundary"),
         "schedule": plan.get("schedule"),
         "knobs": ",".join(f"{k}={_fmt(v)}" for k, v in plan.get("schedule_params", {}).items()),
@@ -54,9 +56,11 @@ def trial_row(t: FrozenTrial) -> dict[str, Any]:
         "layer_decay": plan.get("layer_decay"),
         "bn_mode": plan.get("bn_mode"),
         "frozen_fraction": t.user_attrs.get(records.FROZEN_PARAM_FRACTION),
-        "epochs_run": len(t.intermediate_values),
+        "epochs_run": len(t.intermediate_values or t.user_attrs.get(records.HISTORY) or []),
         "seconds": t.user_attrs.get(records.SECONDS),
         "reason": records.fail_reason(t),
+        "values": t.values,  # every objective's, in order (a multi-objective study has several)
+        "plan": short_plan(plan, len(t.user_attrs.get(records.BLOCKS) or []) or None),
     }
 
 
@@ -72,12 +76,12 @@ def best_summary(study: optuna.Study) -> dict[str, Any]:
     best = best_trial(study)
     if best is None:
         return {"study": study.study_name, "best": None}
-    return {
+    summary = {
         "study": study.study_name,
-        "direction": study.direction.name.lower(),
+        "direction": study.directions[0].name.lower(),
         "best": {
             "number": best.number,
-            "value": best.value,
+            "value": records.metric_value(best),
             "name": records.name(best),
             "plan": best.user_attrs.get(records.PLAN),
             "params": best.params,
@@ -87,6 +91,13 @@ def best_summary(study: optuna.Study) -> dict[str, Any]:
             "reevaluation": study.user_attrs.get(records.CHOICE),
         },
     }
+    if len(study.directions) > 1:  # the choice is the front: best metric first, cheapest last
+        summary["objectives"] = study.metric_names
+        summary["directions"] = [d.name.lower() for d in study.directions]
+        summary["pareto_front"] = [
+            {**trial_row(t), "values": t.values} for t in pareto_front(study)
+        ]
+    return summary
 
 
 def comparison(study: optuna.Study) -> list[dict[str, Any]]:
@@ -105,24 +116,6 @@ def comparison(study: optuna.Study) -> list[dict[str, Any]]:
     return rows
 
 
-def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """Left-aligned text columns; floats with 4 significant digits."""
-
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return "" if v is None else str(v)
-
-    cells = [[cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += [
-        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    ]
-    return "\n".join(lines)
-
-
 def trial_line(
     study: optuna.Study,
     last: FrozenTrial,
@@ -130,24 +123,43 @@ def trial_line(
     n_trials: int | None,
     t0: float,
     timeout: float | None,
+    epochs: int | None = None,
 ) -> str:
-    """One progress line per finished trial: outcome, best so far, budget and time left."""
-    value = "-" if last.value is None else f"{last.value:.4f}"
+    """One progress line per finished trial: outcome, best so far, budget and time left (from
+    the measured cost of the study's trials, :func:`autofreeze.timing.eta`)."""
+    value = records.metric_value(last)
     best = best_trial(study)
+    best_value = None if best is None else records.metric_value(best)
     elapsed = time.perf_counter() - t0
-    done, _ = records.budget(study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
+    done, _ = records.budget(trials)
     budget = f"{done}/{n_trials} done" if n_trials else f"{done} done"
     left = ""
-    if n_trials:
-        left = f", ~{max(0.0, elapsed / max(1, ran) * (n_trials - done)):.0f}s left"
+    epochs = epochs or max(  # the epochs of a complete trial: every one
+        (len(t.intermediate_values) for t in trials if t.state == TrialState.COMPLETE), default=0
+    )
+    if n_trials and epochs:
+        seconds = eta(trials, n_trials=n_trials, epochs=epochs)
+        left = f", ~{duration(seconds)} left" if seconds is not None else ""
     if timeout:
-        left += f", timeout in {max(0.0, timeout - elapsed):.0f}s"
+        left += f", timeout in {duration(max(0.0, timeout - elapsed))}"
     reason = records.fail_reason(last)
     return (
         f"#{last.number} {records.name(last)} {last.state.name.lower()}"
         f"{' (' + reason + ')' if reason else ''}"
-        f" value={value} best={'-' if best is None else f'{best.value:.4f} (#{best.number})'}"
-        f" | {budget}, {elapsed:.0f}s elapsed{left}"
+        f" value={'-' if value is None else f'{value:.4f}'}"
+        f" best={'-' if best_value is None else f'{best_value:.4f} (#{best.number})'}"
+        f" | {budget}, {duration(elapsed)} elapsed{left}"
+    )
+
+
+def spent_note(study_name: str, n_trials: int, command: str = "run") -> str:
+    """What a search (or a worker: ``command`` names the search) says when it finds the
+    study's budget spent, before the result."""
+    more = max(10, n_trials // 2)
+    return (
+        f"study {study_name!r} has used its budget of {n_trials} trials; {command} with "
+        f"--n-trials {n_trials + more} to run {more} more"
     )
 
 

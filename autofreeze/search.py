@@ -25,7 +25,8 @@ from autofreeze.errors import ConfigError, PlanError, StorageError, UnknownNameE
 from autofreeze.objective import Objective, OverBudget, TrialFailed
 from autofreeze.pretrain import ensure_weights
 from autofreeze.probe import prior_plans, run_probe
-from autofreeze.progress import Progress, output_lost, stderr_progress
+from autofreeze.progress import Progress, detail, output_lost, stderr_progress, unwatch, watch
+from autofreeze.publish import Publisher
 from autofreeze.reevaluation import reevaluate
 from autofreeze.registry import Registry
 from autofreeze.review import probe_lines, trial_line
@@ -171,21 +172,29 @@ def run_search(
     t0 = time.perf_counter()
     study, prepared, space = prepare_search(cfg, registry, progress)
     before, _ = budget(study)
+    watch(progress, study, cfg, workers=len(specs), reevaluate=True)  # a live display, if any
     if len(specs) == 1 and specs[0].device == "cpu":
         run_trials(study, prepared, space, progress)
     else:
         run_workers(specs, cfg.study.name, cfg.storage_url, progress)
-    if budget(study)[0] >= (cfg.study.n_trials or 0):  # the budget is spent: name the best
+    publisher = Publisher(cfg, progress)
+    # the budget is spent: name the best (a multi-objective study keeps its Pareto front)
+    if budget(study)[0] >= (cfg.study.n_trials or 0) and not cfg.study.objectives:
         quiet_trial_failures()
+        objective = Objective(prepared, space, progress)
+        objective.on_end = publisher.trial_figure
         reevaluate(
             study,
-            Objective(prepared, space, progress),
+            objective,
             cfg.study.reevaluate,
             cfg.study.reevaluate_seeds,
             cfg.training.seed,
             progress,
             catch=(TrialFailed, OverBudget),
+            callbacks=[publisher.trial_note],
         )
+    publisher.study_view(study)
+    unwatch(progress)
     return SearchResult(study, budget(study)[0] - before, time.perf_counter() - t0)
 
 
@@ -219,7 +228,11 @@ def join_study(
     try:
         prepared = prepare(cfg)
         space = search_space(prepared)
-        return run_trials(study, prepared, space, progress, worker_label())
+        watch(progress, study, cfg)
+        ran = run_trials(study, prepared, space, progress, worker_label())
+        unwatch(progress)
+        Publisher(cfg, progress).study_view(study)
+        return ran
     except OperationalError as exc:
         raise StorageError(
             f"lost the study database {mask_url(url)} ({str(exc.orig or exc).splitlines()[0]}); "
@@ -281,6 +294,9 @@ def run_trials(
         prepared.cfg, run_stream(study, worker), records.initial_design(trials)
     )
     objective = Objective(prepared, space, progress)
+    publisher = Publisher(prepared.cfg, progress)
+    publisher.names(study)
+    objective.on_end = publisher.trial_figure
     t0 = time.perf_counter()
     ran = 0
     with _Interrupts(objective) as interrupts:
@@ -304,7 +320,10 @@ def run_trials(
                     objective,
                     n_trials=1,
                     catch=(TrialFailed, OverBudget),
-                    callbacks=[lambda _study, trial, out=finished: out.append(trial)],
+                    callbacks=[
+                        lambda _study, trial, out=finished: out.append(trial),
+                        publisher.trial_note,
+                    ],
                 )
             except KeyboardInterrupt:
                 requeue_interrupted(study, objective.current_trial, progress)
@@ -313,7 +332,7 @@ def run_trials(
                 continue  # another worker took the last of the budget first: nothing ran
             ran += 1
             if finished:
-                progress(trial_line(study, finished[0], ran, n_trials, t0, timeout))
+                detail(progress, trial_line(study, finished[0], ran, n_trials, t0, timeout))
             if output_lost():  # nobody is watching: the trial is recorded, take no new one
                 break
     return ran

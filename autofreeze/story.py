@@ -1,4 +1,5 @@
-"""A trial and a study told in words: the plan, the freeze map, the cost, the outcome.
+"""A trial told in words: the plan, the freeze map, the cost, the outcome (the study's
+story, built on it, is :mod:`autofreeze.study_story`).
 
 Everything here reads only what :mod:`autofreeze.records` stores, so the same text is written
 into optuna-dashboard's notes (:mod:`autofreeze.publish`), the report (:mod:`autofreeze.report`)
@@ -10,18 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autofreeze import records
 from autofreeze.baselines import RECIPE_WORDS
 
 FROZEN, TRAINING, CACHED = "frozen", "training", "cached"
-SOURCE_WORDS = {
-    "computed": "computed by this trial",
-    "memory": "read from memory",
-    "disk": "read from disk",
-}
+SOURCE_WORDS = {"computed": "computed by this trial", "memory": "memory", "disk": "disk"}
 
 
 def _lr(v: float | None) -> str:
@@ -30,11 +26,8 @@ def _lr(v: float | None) -> str:
 
 def schedule_words(plan: dict[str, Any], n_blocks: int | None = None) -> str:
     """How the plan's schedule moves the boundary over training, in one phrase."""
-    k, knobs, schedule = (
-        plan.get("boundary", 0),
-        plan.get("schedule_params") or {},
-        plan.get("schedule", "static"),
-    )
+    k, schedule = plan.get("boundary", 0), plan.get("schedule", "static")
+    knobs = plan.get("schedule_params") or {}
     of = f" of {n_blocks}" if n_blocks is not None else ""
     frozen = "no block frozen" if k == 0 else f"blocks 0-{k - 1}{of} frozen"
     if n_blocks is not None and k >= n_blocks:
@@ -73,9 +66,8 @@ def plan_words(plan: dict[str, Any], n_blocks: int | None = None) -> str:
         return "(no plan recorded)"
     parts = [schedule_words(plan, n_blocks)]
     parts.append(f"head LR {_lr(plan.get('head_lr'))}")
-    if plan.get("boundary", 0) < (n_blocks if n_blocks is not None else 1 << 30) or plan.get(
-        "schedule"
-    ) not in (None, "static"):
+    head_only = n_blocks is not None and plan.get("boundary", 0) >= n_blocks
+    if not head_only or plan.get("schedule") not in (None, "static"):
         decay = plan.get("layer_decay", 1.0)
         parts.append(
             f"backbone at {plan.get('backbone_lr_ratio', 1.0):.2g}x"
@@ -92,14 +84,8 @@ def plan_words(plan: dict[str, Any], n_blocks: int | None = None) -> str:
 def trial_title(t: FrozenTrial) -> str:
     """``trial 4 · baseline lp_ft`` or ``trial 12 · searched``."""
     name = records.name(t)
-    kind = (
-        "baseline"
-        if records.baseline(t)
-        else "probe's plan"
-        if t.user_attrs.get(records.PRIOR)
-        else ""
-    )
-    return f"trial {t.number} · {kind + ' ' if kind else ''}{name}"
+    kind = "baseline " if records.baseline(t) else ""
+    return f"trial {t.number} · {kind}{name}"
 
 
 @dataclass
@@ -176,7 +162,8 @@ def freeze_map_markdown(fm: FreezeMap) -> str:
 
 def outcome(t: FrozenTrial, metric: str) -> str:
     """What became of the trial, in words."""
-    value = "-" if t.value is None else f"{t.value:.4f}"
+    v = records.metric_value(t)
+    value = "-" if v is None else f"{v:.4f}"
     if t.state == TrialState.COMPLETE:
         return f"complete: {metric} {value}"
     if t.state == TrialState.PRUNED:
@@ -235,116 +222,3 @@ def trial_note(t: FrozenTrial, metric: str) -> str:
     if costs:
         lines += ["### Cost", "", md_table(["", "value"], costs), ""]
     return "\n".join(lines).rstrip() + "\n"
-
-
-def improving(study: optuna.Study) -> str:
-    """Whether the search was still finding better plans when it stopped, in words."""
-    counted = [
-        t for t in study.get_trials(deepcopy=False) if records.counts(t) and t.value is not None
-    ]
-    if not counted:
-        return "no finished trial yet"
-    sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
-    best, last_gain, gains = None, 0, 0
-    for i, t in enumerate(counted):
-        if best is None or sign * (t.value - best) > 0:
-            best, last_gain, gains = t.value, i + 1, gains + 1
-    n = len(counted)
-    since = n - last_gain
-    verdict = (
-        "still improving: raise the budget (--n-trials) to search on"
-        if since < max(3, n // 4)
-        else "it had settled: no better plan in the last trials"
-    )
-    return (
-        f"the best value was found at finished trial {last_gain} of {n} ({gains} improvements); "
-        f"{since} trials since; {verdict}"
-    )
-
-
-DIFF_FIELDS = (
-    ("boundary", "frozen blocks"),
-    ("schedule", "schedule"),
-    ("head_lr", "head LR"),
-    ("backbone_lr_ratio", "backbone LR ratio"),
-    ("layer_decay", "layer decay"),
-    ("weight_decay", "weight decay"),
-    ("bn_mode", "BatchNorm"),
-    ("init", "init"),
-    ("augment", "augment"),
-)
-
-
-def plan_diff(mine: dict[str, Any], other: dict[str, Any]) -> str:
-    """How plan ``mine`` differs from ``other``: ``frozen blocks 3 (vs 0); head LR 0.0031
-    (vs 0.01)``; knobs are compared when the schedules agree."""
-
-    def show(v: Any) -> str:
-        return f"{v:.2g}" if isinstance(v, float) else str(v)
-
-    out = []
-    for key, label in DIFF_FIELDS:
-        a, b = mine.get(key), other.get(key)
-        if a is None and b is None:
-            continue
-        same = a == b or (isinstance(a, float) and isinstance(b, float) and abs(a - b) <= 1e-9)
-        if not same:
-            out.append(f"{label} {show(a)} (vs {show(b)})")
-    if mine.get("schedule") == other.get("schedule"):
-        for k, v in (mine.get("schedule_params") or {}).items():
-            w = (other.get("schedule_params") or {}).get(k)
-            if v != w:
-                out.append(f"{k} {show(v)} (vs {show(w)})")
-    return "; ".join(out) or "the same plan"
-
-
-def study_note(study: optuna.Study, metric: str, report_hint: str = "") -> str:
-    """The Markdown note on the study's page: the best plan against every baseline, whether
-    the search was still improving, and where the report is."""
-    from autofreeze.study import best_trial
-
-    trials = study.get_trials(deepcopy=False)
-    done = sum(records.counts(t) for t in trials)
-    lines = [f"## {study.study_name}: which freeze plan wins on {metric}", ""]
-    best = best_trial(study)
-    if best is None:
-        return "\n".join([*lines, "No finished trial yet.", ""])
-    bplan = records.plan(best)
-    blocks = best.user_attrs.get(records.BLOCKS)
-    n = len(blocks) if blocks else None
-    lines += [
-        f"**Best: {trial_title(best)}**, {metric} {best.value:.4f} after {done} trials.",
-        "",
-        f"Plan: {plan_words(bplan, n)}.",
-        "",
-    ]
-    choice = study.user_attrs.get(records.CHOICE)
-    if choice:
-        ci = f" ± {choice['ci95']:.4f}" if choice.get("ci95") is not None else ""
-        lines += [
-            f"Re-run with {len(choice['values'])} seeds: mean {choice['mean']:.4f}{ci} (95 %).",
-            "",
-        ]
-    rows = []
-    for t in trials:
-        if (
-            records.baseline(t)
-            and t.state != TrialState.RUNNING
-            and records.RETRY_OF not in (t.user_attrs)
-        ):
-            delta = None if t.value is None else best.value - t.value
-            rows.append(
-                [
-                    f"{records.baseline(t)} (trial {t.number})",
-                    t.value,
-                    None if delta is None else f"{delta:+.4f}",
-                    plan_diff(bplan, records.plan(t)),
-                ]
-            )
-    if rows:
-        header = ["textbook recipe", metric, "best minus recipe", "the best plan differs in"]
-        lines += ["### Best against the textbook recipes", "", md_table(header, rows), ""]
-    lines += [f"Search progress: {improving(study)}.", ""]
-    if report_hint:
-        lines += [report_hint, ""]
-    return "\n".join(lines)

@@ -57,12 +57,9 @@ def make_sampler(
     resumed runs sharing one seed would propose the same trials.
 
     ``initial_design`` is how many enqueued plans (baselines, the probe's prior) the study
-    starts with. They make most of TPE's start-up, with ``EXPLORE_TRIALS`` random trials after
-    them (5 random trials without any). The recipes cluster at moderate LRs; with no random
-    trial TPE exploited the first searched plan that beat them for the rest of the quickstart
-    (best 0.887), with 3 it found 0.933. With 6 + 5 random, as before, most random trials were
-    spent on LRs too small to train (now cut by the budget's head-LR floor).
-    """
+    starts with: most of TPE's start-up, then ``EXPLORE_TRIALS`` random trials (5 without
+    any). With no random trial TPE exploited the first searched plan that beat the recipes
+    (quickstart best 0.887); with 3 it found 0.933."""
     seed = sampler_seed(cfg.study.seed, stream) if stream else cfg.study.seed
     name = cfg.study.sampler
     if name == "tpe":
@@ -119,7 +116,7 @@ def open_study(cfg: StudyConfig, storage: Any = None) -> optuna.Study:
         study = optuna.create_study(
             storage=storage,
             study_name=cfg.study.name,
-            direction=cfg.study.direction,
+            directions=cfg.study.directions,
             sampler=make_sampler(cfg),
             pruner=make_pruner(cfg),
             load_if_exists=True,
@@ -220,13 +217,12 @@ def config_changes(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
 def check_same_study(study: optuna.Study, cfg: StudyConfig) -> None:
     """A study that holds trials goes on only with the config they ran (metric and direction,
     backbone, data, search space, training); anything else would mix incomparable trials."""
-    wanted = optuna.study.StudyDirection[cfg.study.direction.upper()]
     trials = study.get_trials(deepcopy=False)
     stored = study.user_attrs.get(records.CONFIG)
     changes = config_changes(stored, cfg.to_dict()) if stored and trials else []
-    if study.direction != wanted:
-        changes.insert(0, f"the study {study.direction.name.lower()}s, [study] metric = "
-                          f"{cfg.study.metric!r} {cfg.study.direction}s")  # fmt: skip
+    if (has := [d.name.lower() for d in study.directions]) != cfg.study.directions:
+        changes.insert(0, f"the study {'/'.join(has)}s, [study] metric/objectives "
+                          f"{'/'.join(cfg.study.directions)}")  # fmt: skip
     if changes:
         more = f" (and {len(changes) - 2} more)" if len(changes) > 2 else ""
         raise ConfigError(
@@ -307,11 +303,11 @@ def enqueue_plans(
     progress: Progress,
 ) -> None:
     """Named plans, moved into the space (those outside it skipped), as the next trials."""
-    for name, plan in plans:
-        clamped = space.clamp(plan)
-        if clamped is not None:
-            study.enqueue_trial(clamped.to_params(), user_attrs={attr: name})
-            progress(f"enqueued {attr} {name}")
+    queued = [(name, c) for name, plan in plans if (c := space.clamp(plan)) is not None]
+    for name, clamped in queued:
+        study.enqueue_trial(clamped.to_params(), user_attrs={attr: name})
+    if queued:  # one line for them all
+        progress(f"enqueued {attr} {', '.join(name for name, _ in queued)}")
 
 
 def budget(study: optuna.Study) -> tuple[int, int]:
@@ -330,14 +326,21 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
         t
         for t in trials
         if t.state == TrialState.COMPLETE
-        and t.value is not None
-        and math.isfinite(t.value)
+        and math.isfinite(records.metric_value(t) or math.nan)
         and records.reevaluation_of(t) is None
     ]
     if not runs:
-        return None
-    pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
-    return pick(runs, key=lambda t: t.value)
+        return None  # with several objectives: the best metric (`best` shows the front)
+    return (max if records.maximizes(study) else min)(runs, key=records.metric_value)
+
+
+def trial_plan(study: optuna.Study, number: int) -> FreezePlan:
+    """The plan trial ``number`` ran (it must have run to the end, or been pruned)."""
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials) or not records.plan(trials[number]):
+        raise StorageError(f"study {study.study_name!r} has no trial {number} with a plan "
+                           "(see `autofreeze trials`)")  # fmt: skip
+    return FreezePlan.from_dict(records.plan(trials[number]))
 
 
 def best_plan(study: optuna.Study) -> FreezePlan:

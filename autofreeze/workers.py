@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from autofreeze.errors import ConfigError, WorkerError
+from autofreeze.progress import DETAIL_TAG, detail
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,8 @@ def worker_command(spec: WorkerSpec, study_name: str) -> list[str]:
 
     The worker runs the config stored in the study. The storage URL travels in
     ``AUTOFREEZE_STORAGE`` (see :func:`launch`'s ``env``), never on the command line, where
-    ``ps`` would show its password.
+    ``ps`` would show its password. With ``--relay`` it shows nothing of its own and sends
+    every line to the search, details tagged (see :func:`relay_line`).
     """
     return [
         sys.executable,
@@ -171,7 +173,17 @@ def worker_command(spec: WorkerSpec, study_name: str) -> list[str]:
         spec.device,
         "--threads",
         str(spec.threads),
+        "--relay",
     ]
+
+
+def relay_line(progress: Callable[[str], None], label: str, line: str) -> None:
+    """A worker's line on the search's progress, prefixed with its label: a detail line (an
+    epoch, a finished trial; tagged by the worker) as a detail, shown only with ``-v``."""
+    if line.startswith(DETAIL_TAG):
+        detail(progress, f"[{label}] {line[len(DETAIL_TAG) :]}")
+    else:
+        progress(f"[{label}] {line}")
 
 
 def run_workers(
@@ -191,7 +203,7 @@ def run_workers(
     codes = launch(
         specs,
         lambda spec: worker_command(spec, study_name),
-        lambda label, line: progress(f"[{label}] {line}"),
+        lambda label, line: relay_line(progress, label, line),
         env={"AUTOFREEZE_STORAGE": url},
     )
     failed = [(s.label, c) for s, c in zip(specs, codes, strict=True) if c != 0]

@@ -104,7 +104,11 @@ def test_dependencies_run_one_way_from_the_cli():
     [
         (
             "click",
-            {f"autofreeze.cli{m}" for m in ("", "._group", "._catalog", "._studies", "._model")},
+            {
+                f"autofreeze.cli{m}"
+                for m in ("", "._group", "._catalog", "._studies", "._model", "._report")
+                + ("._results",)
+            },
         ),
         ("pluggy", {"autofreeze.hookspecs", "autofreeze.plugins", "autofreeze.registry"}),
         ("optuna", None),  # checked below: never in the training loop or the freezing

@@ -1,4 +1,5 @@
-"""`autofreeze dashboard` serves the study: trials are read back through its HTTP API."""
+"""`autofreeze dashboard` serves the study: what autofreeze wrote for it (metric names, notes,
+figures, artifacts) is read back through the real server's HTTP API."""
 
 from __future__ import annotations
 
@@ -8,8 +9,17 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 
 import optuna
+import pytest
+from plotly.offline import get_plotlyjs
+
+from autofreeze.baselines import BASELINE_NAMES
+from autofreeze.config import load_config
+from autofreeze.progress import quiet
+from autofreeze.search import run_search
+from tests.studies import write_study
 
 
 def free_port() -> int:
@@ -58,3 +68,127 @@ def test_dashboard_serves_the_study_with_plans_as_user_attrs(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# -- what autofreeze writes for the dashboard, read back through a real server -----------------
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@contextmanager
+def dashboard(*args: str):
+    """``autofreeze dashboard ARGS`` on a free port; yields its base URL once it answers."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autofreeze", "dashboard", *args, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                get(f"{base}/api/studies")
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                assert time.monotonic() < deadline, "dashboard did not answer within 60 s"
+                time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def raw(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read()
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("published")
+    path = write_study(folder, "shown", n_trials=8, epochs=3, reevaluate=2)
+    run_search(load_config(path), progress=quiet)
+    with dashboard(str(path)) as base:
+        studies = get(f"{base}/api/studies")["study_summaries"]
+        (summary,) = [s for s in studies if s["study_name"] == "shown"]
+        detail = get(f"{base}/api/studies/{summary['study_id']}")
+        yield path, base, summary["study_id"], detail
+
+
+def test_the_dashboard_names_the_metric_not_objective_0(published):
+    _, _, _, detail = published
+    assert detail["objective_names"] == ["val_accuracy"]
+    for graph in detail["plotly_graph_objects"]:
+        assert "Objective 0" not in graph["graph_object"]
+
+
+def test_every_trial_note_tells_its_plan_freeze_map_cost_and_outcome(published):
+    _, _, _, detail = published
+    trials = [t for t in detail["trials"] if t["state"] in ("Complete", "Pruned", "Fail")]
+    assert len(trials) >= 8
+    for t in trials:
+        body = t["note"]["body"]
+        assert body.startswith(f"## trial {t['number']} · "), body[:80]
+        assert "**Plan:**" in body and "### Freeze map" in body and "### Cost" in body
+        assert "| head |" in body  # the freeze map's last row
+    names = {t["note"]["body"].split("\n", 1)[0] for t in trials}
+    for recipe in ("linear_probe", "lp_ft", "from_scratch"):
+        assert any(f"baseline {recipe}" in n for n in names), names
+    probe = next(t for t in trials if "baseline linear_probe" in t["note"]["body"])
+    row = next(line for line in probe["note"]["body"].splitlines() if line.startswith("| layer1"))
+    assert "0.0" not in row and ("frozen" in row or "cached" in row)  # never trains
+
+
+def test_every_trial_that_trained_has_its_figure_as_an_artifact(published):
+    _, base, study_id, detail = published
+    for t in detail["trials"]:
+        if t["state"] not in ("Complete", "Pruned"):
+            continue
+        (png,) = [a for a in t["artifacts"] if a["filename"].endswith(".png")]
+        assert png["mimetype"] == "image/png"
+        url = f"/artifacts/{study_id}/{t['trial_id']}/{png['artifact_id']}"
+        assert url in t["note"]["body"]  # the note shows the figure
+        data = raw(base + url)
+        assert data.startswith(PNG) and len(data) > 10_000
+
+
+def test_the_study_note_compares_the_best_with_every_recipe_and_links_the_report(published):
+    _, base, study_id, detail = published
+    body = detail["note"]["body"]
+    assert "### Best against the textbook recipes" in body
+    ran = {t["note"]["body"].split("baseline ", 1)[1].split("\n")[0] for t in detail["trials"]
+           if "· baseline " in t["note"]["body"].split("\n", 1)[0]}  # fmt: skip
+    assert ran and ran <= set(BASELINE_NAMES)
+    for recipe in ran:
+        assert f"| {recipe} (trial " in body
+    assert "Search progress:" in body and "Re-run with" in body
+    (report,) = [a for a in detail["artifacts"] if a["filename"] == "report.html"]
+    assert f"/artifacts/{study_id}/{report['artifact_id']}" in body
+    html = raw(f"{base}/artifacts/{study_id}/{report['artifact_id']}").decode()
+    assert "<html" in html and "### Best" not in html
+    assert 'src="http' not in html.replace(get_plotlyjs(), "")  # offline: nothing fetched
+
+
+def test_the_study_figures_are_saved_once_each(published):
+    path, _, study_id, detail = published
+    ids = [g["id"] for g in detail["plotly_graph_objects"]]
+    assert len(ids) >= 3 and len(set(ids)) == len(ids)
+    assert all(i.startswith("autofreeze-") for i in ids)
+    # a re-run of the finished study replaces them rather than adding more
+    run_search(load_config(path), progress=quiet)
+    with dashboard(str(path)) as base:
+        again = get(f"{base}/api/studies/{study_id}")
+    assert sorted(g["id"] for g in again["plotly_graph_objects"]) == sorted(ids)
+
+
+def test_an_artifact_folder_that_cannot_be_written_is_one_note(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    path = write_study(tmp_path, "nofig", n_trials=2, study_extra='artifacts = "a-file/figs"')
+    lines: list[str] = []
+    result = run_search(load_config(path), progress=lines.append)
+    assert result.ran == 2
+    notes = [line for line in lines if "cannot write figures" in line]
+    assert len(notes) == 1 and "[study] artifacts" in notes[0]

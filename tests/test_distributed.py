@@ -28,7 +28,8 @@ def test_two_cpu_workers_on_sqlite_beat_one(tmp_path):
             tmp_path, f"w{workers}", n_trials=12, epochs=3, pruner="none", per_class=48, size=32
         )
         log = tmp_path / f"w{workers}.log"
-        proc = start("search", str(config), "--workers", str(workers), log=log)
+        # -v: the workers' trial lines reach the log, labelled by worker
+        proc = start("search", str(config), "--workers", str(workers), "-v", log=log)
         assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
         found = trials(f"sqlite:///{tmp_path}/w{workers}.db", f"w{workers}")
         assert len(found) == 12
@@ -76,9 +77,9 @@ def test_sigkilled_worker_trial_fails_and_is_retried(tmp_path):
     a = start("search", str(config), "--heartbeat", "2", log=tmp_path / "a.log")
     wait_for(lambda: trials(url, "kill"), 120, "the study to be created")
     # the worker runs the stored config: its heartbeat is the search's --heartbeat 2
-    b = start("worker", str(config), "--threads", "1", log=tmp_path / "b.log")
+    b = start("worker", str(config), "--threads", "1", "-v", log=tmp_path / "b.log")
     wait_for(
-        lambda: "epoch 2/12" in (tmp_path / "b.log").read_text(),
+        lambda: "epoch 2/12" in (tmp_path / "b.log").read_text(),  # -v: a line per epoch
         120,
         "the second worker to be inside a trial",
     )
@@ -97,7 +98,8 @@ def test_sigkilled_worker_trial_fails_and_is_retried(tmp_path):
 
 
 def test_ctrl_c_stops_workers_keeps_the_study_consistent_and_resumes(tmp_path):
-    config = write_study(tmp_path, "intr", n_trials=8, epochs=4, pruner="none")
+    # trials of 8 epochs: the Ctrl-C lands while one runs, even on a loaded machine
+    config = write_study(tmp_path, "intr", n_trials=8, epochs=8, pruner="none")
     url = f"sqlite:///{tmp_path}/intr.db"
     log = tmp_path / "a.log"
     proc = start("search", str(config), "--workers", "2", "--heartbeat", "2", log=log)

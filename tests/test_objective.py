@@ -79,7 +79,7 @@ def test_baselines_are_never_pruned_and_searched_trials_are(tmp_path):
 
 
 def test_no_pruning_during_a_head_only_warm_up(tmp_path):
-    obj = objective(tmp_path, epochs=3)
+    obj = objective(tmp_path, epochs=4)
     study = optuna.create_study(direction="maximize", pruner=PruneAll())
     study.enqueue_trial(
         {**PLAN, "boundary": 0, "schedule": "lp_ft", "lp_ft.lp_epochs": 2, "lp_ft.ft_lr_scale": 0.1}
@@ -88,3 +88,4 @@ def test_no_pruning_during_a_head_only_warm_up(tmp_path):
     (trial,) = study.trials
     # epochs 1-2 train the head only: judged from the first epoch the backbone trains
     assert trial.state == TrialState.PRUNED and trial.user_attrs["pruned_at_epoch"] == 3
+    assert len(trial.user_attrs["history"]) == 3  # a pruned trial keeps its curves so far

@@ -64,7 +64,8 @@ def test_best_and_trials_read_the_study_back(searched):
     rows = json.loads(invoke("trials", str(config), "--json").stdout)
     assert len(rows) == 8 and {r["name"] for r in rows[:6]} == BASELINES
     text = invoke("trials", str(config)).stdout
-    assert "linear_probe" in text and "boundary" in text
+    assert "linear_probe" in text and "plan" in text and "k=5 static" in text
+    assert "boundary" in invoke("trials", str(config), "--wide").stdout
     url = f"sqlite:///{config.parent / 'tiny.db'}"
     by_url = invoke("best", "--storage", url, "--study-name", "tiny", "--json")
     assert json.loads(by_url.stdout)["best"]["number"] == out["best"]["number"]
@@ -320,7 +321,7 @@ def test_a_diverged_trial_is_one_line_on_stderr_without_optunas_traceback(tmp_pa
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "#0 searched fail (diverged:" in proc.stderr
+    assert "trial 0 · searched failed (diverged:" in proc.stderr
     assert "Traceback" not in proc.stderr and "failed with parameters" not in proc.stderr
 
 

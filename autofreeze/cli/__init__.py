@@ -1,8 +1,8 @@
 """The ``autofreeze`` command line: a thin click group; each command calls one library function.
 
 Commands live in ``_catalog.py`` (what the plugins register: backbones, datasets, plugins) and
-``_studies.py`` (search, worker, best, trials, train, pretrain, dashboard) and ``_model.py``
-(evaluate, predict).
+``_studies.py`` (search, worker, train, pretrain, dashboard, probe), ``_results.py`` (best,
+trials), ``_model.py`` (evaluate, predict) and ``_report.py`` (report).
 
 Data go to stdout (``--json`` for machines), progress and chatter to stderr. Errors a user can
 cause (:class:`autofreeze.errors.AutofreezeError`) become one line and exit code 1; bad usage
@@ -17,7 +17,7 @@ import sys
 import click
 
 # the commands register themselves on `cli` when their modules are imported
-from autofreeze.cli import _catalog, _model, _studies  # noqa: F401
+from autofreeze.cli import _catalog, _model, _report, _results, _studies  # noqa: F401
 from autofreeze.cli._group import cli
 from autofreeze.errors import AutofreezeError
 

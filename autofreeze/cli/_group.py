@@ -1,5 +1,5 @@
 """The ``autofreeze`` click group and what its commands share: one-line errors, JSON, tables,
-``key=value`` options."""
+``key=value`` options, ``--quiet``/``--verbose`` and the stderr display they choose."""
 
 from __future__ import annotations
 
@@ -31,10 +31,10 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    from autofreeze.review import format_table as table
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], **options: Any) -> str:
+    from autofreeze.tables import format_table as table
 
-    return table(rows, columns)
+    return table(rows, columns, **options)
 
 
 @click.group(cls=AutofreezeGroup)
@@ -62,3 +62,24 @@ def parse_assignments(pairs: Sequence[str], what: str) -> dict[str, Any]:
         except tomllib.TOMLDecodeError:
             out[key.strip()] = raw
     return out
+
+
+verbosity_options = [
+    click.option("-q", "--quiet", is_flag=True, help="errors and the final result only"),
+    click.option("-v", "--verbose", is_flag=True, help="a line per epoch and per trial too"),
+]
+
+
+def with_verbosity(f: Any) -> Any:
+    for option in reversed(verbosity_options):
+        f = option(f)
+    return f
+
+
+def make_display(quiet: bool, verbose: bool, relay: bool = False) -> Any:
+    """The stderr display of a search or a worker (see autofreeze/terminal.py)."""
+    from autofreeze.terminal import Display, level
+
+    if quiet and verbose:
+        raise click.UsageError("--quiet and --verbose exclude each other")
+    return Display(level(quiet, verbose), relay=relay)

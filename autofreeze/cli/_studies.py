@@ -1,4 +1,5 @@
-"""Commands on studies: search, worker, best, trials, train, pretrain, dashboard."""
+"""Commands on studies: search, worker, train, pretrain, dashboard, probe (best and trials:
+``_results.py``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,14 @@ from typing import Any
 
 import click
 
-from autofreeze.cli._group import cli, echo_json, format_table, parse_assignments
+from autofreeze.cli._group import (
+    cli,
+    echo_json,
+    format_table,
+    make_display,
+    parse_assignments,
+    with_verbosity,
+)
 
 WORKER_WAIT = 120.0  # seconds `autofreeze worker` waits for its study to appear
 
@@ -57,8 +65,10 @@ def with_study_options(f: Any) -> Any:
     return f
 
 
-def _report(result: Any, cfg: Any, as_json: bool) -> None:
+def _report(result: Any, cfg: Any, as_json: bool, wide: bool = False) -> None:
     from autofreeze.review import COMPARISON_COLUMNS, best_summary, comparison
+    from autofreeze.tables import COMPARISON_SHORT, LABELS, WIDTH
+    from autofreeze.timing import duration
 
     rows = comparison(result.study)
     if as_json:
@@ -74,9 +84,16 @@ def _report(result: Any, cfg: Any, as_json: bool) -> None:
     click.echo(
         f"study {cfg.study.name}: {cfg.study.metric} ({cfg.study.direction}), "
         f"{rows[0]['of'] if rows else 0} finished trials, {result.ran} run now in "
-        f"{result.seconds:.0f}s"
+        f"{duration(result.seconds)}"
     )
-    click.echo(format_table(rows, COMPARISON_COLUMNS))
+    if wide:
+        click.echo(format_table(rows, COMPARISON_COLUMNS))
+    else:
+        click.echo(format_table(rows, COMPARISON_SHORT, width=WIDTH, labels=LABELS))
+    if cfg.study.objectives:  # the result is the front, not the single best
+        n = len(best_summary(result.study).get("pareto_front", []))
+        click.echo(f"Pareto front on {' and '.join(cfg.study.objectives)}: {n} plan"
+                   f"{'s' if n != 1 else ''}; `autofreeze best CONFIG` lists them")  # fmt: skip
 
 
 @cli.command()
@@ -105,6 +122,8 @@ def _report(result: Any, cfg: Any, as_json: bool) -> None:
     "trial is retried after three missed beats)",
 )
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.option("--wide", is_flag=True, help="every column in the comparison (default: 100 wide)")
+@with_verbosity
 def search(
     config: str,
     n_trials: int | None,
@@ -116,6 +135,9 @@ def search(
     workers: int | None,
     heartbeat: int | None,
     as_json: bool,
+    wide: bool,
+    quiet: bool,
+    verbose: bool,
 ) -> None:
     """Search freeze plans for the study CONFIG (a TOML file); re-running resumes."""
     from autofreeze.search import run_search
@@ -128,8 +150,11 @@ def search(
         "study.heartbeat": heartbeat,
         "training.epochs": epochs,
     }
+    display = make_display(quiet, verbose)
     cfg = _config(config, **overrides)
-    _report(run_search(cfg, devices=devices, workers=workers), cfg, as_json)
+    with display:
+        result = run_search(cfg, devices=devices, workers=workers, progress=display)
+    _report(result, cfg, as_json, wide)
 
 
 @cli.command()
@@ -156,6 +181,8 @@ def search(
     help="seconds to wait for a study that does not exist yet (a search started at the same "
     "time is still preparing it); 0 fails at once",
 )
+@with_verbosity
+@click.option("--relay", is_flag=True, hidden=True, help="send every line to the search")
 def worker(
     config: str | None,
     storage: str | None,
@@ -165,64 +192,40 @@ def worker(
     timeout: float | None,
     connect_attempts: int,
     wait: float,
+    quiet: bool,
+    verbose: bool,
+    relay: bool,
 ) -> None:
     """Join an existing study (from this or another machine) and run trials until its budget
     is spent. The worker runs the config stored in the study by `autofreeze search`; CONFIG,
     or --storage and --study-name, only say where the study is."""
     from autofreeze.search import join_study
 
+    display = make_display(quiet, verbose, relay)
     url, name = _study_address(config, storage, study_name)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    ran = join_study(
-        url, name, device=device, timeout=timeout, connect_attempts=connect_attempts, wait=wait
-    )
-    click.echo(f"worker done: {ran} trials run", err=True)
-
-
-@cli.command()
-@with_study_options
-def best(config: str | None, storage: str | None, study_name: str | None, as_json: bool) -> None:
-    """The best trial of a study: its metric and freeze plan."""
-    from autofreeze.review import best_summary
-
-    summary = best_summary(_load_study(config, storage, study_name))
-    if as_json:
-        echo_json(summary)
-        return
-    b = summary["best"]
-    if b is None:
-        raise click.ClickException(f"study {summary['study']!r} has no finished trial yet")
-    click.echo(f"best trial {b['number']} ({b['name']}): value {b['value']:.4f}")
-    again = b.get("reevaluation")
-    if again:
-        ci = f" ± {again['ci95']:.4f} (95 %)" if again["ci95"] is not None else ""
-        runs = ", ".join(f"{v:.4f}" for v in again["values"])
-        click.echo(f"  mean over {len(again['values'])} seeds: {again['mean']:.4f}{ci} [{runs}]")
-    for key, value in (b["plan"] or {}).items():
-        if value is not None:  # e.g. augment, when the study does not search it
-            click.echo(f"  {key}: {value}")
-    click.echo(f"  frozen blocks: {', '.join(b['frozen_blocks'] or []) or '(none)'}")
-
-
-@cli.command()
-@with_study_options
-def trials(config: str | None, storage: str | None, study_name: str | None, as_json: bool) -> None:
-    """One row per trial: state, metric, boundary, schedule, LRs, cost."""
-    from autofreeze.review import TRIAL_COLUMNS, trial_rows
-
-    rows = trial_rows(_load_study(config, storage, study_name))
-    if as_json:
-        echo_json(rows)
-    else:
-        click.echo(format_table(rows, TRIAL_COLUMNS))
+    with display:
+        ran = join_study(
+            url,
+            name,
+            device=device,
+            timeout=timeout,
+            connect_attempts=connect_attempts,
+            wait=wait,
+            progress=display,
+        )
+    (display.detail if relay else display.print)(f"worker done: {ran} trials run")
 
 
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--best", "use_best", is_flag=True, help="train the study's best plan")
+@click.option(
+    "--trial", type=click.IntRange(min=0), help="train trial N's plan (e.g. of the Pareto front)"
+)
 @click.option(
     "--param",
     "params",
@@ -254,6 +257,7 @@ def trials(config: str | None, storage: str | None, study_name: str | None, as_j
 def train(
     config: str,
     use_best: bool,
+    trial: int | None,
     params: tuple[str, ...],
     out: str,
     on: str | None,
@@ -262,21 +266,22 @@ def train(
     epochs: int | None,
     as_json: bool,
 ) -> None:
-    """Train one freeze plan (the study's best, or given values) and write a checkpoint.
-
-    With --best the study's stored config is used (the config its trials ran), so training
-    on `train` reproduces the best trial."""
+    """Train one freeze plan (the study's best, a trial's, or given values) and write a
+    checkpoint. With --best or --trial the study's stored config is used (the config its
+    trials ran), so training on `train` reproduces the trial."""
     from pathlib import Path
 
     from autofreeze.checkpoint import train_best, train_checkpoint
     from autofreeze.plan import FreezePlan
 
-    if use_best == bool(params):
-        raise click.UsageError("give either --best or one or more --param KEY=VALUE")
+    if use_best + (trial is not None) + bool(params) != 1:
+        raise click.UsageError("give one of --best, --trial N or --param KEY=VALUE")
     overrides = {"study.name": study_name, "study.storage": storage}
-    on = on or ("train+val" if use_best else "train")
-    if use_best:
-        info = train_best(_config(config, **overrides), Path(out), on=on, epochs=epochs)
+    from_study = use_best or trial is not None
+    on = on or ("train+val" if from_study else "train")
+    if from_study:
+        cfg = _config(config, **overrides)
+        info = train_best(cfg, Path(out), on=on, epochs=epochs, trial=trial)
     else:
         values = parse_assignments(params, "--param")
         if "boundary" not in values:
@@ -304,27 +309,6 @@ def pretrain(config: str, force: bool) -> None:
 
     path = ensure_weights(_config(config), force=force)
     click.echo(str(path) if path else "the config's weights are not a local file; nothing to do")
-
-
-@cli.command()
-@click.argument("config", required=False, type=click.Path(dir_okay=False))
-@click.option("--storage", envvar="AUTOFREEZE_STORAGE", help="Optuna storage URL")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
-def dashboard(config: str | None, storage: str | None, host: str, port: int) -> None:
-    """Serve optuna-dashboard on the study's storage."""
-    import optuna_dashboard
-
-    from autofreeze.storage import mask_url, open_storage
-
-    if not (config or storage):
-        raise click.UsageError("give a CONFIG or --storage URL")
-    url = storage or _config(config).storage_url
-    store = open_storage(url, read_only=True)  # never creates a file; reads a read-only one
-    click.echo(
-        f"optuna-dashboard on http://{host}:{port}/ for {mask_url(url)} (Ctrl-C stops)", err=True
-    )
-    optuna_dashboard.run_server(store, host=host, port=port)
 
 
 @cli.command()

@@ -1,0 +1,266 @@
+"""What a search shows on stderr: a live area on a terminal, a few lines in a log, nothing with
+--quiet, every epoch with -v; tables that fit 100 columns (every column with --wide); a spent
+budget said with the flag that raises it; trials --sort/--top/--state; the ETA from measured
+trial costs; a trial at its last epoch never pruned. Real tiny studies, through the CLI."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from optuna.trial import TrialState, create_trial
+
+from autofreeze import records
+from autofreeze.cli import cli
+from autofreeze.review import COMPARISON_COLUMNS, TRIAL_COLUMNS
+from autofreeze.tables import LABELS
+from autofreeze.timing import duration, eta
+from tests.studies import write_study
+
+ROOT = Path(__file__).resolve().parents[1]
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def load(config: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{config.parent / name}.db")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """One folder for every study here: its source weights are pretrained once."""
+    return tmp_path_factory.mktemp("terminal")
+
+
+@pytest.fixture(scope="module")
+def searched(folder):
+    """A tiny study searched through the CLI, where stderr is no terminal (as in a log)."""
+    config = write_study(folder, "tiny", n_trials=9, epochs=3)
+    result = invoke("search", str(config))
+    assert result.exit_code == 0, result.output
+    return config, result
+
+
+def header(table: str) -> list[str]:
+    return table.splitlines()[0].split()
+
+
+# -- not a terminal: a few plain lines -------------------------------------------------------
+def test_a_search_in_a_log_prints_a_few_lines_not_one_per_epoch(searched):
+    _, result = searched
+    lines = result.stderr.splitlines()
+    # one line per epoch and one per trial (what -v prints) would be 9 * (3 + 1) = 36 lines
+    assert len(lines) < 20, result.stderr
+    assert not [line for line in lines if re.search(r"epoch \d/3", line)]
+    assert lines[-1].startswith("9/9 trials done (") and "; best val_accuracy=" in lines[-1]
+    best = [line for line in lines if line.startswith("new best val_accuracy=")]
+    assert best and "trial 0 · baseline linear_probe: all 5 blocks frozen" in best[0]
+    assert len([line for line in lines if line.startswith("enqueued baseline ")]) == 1
+
+
+def test_quiet_prints_nothing_on_stderr_and_verbose_prints_every_epoch(folder):
+    config = write_study(folder, "quiet", n_trials=2, epochs=2)
+    result = invoke("search", str(config), "--quiet")
+    assert result.exit_code == 0 and result.stderr == "", result.stderr
+    assert result.stdout.startswith("study quiet: val_accuracy (maximize), 2 finished trials")
+    loud = write_study(folder, "loud", n_trials=2, epochs=2)
+    result = invoke("search", str(loud), "-v")
+    assert result.exit_code == 0, result.output
+    for epoch in (1, 2):
+        assert f"  #0 linear_probe epoch {epoch}/2 [static] val_accuracy=" in result.stderr
+    assert "#1 full_finetune_low_lr complete value=" in result.stderr
+    assert invoke("search", str(loud), "-q", "-v").exit_code == 2
+
+
+def test_the_parent_of_workers_shows_none_of_their_epoch_lines(folder):
+    config = write_study(folder, "pair", n_trials=4, epochs=2)
+    result = invoke("search", str(config), "--workers", "2")
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert "starting 2 workers: cpu0 (cpu, 1 threads), cpu1 (cpu, 1 threads)" in lines
+    assert not [line for line in lines if re.search(r"epoch \d/2|worker done", line)], lines
+    assert lines[-1].startswith("4/4 trials done (")
+
+
+# -- a terminal: the live area -----------------------------------------------------------------
+def test_on_a_terminal_the_live_area_shows_the_running_trial_and_the_best(folder):
+    config = write_study(folder, "live", n_trials=3, epochs=6, per_class=12)
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autofreeze", "search", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env=dict(os.environ, TERM="xterm-256color", HF_HUB_OFFLINE="1"),
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([master], [], [], 1.0)
+        if not ready:
+            if proc.poll() is not None:
+                break
+            continue
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=120) == 0
+    screen = ANSI.sub("", b"".join(chunks).decode(errors="replace"))
+    assert re.search(r"\d/3 trials done, 1 running, [\d.ms]+ elapsed, ETA ", screen), screen
+    assert re.search(r"#\d \w+ (epoch \d/6 val_accuracy=\d\.\d{4}|starting) ", screen), screen
+    assert "best val_accuracy=" in screen and "trial 0 · baseline linear_probe" in screen
+    # a line per finished trial scrolls above the live area
+    assert re.search(r"#0 linear_probe complete val_accuracy=\d\.\d{4} in [\d.]+s · k=5", screen)
+    assert "3/3 trials done (3 complete)" in screen
+    assert proc.stdout.read().decode().startswith("study live:")
+
+
+# -- tables ----------------------------------------------------------------------------------
+def test_the_comparison_fits_100_columns_and_a_spent_budget_says_how_to_raise_it(searched):
+    config, result = searched
+    table = result.stdout.splitlines()[1:]
+    assert max(len(line) for line in table) <= 100, result.stdout
+    assert header("\n".join(table)) == ["recipe", "state", "value", "time", "plan"]
+    again = invoke("search", str(config), "--wide")
+    assert again.exit_code == 0, again.output
+    assert (
+        "study 'tiny' has used its budget of 9 trials; run with --n-trials 19 to run 10 more"
+        in again.stderr
+    )
+    assert header("\n".join(again.stdout.splitlines()[1:])) == list(COMPARISON_COLUMNS)
+
+
+def test_trials_fits_100_columns_and_wide_shows_every_column(searched):
+    config, _ = searched
+    text = invoke("trials", str(config)).stdout
+    assert max(len(line) for line in text.splitlines()) <= 100, text
+    assert header(text)[:6] == [LABELS.get(c, c) for c in ("number", "name", "state", "value")] + [
+        "epochs",
+        "time",
+    ]
+    assert len(text.splitlines()) == 2 + 9
+    assert header(invoke("trials", str(config), "--wide").stdout) == list(TRIAL_COLUMNS)
+
+
+def test_trials_sort_top_and_state_select_and_order_the_rows(searched):
+    config, _ = searched
+    study = load(config, "tiny")
+
+    def rows(*args: str) -> list[dict]:
+        result = invoke("trials", str(config), "--json", *args)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    best = rows("--sort", "value", "--top", "3")
+    values = sorted((t.value for t in study.trials if t.value is not None), reverse=True)
+    assert [r["value"] for r in best] == values[:3]
+    cheap = rows("--sort", "seconds")
+    assert [r["seconds"] for r in cheap] == sorted(t.user_attrs["seconds"] for t in study.trials)
+    assert [r["number"] for r in rows("--sort", "number", "--reverse", "--top", "2")] == [8, 7]
+    for states in (["complete"], ["pruned", "complete"], ["fail"]):
+        args = [a for s in states for a in ("--state", s)]
+        wanted = {s.upper() for s in states}
+        got = rows(*args)
+        assert {r["state"] for r in got} <= wanted
+        assert len(got) == sum(t.state.name in wanted for t in study.trials)
+    assert invoke("trials", str(config), "--sort", "colour").exit_code == 2
+    assert invoke("trials", str(config), "--state", "lost").exit_code == 2
+
+
+# -- time ------------------------------------------------------------------------------------
+def test_durations_are_written_one_way():
+    assert [duration(s) for s in (0.42, 12.34, 59.97, 245, 3725)] == [
+        "0.4s",
+        "12.3s",
+        "1m00s",
+        "4m05s",
+        "1h02m",
+    ]
+
+
+def _trial(seconds, epochs, state=TrialState.COMPLETE, cache=None, baseline=None):
+    attrs = {records.SECONDS: seconds}
+    if cache:
+        attrs[records.CACHE] = {"kind": cache, "boundary": 5, "source": "memory"}
+    if baseline:
+        attrs[records.BASELINE] = baseline
+    return create_trial(
+        state=state,
+        value=0.5 if state in (TrialState.COMPLETE, TrialState.PRUNED) else None,
+        intermediate_values={e: 0.5 for e in range(1, epochs + 1)},
+        user_attrs=attrs,
+    )
+
+
+def test_the_eta_uses_the_cost_of_trials_that_trained_a_backbone():
+    study = optuna.create_study(direction="maximize")
+    # the head-only recipe on cached features runs first: 0.1 s per epoch tells nothing
+    study.add_trial(_trial(0.4, 4, cache="pooled", baseline="linear_probe"))
+
+    def left(**kw):
+        kw = {"n_trials": 10, "epochs": 4, "workers": 1, "reevaluations": 2, **kw}
+        return eta(study.get_trials(), **kw)
+
+    assert left() is None  # never from the first (cached) trial alone
+    study.add_trial(_trial(8.0, 4, cache="prefix", baseline="full_finetune_low_lr"))  # 2.0 s
+    study.add_trial(_trial(5.0, 2, TrialState.PRUNED))  # a searched trial pruned at epoch 2: 2.5
+    study.add_trial(_trial(12.0, 4))  # 3.0 s per epoch
+    study.add_trial(_trial(0.0, 1, TrialState.RUNNING))  # 3 epochs to go
+    # median 2.5 s per epoch; 5 trials not started at the searched trials' mean of 3 epochs,
+    # 3 epochs of the running one, then 2 re-evaluation runs of 4 epochs in one process
+    assert left() == pytest.approx(2.5 * (5 * 3 + 3 + 2 * 4))
+    assert left(workers=2) == pytest.approx(2.5 * ((5 * 3 + 3) / 2 + 2 * 4))
+    assert left(n_trials=None) is None
+
+
+# -- pruning ---------------------------------------------------------------------------------
+class PrunesLate(optuna.pruners.BasePruner):
+    """Prunes trial 1 from epoch 2 on, every other trial at epoch 3."""
+
+    def prune(self, study, trial) -> bool:
+        return (trial.last_step or 0) >= (2 if trial.number == 1 else 3)
+
+
+def test_a_trial_at_its_last_epoch_is_not_pruned(folder, monkeypatch):
+    """With 3 epochs, a pruner that would stop trials 0 and 2 at epoch 3 (their last) is not
+    asked there: they ran every epoch and complete. Trial 1 is still pruned at epoch 2."""
+    import autofreeze.study
+
+    monkeypatch.setattr(autofreeze.study, "make_pruner", lambda cfg: PrunesLate())
+    config = write_study(
+        folder,
+        "last",
+        n_trials=3,
+        epochs=3,
+        study_extra='baselines = false\nsampler = "random"',
+        search='boundary = 5\nschedules = ["static"]',
+    )
+    assert invoke("search", str(config), "-q").exit_code == 0
+    found = load(config, "last").trials
+    assert [(t.state.name, len(t.intermediate_values)) for t in found] == [
+        ("COMPLETE", 3),
+        ("PRUNED", 2),
+        ("COMPLETE", 3),
+    ]
+    assert all(PrunesLate().prune(None, t) for t in found)  # asked, it would prune every one
+    assert [records.PRUNED_AT_EPOCH in t.user_attrs for t in found] == [False, True, False]
