@@ -92,10 +92,8 @@ def value_vs_boundary(study: optuna.Study, metric: str) -> go.Figure | None:
             go.Scatter(
                 x=[records.plan(t).get("boundary", 0) + _jitter(t) for t in ts],
                 y=[value(t) for t in ts],
-                mode="markers+text",
+                mode="markers",
                 name=schedule,
-                text=[records.baseline(t) or "" for t in ts],
-                textposition="top center",
                 marker={
                     "size": [13 if records.baseline(t) else 9 for t in ts],
                     "symbol": ["diamond" if records.baseline(t) else "circle" for t in ts],
@@ -104,12 +102,21 @@ def value_vs_boundary(study: optuna.Study, metric: str) -> go.Figure | None:
                 hoverinfo="text",
             )
         )
+    stacked: dict[int, int] = {}  # recipes at one boundary: their labels stand in a column
+    for t in (t for t in done if records.baseline(t)):
+        k = records.plan(t).get("boundary", 0)
+        stacked[k] = stacked.get(k, 0) + 1
+        fig.add_annotation(
+            x=k + _jitter(t), y=value(t), text=records.baseline(t), showarrow=True,
+            arrowhead=0, arrowcolor="#999", ax=0, ay=-18 * stacked[k], font={"size": 10},
+        )  # fmt: skip
     fig.update_layout(
         **LAYOUT,
         title=f"{metric} by the plan's boundary (diamonds: the textbook recipes)",
         xaxis={
             "title": "frozen blocks: the boundary (the blocks below it never train)",
             "dtick": 1,
+            "range": [-0.7, max(records.plan(t).get("boundary", 0) for t in done) + 0.7],
         },
         yaxis_title=metric,
         legend_title="schedule",
