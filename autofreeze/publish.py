@@ -216,13 +216,14 @@ def recipes_table(study: optuna.Study, metric: str) -> Any:
                for c in zip(*rows, strict=True)]  # fmt: skip
     figure = go.Figure(
         go.Table(
-            columnwidth=[2, 1, 1, 5],
+            columnwidth=[1.6, 0.8, 0.8, 3.4],
             header={"values": [f"<b>{h}</b>" for h in header], "align": "left"},
             cells={"values": columns, "align": "left", "height": 26},
         )
     )
     title = f"best: {story.trial_title(best)}, {metric} {records.metric_value(best):.4f}"
-    figure.update_layout(title=title, height=120 + 32 * len(rows), margin={"t": 50, "b": 10})
+    # rows wrap in the dashboard's half-width panel: room for three lines each
+    figure.update_layout(title=title, height=140 + 64 * len(rows), margin={"t": 50, "b": 10})
     return figure
 
 

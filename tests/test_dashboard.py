@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -192,3 +193,35 @@ def test_an_artifact_folder_that_cannot_be_written_is_one_note(tmp_path):
     assert result.ran == 2
     notes = [line for line in lines if "cannot write figures" in line]
     assert len(notes) == 1 and "[study] artifacts" in notes[0]
+
+
+def test_notes_and_figures_work_on_postgresql_with_the_artifacts_in_a_shared_folder(
+    tmp_path, pg_url
+):
+    """Any storage URL: the notes and figure metadata live in the study's database, the
+    figures in the configured folder (what workers on several machines share)."""
+    from optuna.artifacts import FileSystemArtifactStore, download_artifact
+    from optuna_dashboard import get_note
+
+    from autofreeze.publish import trial_artifacts
+
+    shared = tmp_path / "shared-figures"
+    path = write_study(tmp_path, "onpg", n_trials=3, study_extra=f'artifacts = "{shared}"')
+    result = run_search(load_config(path, {"study.storage": pg_url}), progress=quiet)
+    study = optuna.load_study(study_name="onpg", storage=pg_url)
+    assert result.ran == 3 and study.metric_names == ["val_accuracy"]
+    ran = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(ran) == 3  # (the other recipes wait beyond the budget)
+    for t in ran:
+        (png,) = trial_artifacts(t)
+        target = tmp_path / f"{t.number}.png"
+        download_artifact(
+            artifact_store=FileSystemArtifactStore(str(shared)),
+            artifact_id=png["artifact_id"],
+            file_path=str(target),
+        )
+        assert target.read_bytes().startswith(PNG)
+        # get_note takes a live trial and reads only these of it
+        live = SimpleNamespace(study=study, storage=study._storage, _trial_id=t._trial_id)
+        assert "### Freeze map" in get_note(live)
+    assert "Best against the textbook recipes" in get_note(study)
