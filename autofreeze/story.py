@@ -30,6 +30,8 @@ def schedule_words(plan: dict[str, Any], n_blocks: int | None = None) -> str:
     knobs = plan.get("schedule_params") or {}
     of = f" of {n_blocks}" if n_blocks is not None else ""
     frozen = "no block frozen" if k == 0 else f"blocks 0-{k - 1}{of} frozen"
+    if k == 1:
+        frozen = f"block 0{of} frozen"
     if n_blocks is not None and k >= n_blocks:
         frozen = f"all {n_blocks} blocks frozen (head only)"
     if schedule == "static":

@@ -38,8 +38,8 @@ def improving(study: optuna.Study) -> str:
         else "it had settled: no better plan in the last trials"
     )
     return (
-        f"the best value was found at finished trial {last_gain} of {n} ({gains} better plan"
-        f"{'s' if gains != 1 else ''} in all); "
+        f"the best single-run value was found at finished trial {last_gain} of {n} "
+        f"({gains} better plan{'s' if gains != 1 else ''} in all); "
         f"{since} trials since; {verdict}"
     )
 
