@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial
 
 from autofreeze import figures, records, story, study_story
 from autofreeze.errors import ConfigError, StorageError
+from autofreeze.reevaluation import pareto_front
 from autofreeze.review import TRIAL_COLUMNS, trial_row, trial_rows
 from autofreeze.study import best_trial
 
@@ -113,6 +114,20 @@ def summary(study: optuna.Study, metric: str) -> list[tuple[str, str]]:
     return [(k, v) for k, v in rows if v]
 
 
+FRONT_WORDS = (
+    "The plans no other plan beats on every objective, best metric first; "
+    "`autofreeze train CONFIG --trial N` trains any of them."
+)
+
+
+def front_table(study: optuna.Study) -> tuple[list[str], list[list[Any]]]:
+    """A multi-objective study's Pareto front: each plan's values and its plan in words."""
+    names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
+    rows = [[f"trial {t.number} ({records.name(t)})", *t.values, _plan_line(t)]
+            for t in pareto_front(study)]  # fmt: skip
+    return ["trial", *names, "plan"], rows
+
+
 def top_trials(study: optuna.Study, k: int = TOP) -> list[FrozenTrial]:
     return sorted(figures.runs(study), key=figures.value, reverse=records.maximizes(study))[:k]
 
@@ -191,6 +206,9 @@ def _html(study: optuna.Study, metric: str) -> Rendered:
         return _figure(figs[key], f"fig-{slug}") if key in figs else ""
 
     section("Summary", html_table(["", ""], [list(r) for r in summary(study, metric)]))
+    if len(study.directions) > 1:
+        header, rows = front_table(study)
+        section("Pareto front", f"<p>{FRONT_WORDS}</p>", html_table(header, rows, ' id="front"'))
     probe = study.user_attrs.get(records.PROBE)
     if probe:
         rows = [[b["index"], b["name"], b["val_accuracy"]] for b in probe.get("blocks", [])]
@@ -261,6 +279,9 @@ def _markdown(study: optuna.Study, metric: str) -> Rendered:
     sections = ["Summary", "Best plan", "Best against the textbook recipes", "Top trials"]
     lines = [f"# autofreeze report: {study.study_name}", ""]
     lines += [f"- **{k}**: {v}" for k, v in summary(study, metric)] + [""]
+    if len(study.directions) > 1:
+        sections.insert(1, "Pareto front")
+        lines += ["## Pareto front", "", FRONT_WORDS, "", story.md_table(*front_table(study)), ""]
     lines += [f"## Best plan: {story.trial_title(best)}", "", f"**{story.outcome(best, metric)}**"]
     lines += ["", f"Plan: {_plan_line(best)}.", ""]
     fm = story.freeze_map(best)

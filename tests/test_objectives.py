@@ -126,3 +126,16 @@ def test_best_lists_the_pareto_front_and_how_to_train_a_point_of_it(multi):
     summary = json.loads(CliRunner().invoke(cli, ["best", str(path), "--json"]).stdout)
     assert [r["number"] for r in summary["pareto_front"]] == [t.number for t in front]
     assert summary["objectives"] == ["val_accuracy", "train_seconds"]
+
+
+def test_the_report_of_a_multi_objective_study_lists_its_front(multi, tmp_path):
+    path, study = multi
+    front = pareto_front(study)
+    for name in ("r.md", "r.html"):
+        out = CliRunner().invoke(cli, ["report", str(path), "--out", str(tmp_path / name)])
+        assert out.exit_code == 0, out.output
+    md = (tmp_path / "r.md").read_text()
+    assert "## Pareto front" in md and "| trial | val_accuracy | train_seconds | plan |" in md
+    rows = [line for line in md.split("## Pareto front", 1)[1].splitlines() if "| trial " in line]
+    assert [int(r.split()[2]) for r in rows[1:]] == [t.number for t in front]
+    assert 'id="front"' in (tmp_path / "r.html").read_text()
