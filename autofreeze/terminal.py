@@ -283,8 +283,13 @@ class _Watcher:
         return words
 
     def status(self) -> str:
-        best = f"; best {best_words(self.best, self.metric)}" if self.best is not None else ""
-        return self.progress() + best
+        """A periodic line: the budget and the best by its value (its plan was said when it
+        became the best)."""
+        if self.best is None:
+            return self.progress()
+        return (
+            f"{self.progress()}; best {_value(self.best, self.metric)} (trial {self.best.number})"
+        )
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
