@@ -55,6 +55,7 @@ class Publisher:
         self.folder = cfg.artifact_dir
         self._store: Any = None
         self._broken = False
+        self._drawing_failed = False
 
     @property
     def metric(self) -> str:
@@ -109,6 +110,12 @@ class Publisher:
                 )
         except OSError as exc:
             self._give_up(exc)
+        except Exception as exc:  # a bug in drawing must not cost the trial its result
+            if not self._drawing_failed:
+                self._drawing_failed = True
+                why = f"{type(exc).__name__}: {exc}"
+                self.progress(f"note: could not draw trial {trial.number}'s figure (a bug, "
+                              f"{why}); the trials and notes go on")  # fmt: skip
 
     def trial_note(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """The trial's note, from its final state (written after it was told)."""

@@ -225,3 +225,20 @@ def test_notes_and_figures_work_on_postgresql_with_the_artifacts_in_a_shared_fol
         live = SimpleNamespace(study=study, storage=study._storage, _trial_id=t._trial_id)
         assert "### Freeze map" in get_note(live)
     assert "Best against the textbook recipes" in get_note(study)
+
+
+def test_a_figure_that_cannot_be_drawn_costs_no_trial_its_result(tmp_path, monkeypatch):
+    import autofreeze.figures
+
+    def broken(*args, **kwargs):
+        raise ValueError("no such colour")
+
+    monkeypatch.setattr(autofreeze.figures, "trial_png", broken)
+    path = write_study(tmp_path, "nodraw", n_trials=3)
+    lines: list[str] = []
+    result = run_search(load_config(path), progress=lines.append)
+    study = optuna.load_study(study_name="nodraw", storage=f"sqlite:///{tmp_path}/nodraw.db")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert result.ran == 3 and len(done) == 3
+    notes = [line for line in lines if "could not draw" in line]
+    assert len(notes) == 1 and "ValueError: no such colour" in notes[0]
