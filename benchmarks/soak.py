@@ -119,8 +119,9 @@ def soak_round(
     """One study: a search with one fault at a random moment, then the same search resumed."""
     url = f"sqlite:///{folder}/soak{index}.db" if storage == "sqlite" else new_pg_database()
     name = f"soak{index}"
+    # the product's default: the dashboard output on, so faults meet it too
     config = write_study(folder, name, n_trials=trials, epochs=epochs, pruner="none",
-                         study_extra="heartbeat = 2")  # fmt: skip
+                         study_extra="heartbeat = 2", dashboard=True)  # fmt: skip
     r = Round(storage, rng.choice(TARGETS), rng.choice(list(SIGNALS)), rng.uniform(1.0, 20.0))
     t0 = time.perf_counter()
     try:

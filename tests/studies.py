@@ -1,5 +1,7 @@
 """Tiny study configs for tests: synthetic data, resnet10t at 16 px, two or three epochs; no
-re-evaluation of the top plans and no probe unless a test asks for them."""
+re-evaluation of the top plans, no probe and no dashboard output (notes, figures, report:
+about 0.3 s a trial) unless a test asks for them. The soak and the dashboard, report and
+browser tests run with the dashboard output on, the product's default."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ pruner = "{pruner}"
 seed = 0
 reevaluate = {reevaluate}
 probe = {probe}
+dashboard = {dashboard}
 {study_extra}
 
 [backbone]
@@ -62,6 +65,7 @@ def write_study(
     size: int = 16,
     reevaluate: int = 0,
     probe: bool = False,
+    dashboard: bool = False,
 ) -> Path:
     path = folder / f"{name}.toml"
     path.write_text(
@@ -77,6 +81,7 @@ def write_study(
             size=size,
             reevaluate=reevaluate,
             probe=str(probe).lower(),
+            dashboard=str(dashboard).lower(),
         )
     )
     return path

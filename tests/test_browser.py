@@ -74,7 +74,9 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     folder = tmp_path_factory.mktemp("browser")
-    config = write_study(folder, "shown", n_trials=7, epochs=2)  # the six recipes, one searched
+    config = write_study(
+        folder, "shown", n_trials=7, epochs=2, dashboard=True
+    )  # the six recipes, one searched
     run_search(load_config(config), progress=quiet)
     report = folder / "report.html"
     result = CliRunner().invoke(cli, ["report", str(config), "--out", str(report)])

@@ -110,7 +110,7 @@ def raw(url: str) -> bytes:
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
     folder = tmp_path_factory.mktemp("published")
-    path = write_study(folder, "shown", n_trials=8, epochs=3, reevaluate=2)
+    path = write_study(folder, "shown", n_trials=8, epochs=3, reevaluate=2, dashboard=True)
     run_search(load_config(path), progress=quiet)
     with dashboard(str(path)) as base:
         studies = get(f"{base}/api/studies")["study_summaries"]
@@ -187,7 +187,9 @@ def test_the_study_figures_are_saved_once_each(published):
 
 def test_an_artifact_folder_that_cannot_be_written_is_one_note(tmp_path):
     (tmp_path / "a-file").write_text("not a folder")
-    path = write_study(tmp_path, "nofig", n_trials=2, study_extra='artifacts = "a-file/figs"')
+    path = write_study(
+        tmp_path, "nofig", n_trials=2, study_extra='artifacts = "a-file/figs"', dashboard=True
+    )
     lines: list[str] = []
     result = run_search(load_config(path), progress=lines.append)
     assert result.ran == 2
@@ -206,7 +208,9 @@ def test_notes_and_figures_work_on_postgresql_with_the_artifacts_in_a_shared_fol
     from autofreeze.publish import trial_artifacts
 
     shared = tmp_path / "shared-figures"
-    path = write_study(tmp_path, "onpg", n_trials=3, study_extra=f'artifacts = "{shared}"')
+    path = write_study(
+        tmp_path, "onpg", n_trials=3, study_extra=f'artifacts = "{shared}"', dashboard=True
+    )
     result = run_search(load_config(path, {"study.storage": pg_url}), progress=quiet)
     study = optuna.load_study(study_name="onpg", storage=pg_url)
     assert result.ran == 3 and study.metric_names == ["val_accuracy"]
@@ -234,7 +238,7 @@ def test_a_figure_that_cannot_be_drawn_costs_no_trial_its_result(tmp_path, monke
         raise ValueError("no such colour")
 
     monkeypatch.setattr(autofreeze.figures, "trial_png", broken)
-    path = write_study(tmp_path, "nodraw", n_trials=3)
+    path = write_study(tmp_path, "nodraw", n_trials=3, dashboard=True)
     lines: list[str] = []
     result = run_search(load_config(path), progress=lines.append)
     study = optuna.load_study(study_name="nodraw", storage=f"sqlite:///{tmp_path}/nodraw.db")

@@ -23,7 +23,7 @@ MULTI = 'objectives = ["val_accuracy", "train_seconds"]'
 @pytest.fixture(scope="module")
 def multi(tmp_path_factory):
     folder = tmp_path_factory.mktemp("multi")
-    path = write_study(folder, "multi", n_trials=9, study_extra=MULTI, reevaluate=2)
+    path = write_study(folder, "multi", n_trials=9, study_extra=MULTI, reevaluate=2, dashboard=True)
     result = run_search(load_config(path), progress=quiet)
     return path, result.study
 

@@ -37,8 +37,7 @@ def built(tmp_path_factory):
     """A 9-trial study with the probe and one re-evaluated plan, and its HTML report written
     by the CLI (with its JSON)."""
     folder = tmp_path_factory.mktemp("report")
-    extra = "dashboard = false"  # its notes and figures are publish's tests; 15 s saved here
-    config = write_study(folder, n_trials=9, epochs=3, probe=True, reevaluate=1, study_extra=extra)
+    config = write_study(folder, n_trials=9, epochs=3, probe=True, reevaluate=1)
     run_search(load_config(config), progress=quiet)
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'tiny.db'}")
     out = folder / "out" / "report.html"
