@@ -1,5 +1,5 @@
-"""Commands on studies: search, worker, train, pretrain, dashboard, probe (best and trials:
-``_results.py``)."""
+"""Commands on studies: search, worker, train, pretrain, probe (best and trials:
+``_results.py``; report and dashboard: ``_report.py``)."""
 
 from __future__ import annotations
 
