@@ -32,6 +32,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from tests.processes import proc_stats
+
 CHROMIUM = shutil.which("chromium")
 FLAGS = (
     "--headless",
@@ -80,15 +82,7 @@ def visible_text(dom: str) -> str:
 
 def _group_alive(pgid: int) -> list[int]:
     """The running (not zombie) processes of process group ``pgid``."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the process ended while we looked
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            found.append(int(stat.parent.name))
-    return found
+    return [p for p, fields in proc_stats() if fields[0] != "Z" and int(fields[2]) == pgid]
 
 
 def render(

@@ -96,17 +96,20 @@ def drop_pg_database(url: str) -> None:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (read from /proc)."""
-    found = []
+def proc_stats():
+    """``(pid, fields)`` of every process, ``fields`` from /proc/PID/stat after the command
+    name: state, parent, process group, ..."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:  # the process ended while we looked
             continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
+        yield int(stat.parent.name), fields
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (read from /proc)."""
+    return [p for p, fields in proc_stats() if int(fields[1]) == pid]
 
 
 def alive(pid: int) -> bool:
