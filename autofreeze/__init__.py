@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from autofreeze.model import Model
+    from autofreeze.runs.model import Model
 
 __version__ = "0.1.0"
 
 
 def load(path: str | Path) -> Model:
     """Load a checkpoint written by ``autofreeze train``: a model with its classes and
-    preprocessing (``.predict(images)``, ``.evaluate(...)``); see :mod:`autofreeze.model`."""
-    from autofreeze.model import load as load_model
+    preprocessing (``.predict(images)``, ``.evaluate(...)``); see :mod:`autofreeze.runs.model`."""
+    from autofreeze.runs.model import load as load_model
 
     return load_model(path)

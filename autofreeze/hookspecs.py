@@ -28,8 +28,8 @@ from autofreeze.errors import PluginError
 if TYPE_CHECKING:
     import click
 
-    from autofreeze.backbones import Backbone
-    from autofreeze.data import ImageDataset
+    from autofreeze.core.backbones import Backbone
+    from autofreeze.data.images import ImageDataset
     from autofreeze.schedules import Schedule
 
 hookspec = pluggy.HookspecMarker("autofreeze")
@@ -37,13 +37,15 @@ hookimpl = pluggy.HookimplMarker("autofreeze")
 
 # name -> module: what plugins build, return, raise and read weights with
 PLUGIN_API = {
-    **dict.fromkeys(("Backbone", "Block"), "autofreeze.backbones"),
-    **dict.fromkeys(("ImageDataset", "ImageSet", "stratified_split"), "autofreeze.data"),
-    **dict.fromkeys(("Count", "Seed", "ValFraction", "validate_options"), "autofreeze.options"),
+    **dict.fromkeys(("Backbone", "Block"), "autofreeze.core.backbones"),
+    **dict.fromkeys(("ImageDataset", "ImageSet", "stratified_split"), "autofreeze.data.images"),
+    **dict.fromkeys(
+        ("Count", "Seed", "ValFraction", "validate_options"), "autofreeze.data.options"
+    ),
     **dict.fromkeys(("Schedule", "Knob", "Phase"), "autofreeze.schedules"),
     **dict.fromkeys(
         ("read_state_dict", "load_state_dict", "save_state", "first_line", "reachable"),
-        "autofreeze.weights",
+        "autofreeze.core.weights",
     ),
     **dict.fromkeys(
         (
@@ -182,7 +184,7 @@ def register_datasets(register: DatasetRegister) -> None:
     """Register dataset factories.
 
     Call ``register(name, factory, description="")`` where ``factory(**options) ->
-    autofreeze.data.ImageDataset``. The options are the study config's ``[dataset]`` table
+    autofreeze.data.images.ImageDataset``. The options are the study config's ``[dataset]`` table
     without ``name``; the host checks them against the factory's signature before calling it.
     """
 

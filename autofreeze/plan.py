@@ -16,7 +16,7 @@ from autofreeze.errors import PlanError
 BnMode = Literal["eval", "train", "frozen"]
 Init = Literal["pretrained", "scratch"]
 BN_MODES: tuple[str, ...] = get_args(BnMode)
-Augment = Literal["none", "flip", "crop", "trivial"]  # see autofreeze.augment
+Augment = Literal["none", "flip", "crop", "trivial"]  # see autofreeze.data.augment
 AUGMENTS: tuple[str, ...] = get_args(Augment)
 INITS: tuple[str, ...] = get_args(Init)
 

@@ -2,7 +2,7 @@
 
 A line is a note (always shown but with ``--quiet``) or a detail (each epoch, each finished
 trial: shown with ``-v``): code that says a detail calls :func:`detail`, which hands it to the
-progress's ``detail`` method if it has one (the terminal display, :mod:`autofreeze.terminal`)
+progress's ``detail`` method if it has one (the terminal display, :mod:`autofreeze.review.terminal`)
 and to the progress itself otherwise, so a plain callable still gets every line.
 """
 

@@ -3,7 +3,7 @@
 A backbone plugin's test suite can be as short as::
 
     from autofreeze.testing import check_backbone
-    from autofreeze.registry import Registry
+    from autofreeze.plugins.registry import Registry
 
     def test_my_backbone():
         registry = Registry()
@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from autofreeze.backbones import Backbone
-from autofreeze.data import ImageDataset, ImageSet, load_image, to_tensors
-from autofreeze.freezing import Freezer
+from autofreeze.core.backbones import Backbone
+from autofreeze.core.freezing import Freezer
+from autofreeze.data.images import ImageDataset, ImageSet, load_image, to_tensors
+from autofreeze.data.tensors import TensorSplit
 from autofreeze.plan import FreezePlan
-from autofreeze.tensors import TensorSplit
 
 
 def tiny_split(n: int = 12, num_classes: int = 3, size: int = 32, seed: int = 0) -> TensorSplit:
@@ -191,7 +191,7 @@ def check_dataset(
     - ``len`` and indexing agree (a lazy sequence, e.g. a Hugging Face column, must give an
       image at every index below its length);
     - the first, the last and up to ``decode`` images of each split spread over it decode
-      (:func:`autofreeze.data.load_image`) and convert to tensors of ``size`` pixels.
+      (:func:`autofreeze.data.images.load_image`) and convert to tensors of ``size`` pixels.
     """
     classes = dataset.classes
     assert len(classes) >= 2, f"{len(classes)} class(es): a classifier needs at least two"

@@ -104,7 +104,7 @@ def make_folder(root: Path, n: int) -> float:
 
 def listing(root: Path):
     """The folder as one split: every image, in the order of its number (classes interleave)."""
-    from autofreeze.data import ImageSet
+    from autofreeze.data.images import ImageSet
 
     files = sorted(root.glob("*/*.jpg"), key=lambda p: int(p.stem))
     return ImageSet([str(p) for p in files], [int(p.parent.name) for p in files])
@@ -173,12 +173,12 @@ def worker(mode: str, rows: int, args: argparse.Namespace) -> dict:
     rss = PeakRss()
     import torch
 
-    from autofreeze.decode import decode_split
+    from autofreeze.core.train import TrainConfig, Trainer
+    from autofreeze.data.decode import decode_split
+    from autofreeze.data.tensors import DiskImages, TensorSplit, normalise
     from autofreeze.plan import FreezePlan
-    from autofreeze.registry import Registry
+    from autofreeze.plugins.registry import Registry
     from autofreeze.schedules import Static
-    from autofreeze.tensors import DiskImages, TensorSplit, normalise
-    from autofreeze.train import TrainConfig, Trainer
 
     torch.set_num_threads(os.cpu_count() or 1)
     streamed = mode.startswith("stream")
@@ -326,7 +326,7 @@ class Quiet:
 def timed_decode(
     images, store: Path, workers: int, size: int, fresh: bool = True
 ) -> tuple[float, list[str]]:
-    from autofreeze.decode import decode_split
+    from autofreeze.data.decode import decode_split
 
     if fresh:
         shutil.rmtree(store, ignore_errors=True)
@@ -426,7 +426,7 @@ def main() -> None:
     for p in images.images:  # the JPEGs in the page cache for both decoding runs alike
         Path(p).read_bytes()
     say(f"image folder: {root} ({n} images, {jpeg_bytes / MB:.0f} MB)")
-    from autofreeze.data import decode_image
+    from autofreeze.data.images import decode_image
 
     decode_image(images.images[0], args.size)  # its imports, before either timing
 

@@ -64,11 +64,11 @@ def thread_scaling(repeats: int = 3) -> float:
     """How much faster one trial trains on 2 torch threads than on 1 (the same plan, data)."""
     import torch
 
-    from autofreeze.freezing import FreezePlan
-    from autofreeze.registry import Registry
+    from autofreeze.core.freezing import FreezePlan
+    from autofreeze.core.train import TrainConfig, Trainer
+    from autofreeze.plugins.registry import Registry
     from autofreeze.schedules import Static
     from autofreeze.testing import tiny_split
-    from autofreeze.train import TrainConfig, Trainer
 
     registry = Registry()
     best = {}
@@ -90,7 +90,7 @@ def thread_scaling(repeats: int = 3) -> float:
 
 def storage_seconds_per_trial(url: str, n: int = 40, epochs: int = 8) -> float:
     """What the study database costs one trial: ask, 8 reports, user attrs, tell."""
-    from autofreeze.storage import open_storage
+    from autofreeze.study.storage import open_storage
 
     study = optuna.create_study(
         storage=open_storage(url), study_name=f"s{uuid.uuid4().hex}", direction="maximize"

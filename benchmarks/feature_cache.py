@@ -23,12 +23,12 @@ from benchmarks._report import write_section  # noqa: E402
 
 
 def main() -> None:
-    from autofreeze.cache import FeatureCache
-    from autofreeze.data import to_tensors
-    from autofreeze.freezing import FreezePlan
-    from autofreeze.registry import Registry
+    from autofreeze.cache.activations import FeatureCache
+    from autofreeze.core.freezing import FreezePlan
+    from autofreeze.core.train import TrainConfig, fit
+    from autofreeze.data.images import to_tensors
+    from autofreeze.plugins.registry import Registry
     from autofreeze.schedules import Static
-    from autofreeze.train import TrainConfig, fit
 
     registry = Registry()
     data = registry.create_dataset(

@@ -33,12 +33,12 @@ def measure(
     """One fit in this process: per-epoch seconds, final accuracy, peak RSS."""
     import torch
 
-    from autofreeze.cache import FeatureCache, PrefixCache, prefix_features
+    from autofreeze.cache.activations import FeatureCache, PrefixCache, prefix_features
+    from autofreeze.core.train import TrainConfig, Trainer
     from autofreeze.plan import FreezePlan
-    from autofreeze.registry import Registry
+    from autofreeze.plugins.registry import Registry
     from autofreeze.schedules import Static
     from autofreeze.testing import tiny_split
-    from autofreeze.train import TrainConfig, Trainer
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
@@ -92,7 +92,7 @@ def frozen_forward_seconds(backbone, k: int, args: argparse.Namespace) -> float:
 
     import torch
 
-    from autofreeze.split import prefix_outputs, split_at
+    from autofreeze.core.split import prefix_outputs, split_at
     from autofreeze.testing import tiny_split
 
     size = MODELS_SIZE[backbone.name]

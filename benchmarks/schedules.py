@@ -21,13 +21,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autofreeze.build import prepare  # noqa: E402
-from autofreeze.cache import refreezer  # noqa: E402
+from autofreeze.cache.activations import refreezer  # noqa: E402
 from autofreeze.config import load_config  # noqa: E402
+from autofreeze.core.train import fit  # noqa: E402
 from autofreeze.plan import FreezePlan  # noqa: E402
-from autofreeze.pretrain import ensure_weights  # noqa: E402
 from autofreeze.progress import quiet  # noqa: E402
-from autofreeze.train import fit  # noqa: E402
+from autofreeze.runs.prepare import prepare  # noqa: E402
+from autofreeze.runs.pretrain import ensure_weights  # noqa: E402
 from benchmarks._report import write_section  # noqa: E402
 
 # (label, schedule, frozen blocks cached from the epoch they freeze)

@@ -78,8 +78,8 @@ def digits_variant(
     seed: int = 0,
 ) -> Any:
     """Digits with a held-out test split, their inputs or labels changed."""
-    from autofreeze.data import ImageDataset, ImageSet
-    from autofreeze.default_plugins.datasets import digits
+    from autofreeze.data.images import ImageDataset, ImageSet
+    from autofreeze.plugins.builtin.datasets import digits
 
     ds = digits(
         classes=classes,
@@ -166,8 +166,8 @@ def spearman(a: list[float], b: list[float]) -> float:
 def test_accuracy(cfg: Any, plan: Any, out: Path, seeds: int) -> float:
     """Mean test accuracy of ``plan`` trained on the training split with ``seeds`` seeds (the
     study's and the next ones): one retraining is as noisy as one trial."""
-    from autofreeze.checkpoint import train_checkpoint
     from autofreeze.progress import quiet
+    from autofreeze.runs.checkpoint import train_checkpoint
 
     values = []
     for s in range(seeds):
@@ -183,12 +183,11 @@ def run_once(
     name: str, options: dict[str, Any], args: Any, weights: str, folder: Path, repeat: int
 ) -> dict[str, Any]:
     """Each method once on one task, with search and training seed ``repeat``."""
-    from autofreeze import records
     from autofreeze.config import load_config
     from autofreeze.plan import FreezePlan
     from autofreeze.progress import quiet
-    from autofreeze.search import run_search
-    from autofreeze.study import best_trial
+    from autofreeze.search.run import run_search
+    from autofreeze.study import best_trial, records
 
     row: dict[str, Any] = {}
     for kind in args.methods.split(","):
@@ -268,9 +267,9 @@ def main() -> None:
     import torch
 
     from autofreeze.config import load_config
-    from autofreeze.pretrain import ensure_weights
+    from autofreeze.plugins.registry import get_registry
     from autofreeze.progress import quiet
-    from autofreeze.registry import get_registry
+    from autofreeze.runs.pretrain import ensure_weights
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(os.cpu_count() or 1)

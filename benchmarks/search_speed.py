@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from autofreeze.config import load_config  # noqa: E402
-from autofreeze.pretrain import ensure_weights  # noqa: E402
 from autofreeze.progress import quiet  # noqa: E402
-from autofreeze.search import run_search  # noqa: E402
+from autofreeze.runs.pretrain import ensure_weights  # noqa: E402
+from autofreeze.search.run import run_search  # noqa: E402
 from benchmarks._report import write_section  # noqa: E402
 
 QUICKSTART = ROOT / "studies" / "quickstart.toml"

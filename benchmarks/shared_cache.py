@@ -27,12 +27,12 @@ import json, sys, time
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-from autofreeze.cache import PrefixCache, prefix_features
+from autofreeze.cache.activations import PrefixCache, prefix_features
 from autofreeze.plan import FreezePlan
-from autofreeze.registry import Registry
+from autofreeze.plugins.registry import Registry
 from autofreeze.schedules import Static
 from autofreeze.testing import tiny_split
-from autofreeze.train import TrainConfig, Trainer
+from autofreeze.core.train import TrainConfig, Trainer
 folder, barrier = Path(sys.argv[1]), Path(sys.argv[2])
 images, epochs = int(sys.argv[3]), int(sys.argv[4])
 torch.manual_seed(0)

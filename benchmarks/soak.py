@@ -34,8 +34,8 @@ from optuna.trial import TrialState
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autofreeze.baselines import BASELINE_NAMES  # noqa: E402
-from autofreeze.records import counts, over_budget  # noqa: E402
+from autofreeze.recipes import BASELINE_NAMES  # noqa: E402
+from autofreeze.study.records import counts, over_budget  # noqa: E402
 from benchmarks._report import write_section  # noqa: E402
 from tests.processes import alive, children, drop_pg_database, new_pg_database  # noqa: E402
 from tests.studies import write_study  # noqa: E402

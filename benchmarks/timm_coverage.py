@@ -41,9 +41,9 @@ def first_line(exc: BaseException) -> str:
 
 def cut(model: torch.nn.Module, name: str, head: list[str], granularity: str, fallback: bool):
     """``{"ok", "cut", "n_blocks", "reason"}`` of one cut, checked like a built backbone."""
-    from autofreeze.backbones import Backbone
-    from autofreeze.default_plugins._timm_cut import cut_model
+    from autofreeze.core.backbones import Backbone
     from autofreeze.errors import BackboneError
+    from autofreeze.plugins.builtin._timm_cut import cut_model
 
     try:
         groups, source = cut_model(
@@ -59,8 +59,8 @@ def cut(model: torch.nn.Module, name: str, head: list[str], granularity: str, fa
 def survey(name: str) -> dict[str, Any]:
     import timm
 
-    from autofreeze.default_plugins.timm_backbones import classifier_param_names
     from autofreeze.errors import BackboneError
+    from autofreeze.plugins.builtin.timm_backbones import classifier_param_names
 
     row: dict[str, Any] = {"name": name, "family": None, "build": None}
     try:

@@ -27,11 +27,11 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from autofreeze.core.train import TrainConfig, Trainer  # noqa: E402
 from autofreeze.plan import FreezePlan  # noqa: E402
-from autofreeze.registry import Registry  # noqa: E402
+from autofreeze.plugins.registry import Registry  # noqa: E402
 from autofreeze.schedules import Static  # noqa: E402
 from autofreeze.testing import tiny_split  # noqa: E402
-from autofreeze.train import TrainConfig, Trainer  # noqa: E402
 from benchmarks._report import write_section  # noqa: E402
 
 MODELS = [("resnet18", 64, 256), ("vit_tiny_patch16_224", 224, 32)]  # name, size, images

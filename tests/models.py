@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from autofreeze.backbones import state_checksum
-from autofreeze.registry import Registry
+from autofreeze.core.backbones import state_checksum
+from autofreeze.core.train import TrainConfig, Trainer
+from autofreeze.plugins.registry import Registry
 from autofreeze.schedules import Static
 from autofreeze.testing import tiny_split
-from autofreeze.train import TrainConfig, Trainer
 
 REGISTRY = Registry()
 

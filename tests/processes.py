@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from autofreeze.baselines import BASELINE_NAMES
+from autofreeze.recipes import BASELINE_NAMES
 
 BASELINES = set(BASELINE_NAMES)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

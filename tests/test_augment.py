@@ -8,13 +8,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from autofreeze import records
-from autofreeze.augment import POLICIES, augment_batch, mix, view_batches
 from autofreeze.cli import cli
+from autofreeze.core.train import TrainConfig, Trainer
+from autofreeze.data.augment import POLICIES, augment_batch, mix, view_batches
+from autofreeze.data.tensors import TensorSplit
 from autofreeze.plan import FreezePlan
 from autofreeze.schedules import Static
-from autofreeze.tensors import TensorSplit
-from autofreeze.train import TrainConfig, Trainer
+from autofreeze.study import records
 from tests.models import make
 from tests.studies import write_study
 

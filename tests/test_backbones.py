@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from autofreeze.backbones import Backbone
+from autofreeze.core.backbones import Backbone
 from autofreeze.errors import BackboneError, WeightsError
-from autofreeze.registry import Registry
+from autofreeze.plugins.registry import Registry
 from autofreeze.testing import check_backbone, first_calls
 
 NUM_CLASSES = 7  # no stem or stage width equals it, so a shape check finds only the head

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from autofreeze.baselines import BASELINE_NAMES, baseline_plans, recipes
 from autofreeze.config import SearchSection
-from autofreeze.registry import Registry
-from autofreeze.space import SearchSpace
+from autofreeze.plugins.registry import Registry
+from autofreeze.search.baselines import BASELINE_NAMES, baseline_plans, recipes
+from autofreeze.search.space import SearchSpace
 
 REGISTRY = Registry()
 

@@ -24,12 +24,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from autofreeze.baselines import BASELINE_NAMES
 from autofreeze.cli import cli
 from autofreeze.config import load_config
-from autofreeze.figures import COLOURS
 from autofreeze.progress import quiet
-from autofreeze.search import run_search
+from autofreeze.recipes import BASELINE_NAMES
+from autofreeze.review.figures import COLOURS
+from autofreeze.search.run import run_search
 from tests.browser import CHROMIUM, dashboard, hex_rgb, render, screenshot_colours, visible_text
 from tests.studies import write_study
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autofreeze.cache import FeatureCache, cacheable
-from autofreeze.freezing import FreezePlan
-from autofreeze.registry import Registry
+from autofreeze.cache.activations import FeatureCache, cacheable
+from autofreeze.core.freezing import FreezePlan
+from autofreeze.core.train import TrainConfig, fit
+from autofreeze.plugins.registry import Registry
 from autofreeze.schedules import LinearProbeFinetune, Static
 from autofreeze.testing import tiny_split
-from autofreeze.train import TrainConfig, fit
 
 REGISTRY = Registry()
 

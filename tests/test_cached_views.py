@@ -7,14 +7,14 @@ import optuna
 import torch
 from click.testing import CliRunner
 
-from autofreeze import records
-from autofreeze.augment import augment_batch, pick_views
-from autofreeze.cache import PrefixCache, Views, prefix_features
+from autofreeze.cache.activations import PrefixCache, Views, prefix_features
 from autofreeze.cli import cli
+from autofreeze.core.train import TrainConfig, Trainer
+from autofreeze.data.augment import augment_batch, pick_views
 from autofreeze.plan import FreezePlan
 from autofreeze.schedules import Static
+from autofreeze.study import records
 from autofreeze.testing import tiny_split
-from autofreeze.train import TrainConfig, Trainer
 from tests.models import make
 from tests.studies import write_study
 

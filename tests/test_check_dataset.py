@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from autofreeze.data import ImageDataset, ImageSet
-from autofreeze.registry import Registry
+from autofreeze.data.images import ImageDataset, ImageSet
+from autofreeze.plugins.registry import Registry
 from autofreeze.testing import check_dataset
 
 

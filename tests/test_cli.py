@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from autofreeze.cli import cli
-from autofreeze.registry import Registry
+from autofreeze.plugins.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -38,7 +38,7 @@ def existing(tmp_path_factory):
 
     import torch
 
-    from autofreeze.registry import Registry
+    from autofreeze.plugins.registry import Registry
 
     folder = tmp_path_factory.mktemp("cfg")
     config = write_study(folder, "keep", n_trials=2, study_extra="baselines = false")

@@ -16,10 +16,10 @@ import optuna
 import pytest
 from plotly.offline import get_plotlyjs
 
-from autofreeze.baselines import BASELINE_NAMES
 from autofreeze.config import load_config
 from autofreeze.progress import quiet
-from autofreeze.search import run_search
+from autofreeze.recipes import BASELINE_NAMES
+from autofreeze.search.run import run_search
 from tests.studies import write_study
 
 
@@ -205,7 +205,7 @@ def test_notes_and_figures_work_on_postgresql_with_the_artifacts_in_a_shared_fol
     from optuna.artifacts import FileSystemArtifactStore, download_artifact
     from optuna_dashboard import get_note
 
-    from autofreeze.publish import trial_artifacts
+    from autofreeze.review.dashboard import trial_artifacts
 
     shared = tmp_path / "shared-figures"
     path = write_study(
@@ -232,12 +232,12 @@ def test_notes_and_figures_work_on_postgresql_with_the_artifacts_in_a_shared_fol
 
 
 def test_a_figure_that_cannot_be_drawn_costs_no_trial_its_result(tmp_path, monkeypatch):
-    import autofreeze.figures
+    import autofreeze.review.figures
 
     def broken(*args, **kwargs):
         raise ValueError("no such colour")
 
-    monkeypatch.setattr(autofreeze.figures, "trial_png", broken)
+    monkeypatch.setattr(autofreeze.review.figures, "trial_png", broken)
     path = write_study(tmp_path, "nodraw", n_trials=3, dashboard=True)
     lines: list[str] = []
     result = run_search(load_config(path), progress=lines.append)

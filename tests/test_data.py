@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 from pydantic import Field
 
-from autofreeze.data import ImageSet, load_image, stratified_split, to_tensors
-from autofreeze.default_plugins.datasets import csv, digits, imagefolder, synthetic
+from autofreeze.data.images import ImageSet, load_image, stratified_split, to_tensors
 from autofreeze.errors import ConfigError, DatasetError
+from autofreeze.plugins.builtin.datasets import csv, digits, imagefolder, synthetic
 
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
@@ -474,13 +474,13 @@ def test_synthetic_bad_options(options, name):
 # -- through the registry ------------------------------------------------------------------------
 @pytest.fixture
 def registry(monkeypatch):
-    from autofreeze.plugins import DISABLE_ENV
-    from autofreeze.registry import Registry
+    from autofreeze.plugins.manager import DISABLE_ENV
+    from autofreeze.plugins.registry import Registry
 
     # only the dataset built-ins: this file tests them, not the backbones or schedules
     monkeypatch.setenv(
         DISABLE_ENV,
-        "autofreeze.default_plugins.timm_backbones,autofreeze.default_plugins.schedules",
+        "autofreeze.plugins.builtin.timm_backbones,autofreeze.plugins.builtin.schedules",
     )
     return Registry()
 

@@ -17,10 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
-from autofreeze.data import ImageSet, to_tensors
-from autofreeze.decode import decode_split
+from autofreeze.data.decode import decode_split
+from autofreeze.data.images import ImageSet, to_tensors
+from autofreeze.data.tensors import DiskImages, TensorSplit
 from autofreeze.errors import DatasetError
-from autofreeze.tensors import DiskImages, TensorSplit
 
 ROOT = Path(__file__).resolve().parents[1]
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
@@ -97,8 +97,8 @@ def test_a_corrupt_image_is_named_and_skipped_only_when_allowed(tmp_path):
 WRITER = """
 import sys, time
 from pathlib import Path
-from autofreeze.data import ImageSet
-from autofreeze.decode import decode_split
+from autofreeze.data.images import ImageSet
+from autofreeze.data.decode import decode_split
 paths = sys.argv[2:]
 
 class Slow(list):
@@ -166,7 +166,7 @@ def test_many_images_are_decoded_in_parallel_processes_with_the_same_result(tmp_
 
 STREAM = """
 import os, sys, torch
-from autofreeze.tensors import DiskImages, TensorSplit
+from autofreeze.data.tensors import DiskImages, TensorSplit
 n, size, mode = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 page = os.sysconf("SC_PAGE_SIZE")
 
@@ -219,9 +219,9 @@ def test_a_split_larger_than_the_bound_streams_with_flat_memory(tmp_path):
 
 
 def test_training_on_a_streamed_split_equals_training_in_memory(tmp_path):
+    from autofreeze.core.train import TrainConfig, Trainer
     from autofreeze.plan import FreezePlan
     from autofreeze.schedules import Static
-    from autofreeze.train import TrainConfig, Trainer
     from tests.models import make
 
     images = pictures(tmp_path / "img", 24)
@@ -245,7 +245,7 @@ def test_training_on_a_streamed_split_equals_training_in_memory(tmp_path):
 def test_decoding_shows_a_bar_on_a_terminal_and_lines_in_a_log(tmp_path, monkeypatch):
     import io
 
-    import autofreeze.decode as decode_module
+    import autofreeze.data.decode as decode_module
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

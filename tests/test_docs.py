@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from autofreeze import hookspecs
 from autofreeze.errors import ConfigError
-from autofreeze.plugins import make_plugin_manager
-from autofreeze.registry import Registry
+from autofreeze.plugins.manager import make_plugin_manager
+from autofreeze.plugins.registry import Registry
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "plugin_hooks.md"
 HOOKS = {

@@ -31,7 +31,7 @@ CREATE = """
 import sys, time
 from pathlib import Path
 import optuna
-from autofreeze.storage import open_storage
+from autofreeze.study.storage import open_storage
 url, folder, me = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 (folder / f"ready-{me}").touch()
 while not (folder / "go").exists():
@@ -107,8 +107,10 @@ def test_a_search_and_its_workers_started_together_on_a_new_database(tmp_path):
             for log in logs
         ]
         wait_for(
-            lambda: all("waiting up to" in log.read_text() for log in logs if log.exists())
-            and all(log.exists() for log in logs),
+            lambda: (
+                all("waiting up to" in log.read_text() for log in logs if log.exists())
+                and all(log.exists() for log in logs)
+            ),
             120,
             "both workers waiting for the study",
         )

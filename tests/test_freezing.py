@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from autofreeze.backbones import state_checksum
-from autofreeze.freezing import Freezer, block_lr_scale
+from autofreeze.core.backbones import state_checksum
+from autofreeze.core.freezing import Freezer, block_lr_scale
+from autofreeze.core.train import TrainConfig, Trainer
 from autofreeze.plan import FreezePlan
 from autofreeze.schedules import Static
 from autofreeze.testing import tiny_split
-from autofreeze.train import TrainConfig, Trainer
 from tests.models import block_sums, make, run
 
 

@@ -14,14 +14,14 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from autofreeze.backbones import state_checksum
 from autofreeze.cli import cli
+from autofreeze.core.backbones import state_checksum
+from autofreeze.core.freezing import Freezer, GradNorms
+from autofreeze.core.train import lr_factor
 from autofreeze.errors import PlanError
-from autofreeze.freezing import Freezer, GradNorms
 from autofreeze.plan import FreezePlan
 from autofreeze.schedules import AutoFreeze, Budget, FreezeOut
 from autofreeze.schedules._autofreeze import change_rate, frozen_prefix, percentile
-from autofreeze.train import lr_factor
 from tests.models import make, run
 from tests.studies import write_study
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 import autofreeze
 from autofreeze.cli import cli
-from autofreeze.default_plugins.datasets import digits
+from autofreeze.plugins.builtin.datasets import digits
 
 CONFIG = """
 [study]

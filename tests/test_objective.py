@@ -6,11 +6,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from autofreeze import records
-from autofreeze.build import prepare
 from autofreeze.config import load_config
-from autofreeze.objective import Objective, TrialFailed
-from autofreeze.space import SearchSpace
+from autofreeze.runs.prepare import prepare
+from autofreeze.search.objective import Objective, TrialFailed
+from autofreeze.search.space import SearchSpace
+from autofreeze.study import records
 from tests.studies import write_study
 
 PLAN = {

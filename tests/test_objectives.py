@@ -13,8 +13,8 @@ from autofreeze.cli import cli
 from autofreeze.config import load_config
 from autofreeze.errors import ConfigError
 from autofreeze.progress import quiet
-from autofreeze.reevaluation import pareto_front
-from autofreeze.search import run_search
+from autofreeze.search.run import run_search
+from autofreeze.study.results import pareto_front
 from tests.studies import write_study
 
 MULTI = 'objectives = ["val_accuracy", "train_seconds"]'

@@ -17,16 +17,16 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from autofreeze.backbones import Backbone
 from autofreeze.cli import cli
-from autofreeze.data import ImageDataset, ImageSet
+from autofreeze.core.backbones import Backbone
+from autofreeze.data.images import ImageDataset, ImageSet
 from autofreeze.errors import PluginError, UnknownNameError
 from autofreeze.hookspecs import hookimpl
-from autofreeze.plugins import DISABLE_ENV, make_plugin_manager
-from autofreeze.registry import Registry, get_registry
+from autofreeze.plugins.manager import DISABLE_ENV, make_plugin_manager
+from autofreeze.plugins.registry import Registry, get_registry
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS_PLUGIN = "autofreeze.default_plugins.datasets"
+DATASETS_PLUGIN = "autofreeze.plugins.builtin.datasets"
 
 
 class TinyCNN(nn.Module):
@@ -147,7 +147,7 @@ def test_cli_plugins_lists_what_each_plugin_registers():
     assert rows["test-plugin"]["backbones"] == ["tiny-cnn"]
     assert rows["test-plugin"]["datasets"] == ["two-squares"]
     assert rows["test-plugin"]["hooks"] == ["register_backbones", "register_datasets"]
-    assert rows["autofreeze.default_plugins.timm_backbones"]["backbones"] == ["timm (namespace)"]
+    assert rows["autofreeze.plugins.builtin.timm_backbones"]["backbones"] == ["timm (namespace)"]
     assert "digits" in rows[DATASETS_PLUGIN]["datasets"]
     assert "test-plugin  (autofreeze)" in text.stdout
     assert "  datasets: two-squares" in text.stdout
@@ -299,7 +299,7 @@ PLUGIN_SOURCE = """
 
     @hookimpl
     def register_datasets(register):
-        from autofreeze.default_plugins.datasets import synthetic
+        from autofreeze.plugins.builtin.datasets import synthetic
         register("ep-synthetic", synthetic, description="from an entry point")
 """
 

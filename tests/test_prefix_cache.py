@@ -9,20 +9,20 @@ import time
 import pytest
 import torch
 
-from autofreeze.backbones import state_checksum
-from autofreeze.cache import (
+from autofreeze.cache.activations import (
     PrefixCache,
     content_key,
     prefix_cacheable,
     prefix_features,
 )
+from autofreeze.core.backbones import state_checksum
+from autofreeze.core.split import SplitError, split_at
+from autofreeze.core.train import TrainConfig, Trainer
+from autofreeze.data.tensors import tensor_fingerprint
 from autofreeze.errors import PlanError
 from autofreeze.plan import FreezePlan
 from autofreeze.schedules import Gradual, Static
-from autofreeze.split import SplitError, split_at
-from autofreeze.tensors import tensor_fingerprint
 from autofreeze.testing import tiny_split
-from autofreeze.train import TrainConfig, Trainer
 from tests.models import block_sums, make
 
 # (model, image size): one or two of each family the cache supports
@@ -190,7 +190,7 @@ def test_a_corrupt_or_half_written_entry_is_never_read(tmp_path):
 WRITER = """
 import sys, time, torch
 from pathlib import Path
-from autofreeze.cache import PrefixCache
+from autofreeze.cache.activations import PrefixCache
 folder = Path(sys.argv[1])
 (folder.parent / f"ready-{sys.argv[2]}").touch()
 while not (folder.parent / "go").exists():
@@ -309,7 +309,7 @@ def test_blocks_a_schedule_freezes_for_good_are_cached_from_then_on():
     freezes, the trainer trains on the cached output of the blocks below the new boundary.
     The run is the same as without the cache, and gradual unfreezing (which moves the other
     way) is never cached this way."""
-    from autofreeze.cache import refreezer
+    from autofreeze.cache.activations import refreezer
     from autofreeze.schedules._freezeout import FreezeOut
 
     train, val = tiny_split(16), tiny_split(8, seed=1)
@@ -351,7 +351,7 @@ def test_prefix_outputs_larger_than_the_memory_bound_are_refused_not_computed():
 
 
 def test_prefix_outputs_of_a_tensor_and_of_its_batches_agree():
-    from autofreeze.split import prefix_outputs
+    from autofreeze.core.split import prefix_outputs
 
     backbone = make("resnet10t")
     backbone.model.eval()

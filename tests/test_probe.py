@@ -9,11 +9,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from autofreeze import records
-from autofreeze.build import prepare
 from autofreeze.cli import cli
 from autofreeze.config import load_config
-from autofreeze.probe import (
+from autofreeze.runs.prepare import prepare
+from autofreeze.search.probe import (
     SIMILAR_GAP,
     assess,
     block_features,
@@ -22,6 +21,7 @@ from autofreeze.probe import (
     ridge_probe,
     run_probe,
 )
+from autofreeze.study import records
 from tests.studies import write_study
 
 

@@ -9,10 +9,9 @@ import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
-from autofreeze import records
 from autofreeze.cli import cli
-from autofreeze.reevaluation import choose
-from autofreeze.study import best_trial
+from autofreeze.search.reevaluation import choose
+from autofreeze.study import best_trial, records
 from tests.studies import write_study
 
 

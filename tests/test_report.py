@@ -15,14 +15,14 @@ from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 from plotly.offline import get_plotlyjs
 
-from autofreeze import figures, records, story, study_story
 from autofreeze.cli import cli
 from autofreeze.config import load_config
 from autofreeze.progress import quiet
-from autofreeze.report import freeze_map_html, render_report, write_report
-from autofreeze.search import run_search
-from autofreeze.study import best_trial
-from autofreeze.trial_figures import phase_changes
+from autofreeze.review.report import freeze_map_html, render_report, write_report
+from autofreeze.review import figures, story, study_story
+from autofreeze.review.trial_figures import phase_changes
+from autofreeze.search.run import run_search
+from autofreeze.study import best_trial, records
 from tests.studies import write_study
 
 METRIC = "val_accuracy"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from autofreeze.core.freezing import Freezer
 from autofreeze.errors import PlanError
-from autofreeze.freezing import Freezer
 from autofreeze.plan import FreezePlan
 from autofreeze.schedules import BUILTIN_SCHEDULES, Gradual, Knob, LinearProbeFinetune, Static
 from tests.models import make

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
-from autofreeze.baselines import BASELINE_NAMES
 from autofreeze.cli import cli
+from autofreeze.recipes import BASELINE_NAMES
 from tests.studies import write_study
 
 BASELINES = set(BASELINE_NAMES)
@@ -94,9 +94,9 @@ def test_train_best_checkpoint_keeps_frozen_blocks_and_reproduces_the_metric(sea
     import torch
     from safetensors.torch import load_file
 
-    from autofreeze.build import prepare
     from autofreeze.config import load_config
-    from autofreeze.model import load_checkpoint
+    from autofreeze.runs.model import load_checkpoint
+    from autofreeze.runs.prepare import prepare
 
     config, out = searched
     result = invoke(
@@ -203,9 +203,9 @@ def test_out_of_memory_fails_the_trial_with_its_reason_and_the_study_goes_on(tmp
 
     from autofreeze.config import load_config
     from autofreeze.hookspecs import hookimpl
-    from autofreeze.registry import get_registry
+    from autofreeze.plugins.registry import get_registry
     from autofreeze.schedules import Phase, Schedule
-    from autofreeze.search import run_search
+    from autofreeze.search.run import run_search
     from autofreeze.study import open_study
 
     class Greedy(Schedule):
@@ -266,10 +266,10 @@ def test_train_on_train_and_val_says_so(searched, tmp_path):
 
 def test_the_search_space_follows_the_run_budget(tmp_path):
     """24 images in batches of 8 for 2 epochs: 6 AdamW steps of resnet10t's 512-input head."""
-    from autofreeze.build import prepare
     from autofreeze.config import load_config
-    from autofreeze.search import search_space
-    from autofreeze.space import head_lr_floor
+    from autofreeze.runs.prepare import prepare
+    from autofreeze.search.run import search_space
+    from autofreeze.search.space import head_lr_floor
 
     cfg = load_config(write_study(tmp_path, weights="none", epochs=2))
     prepared = prepare(cfg)
@@ -331,7 +331,7 @@ def test_a_trial_cut_short_is_retried_before_any_other_queued_trial(tmp_path):
     next search, ahead of the baselines still queued, even with a budget smaller than the
     queue; a retry enqueued behind the queue would never have run."""
     from autofreeze.config import load_config
-    from autofreeze.search import prepare_search
+    from autofreeze.search.run import prepare_search
 
     config = write_study(tmp_path, "cut", n_trials=3, epochs=1)
     study, _, _ = prepare_search(load_config(config), progress=lambda _: None)
@@ -376,10 +376,9 @@ def test_of_two_trials_racing_for_the_last_place_only_the_first_runs(tmp_path):
     finds the budget taken, does not run, does not count, and a queued plan goes back."""
     from types import SimpleNamespace
 
-    from autofreeze import records
     from autofreeze.config import load_config
-    from autofreeze.objective import Objective, OverBudget
-    from autofreeze.study import open_study
+    from autofreeze.search.objective import Objective, OverBudget
+    from autofreeze.study import open_study, records
 
     cfg = load_config(write_study(tmp_path, "race", n_trials=2))
     study = open_study(cfg)

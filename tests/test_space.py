@@ -11,9 +11,16 @@ from pydantic import ValidationError
 from autofreeze.config import SearchSection
 from autofreeze.errors import AutofreezeError, ConfigError, PlanError
 from autofreeze.plan import FreezePlan
-from autofreeze.registry import Registry
+from autofreeze.plugins.registry import Registry
 from autofreeze.schedules import Knob, Phase, Schedule
-from autofreeze.space import Choices, Fixed, Range, SearchSpace, head_lr_floor, knob_dimension
+from autofreeze.search.space import (
+    Choices,
+    Fixed,
+    Range,
+    SearchSpace,
+    head_lr_floor,
+    knob_dimension,
+)
 
 REGISTRY = Registry()
 EVERY = Knob("every", "int", 1, low=1, high=10)

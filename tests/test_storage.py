@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from autofreeze.cli import cli
-from autofreeze.storage import mask_url
+from autofreeze.study.storage import mask_url
 from tests.studies import write_study
 
 
@@ -45,7 +45,7 @@ def test_mask_url_hides_every_password(url, shown):
 
 def test_sqlite_paths_that_cannot_hold_a_study_are_one_line(tmp_path):
     from autofreeze.errors import StorageError
-    from autofreeze.storage import open_storage
+    from autofreeze.study.storage import open_storage
 
     (tmp_path / "notes.db").write_text("not a database")
     (tmp_path / "afile").write_text("")

@@ -6,7 +6,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from autofreeze import records, story, study_story
+from autofreeze.review import story, study_story
+from autofreeze.study import records
 
 BLOCKS = ["stem", "s1", "s2", "s3"]
 

@@ -6,21 +6,21 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from autofreeze import records
-from autofreeze.baselines import BASELINE_NAMES
 from autofreeze.config import load_config
 from autofreeze.errors import ConfigError, StorageError
 from autofreeze.plan import FreezePlan
+from autofreeze.plugins.registry import Registry
 from autofreeze.progress import quiet
-from autofreeze.registry import Registry
-from autofreeze.space import SearchSpace
+from autofreeze.recipes import BASELINE_NAMES
+from autofreeze.search.baselines import enqueue_baselines
+from autofreeze.search.space import SearchSpace
 from autofreeze.study import (
     best_plan,
     budget,
-    enqueue_baselines,
     make_pruner,
     make_sampler,
     open_study,
+    records,
     run_stream,
     sampler_seed,
     store_config,

@@ -21,11 +21,11 @@ import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState, create_trial
 
-from autofreeze import records
 from autofreeze.cli import cli
-from autofreeze.review import COMPARISON_COLUMNS, TRIAL_COLUMNS
-from autofreeze.tables import LABELS
-from autofreeze.timing import duration, eta
+from autofreeze.review.summary import COMPARISON_COLUMNS, TRIAL_COLUMNS
+from autofreeze.review.tables import LABELS
+from autofreeze.review.timing import duration, eta
+from autofreeze.study import records
 from tests.studies import write_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,9 +244,9 @@ class PrunesLate(optuna.pruners.BasePruner):
 def test_a_trial_at_its_last_epoch_is_not_pruned(folder, monkeypatch):
     """With 3 epochs, a pruner that would stop trials 0 and 2 at epoch 3 (their last) is not
     asked there: they ran every epoch and complete. Trial 1 is still pruned at epoch 2."""
-    import autofreeze.study
+    import autofreeze.study.opening
 
-    monkeypatch.setattr(autofreeze.study, "make_pruner", lambda cfg: PrunesLate())
+    monkeypatch.setattr(autofreeze.study.opening, "make_pruner", lambda cfg: PrunesLate())
     config = write_study(
         folder,
         "last",

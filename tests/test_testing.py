@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from autofreeze.backbones import Backbone
-from autofreeze.registry import Registry
+from autofreeze.core.backbones import Backbone
+from autofreeze.plugins.registry import Registry
 from autofreeze.testing import block_execution_order, check_backbone, tiny_split
 
 

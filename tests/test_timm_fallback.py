@@ -1,5 +1,5 @@
 """timm models without a ``group_matcher()`` are cut by their ``feature_info`` stages, else by
-their top-level modules (``autofreeze.default_plugins._timm_cut``); models with one still use it.
+their top-level modules (``autofreeze.plugins.builtin._timm_cut``); models with one still use it.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from autofreeze.backbones import Backbone, state_checksum
 from autofreeze.cli import cli
-from autofreeze.default_plugins._timm_cut import cut_model, stage_modules
+from autofreeze.core.backbones import Backbone, state_checksum
+from autofreeze.core.train import TrainConfig, Trainer
 from autofreeze.errors import BackboneError
 from autofreeze.plan import FreezePlan
-from autofreeze.registry import Registry
+from autofreeze.plugins.builtin._timm_cut import cut_model, stage_modules
+from autofreeze.plugins.registry import Registry
 from autofreeze.schedules import Static
 from autofreeze.testing import check_backbone, tiny_split
-from autofreeze.train import TrainConfig, Trainer
 
 NUM_CLASSES = 7
 # name -> input side for the forward passes: the smallest each model runs at (PiT's position

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
+from autofreeze.core.train import TrainingDiverged, lr_factor
 from autofreeze.plan import FreezePlan
 from autofreeze.schedules import Gradual, LinearProbeFinetune, Static
-from autofreeze.train import TrainingDiverged, lr_factor
 from tests.models import block_sums, make, run
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from autofreeze.errors import ConfigError
-from autofreeze.workers import launch, plan_workers, worker_command
+from autofreeze.search.workers import launch, plan_workers, worker_command
 
 
 def test_explicit_gpu_ids_get_one_worker_each():
@@ -70,7 +70,7 @@ def test_worker_command_keeps_the_storage_url_off_the_command_line():
 
 
 def test_more_cpu_workers_than_cores_is_said(monkeypatch):
-    import autofreeze.workers as workers
+    import autofreeze.search.workers as workers
 
     monkeypatch.setattr(workers.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(workers, "launch", lambda specs, *a, **k: [0] * len(specs))

@@ -25,7 +25,7 @@ __all__ = ["cli", "main"]
 
 
 def _load_plugin_commands() -> None:
-    from autofreeze.registry import get_registry
+    from autofreeze.plugins.registry import get_registry
 
     try:
         get_registry().add_commands(cli)

@@ -32,7 +32,7 @@ from autofreeze.cli._group import cli, echo_json, format_table, parse_assignment
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output with param names")
 def inspect(backbone: str, granularity: str, num_classes: int, weights: str, as_json: bool) -> None:
     """Show how BACKBONE is cut into freeze blocks (index 0 is next to the input)."""
-    from autofreeze.registry import get_registry
+    from autofreeze.plugins.registry import get_registry
 
     bb = get_registry().create_backbone(
         backbone, num_classes=num_classes, weights=weights, granularity=granularity
@@ -58,7 +58,7 @@ def inspect(backbone: str, granularity: str, num_classes: int, weights: str, as_
 @click.option("--json", "as_json", is_flag=True)
 def plugins(as_json: bool) -> None:
     """List loaded plugins and what each registers."""
-    from autofreeze.registry import get_registry
+    from autofreeze.plugins.registry import get_registry
 
     rows = get_registry().plugins()
     if as_json:
@@ -77,7 +77,7 @@ def plugins(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def backbones(pattern: str, as_json: bool) -> None:
     """List backbone names matching a glob PATTERN (e.g. 'resnet*')."""
-    from autofreeze.registry import get_registry
+    from autofreeze.plugins.registry import get_registry
 
     names = get_registry().list_backbones(pattern)
     if as_json:
@@ -99,7 +99,7 @@ def backbones(pattern: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def dataset(name: str, options: tuple[str, ...], as_json: bool) -> None:
     """Load dataset NAME and show its classes and split sizes (checks the data is readable)."""
-    from autofreeze.registry import get_registry
+    from autofreeze.plugins.registry import get_registry
 
     data = get_registry().create_dataset(name, **parse_assignments(options, "--option"))
     info = {"dataset": name, **data.summary()}
@@ -120,7 +120,7 @@ def dataset(name: str, options: tuple[str, ...], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def datasets(as_json: bool) -> None:
     """List registered datasets."""
-    from autofreeze.registry import get_registry
+    from autofreeze.plugins.registry import get_registry
 
     rows = [
         {"name": e.name, "plugin": e.plugin, "description": e.description}

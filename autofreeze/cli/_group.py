@@ -32,7 +32,7 @@ def echo_json(data: Any) -> None:
 
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], **options: Any) -> str:
-    from autofreeze.tables import format_table as table
+    from autofreeze.review.tables import format_table as table
 
     return table(rows, columns, **options)
 
@@ -77,8 +77,8 @@ def with_verbosity(f: Any) -> Any:
 
 
 def make_display(quiet: bool, verbose: bool, relay: bool = False) -> Any:
-    """The stderr display of a search or a worker (see autofreeze/terminal.py)."""
-    from autofreeze.terminal import Display, level
+    """The stderr display of a search or a worker (see autofreeze/review/terminal.py)."""
+    from autofreeze.review.terminal import Display, level
 
     if quiet and verbose:
         raise click.UsageError("--quiet and --verbose exclude each other")

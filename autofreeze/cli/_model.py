@@ -20,7 +20,7 @@ from autofreeze.cli._group import cli, echo_json, format_table
 @click.option("--json", "as_json", is_flag=True)
 def evaluate(checkpoint: str, split: str, data: str | None, as_json: bool) -> None:
     """Accuracy, per-class accuracy and confusion matrix of a trained CHECKPOINT."""
-    from autofreeze.model import evaluation_images, load
+    from autofreeze.runs.model import evaluation_images, load
 
     model = load(checkpoint)
     report = model.evaluate(evaluation_images(model, split, data))
@@ -50,7 +50,7 @@ def evaluate(checkpoint: str, split: str, data: str | None, as_json: bool) -> No
 @click.option("--json", "as_json", is_flag=True)
 def predict(checkpoint: str, images: tuple[str, ...], as_json: bool) -> None:
     """The class of each of IMAGES according to a trained CHECKPOINT."""
-    from autofreeze.model import load
+    from autofreeze.runs.model import load
 
     rows = [
         {"image": image, "class": label, "probability": round(prob, 4)}

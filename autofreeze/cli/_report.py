@@ -37,7 +37,7 @@ def report(
     """Write a study's report: the best plan and its freeze map against the textbook recipes,
     the metric by boundary and cost, parameter importance, the search history and the best
     trials' learning curves."""
-    from autofreeze.report import metric_of, render_report
+    from autofreeze.review.report import metric_of, render_report
 
     study = _load_study(config, storage, study_name)
     metric = metric_of(study) or (_config(config).study.metric if config else "value")
@@ -75,7 +75,7 @@ def dashboard(
     import optuna_dashboard
     from optuna.artifacts import FileSystemArtifactStore
 
-    from autofreeze.storage import mask_url, open_storage
+    from autofreeze.study.storage import mask_url, open_storage
 
     if not (config or storage):
         raise click.UsageError("give a CONFIG or --storage URL")

@@ -14,7 +14,7 @@ STATES = ("complete", "pruned", "fail", "running", "waiting")  # tables.STATES (
 @with_study_options
 def best(config: str | None, storage: str | None, study_name: str | None, as_json: bool) -> None:
     """The best trial of a study: its metric and freeze plan."""
-    from autofreeze.review import best_summary
+    from autofreeze.review.summary import best_summary
 
     summary = best_summary(_load_study(config, storage, study_name))
     if as_json:
@@ -40,7 +40,7 @@ def best(config: str | None, storage: str | None, study_name: str | None, as_jso
 
 def _front(summary: dict) -> None:
     """A multi-objective study's result: every plan of its Pareto front, best metric first."""
-    from autofreeze.tables import LABELS, WIDTH
+    from autofreeze.review.tables import LABELS, WIDTH
 
     names = summary["objectives"]
     n = len(summary["pareto_front"])
@@ -84,9 +84,9 @@ def trials(
 ) -> None:
     """One row per trial: state, metric, plan, epochs, time (--wide: every plan field, the
     cost and the reason a trial failed)."""
-    from autofreeze import records
-    from autofreeze.review import TRIAL_COLUMNS, trial_rows
-    from autofreeze.tables import LABELS, TRIAL_SHORT, WIDTH, select_rows
+    from autofreeze.review.summary import TRIAL_COLUMNS, trial_rows
+    from autofreeze.review.tables import LABELS, TRIAL_SHORT, WIDTH, select_rows
+    from autofreeze.study import records
 
     study = _load_study(config, storage, study_name)
     rows = trial_rows(study)

@@ -41,7 +41,7 @@ def _study_address(
 
 def _load_study(config: str | None, storage: str | None, study_name: str | None) -> Any:
     """The study named by a config, or by --storage and --study-name."""
-    from autofreeze.storage import load_existing_study
+    from autofreeze.study.storage import load_existing_study
 
     return load_existing_study(*_study_address(config, storage, study_name))
 
@@ -66,9 +66,9 @@ def with_study_options(f: Any) -> Any:
 
 
 def _report(result: Any, cfg: Any, as_json: bool, wide: bool = False) -> None:
-    from autofreeze.review import COMPARISON_COLUMNS, best_summary, comparison
-    from autofreeze.tables import COMPARISON_SHORT, LABELS, WIDTH
-    from autofreeze.timing import duration
+    from autofreeze.review.summary import COMPARISON_COLUMNS, best_summary, comparison
+    from autofreeze.review.tables import COMPARISON_SHORT, LABELS, WIDTH
+    from autofreeze.review.timing import duration
 
     rows = comparison(result.study)
     if as_json:
@@ -140,7 +140,7 @@ def search(
     verbose: bool,
 ) -> None:
     """Search freeze plans for the study CONFIG (a TOML file); re-running resumes."""
-    from autofreeze.search import run_search
+    from autofreeze.search.run import run_search
 
     overrides = {
         "study.n_trials": n_trials,
@@ -199,7 +199,7 @@ def worker(
     """Join an existing study (from this or another machine) and run trials until its budget
     is spent. The worker runs the config stored in the study by `autofreeze search`; CONFIG,
     or --storage and --study-name, only say where the study is."""
-    from autofreeze.search import join_study
+    from autofreeze.search.run import join_study
 
     display = make_display(quiet, verbose, relay)
     url, name = _study_address(config, storage, study_name)
@@ -271,8 +271,8 @@ def train(
     trials ran), so training on `train` reproduces the trial."""
     from pathlib import Path
 
-    from autofreeze.checkpoint import train_best, train_checkpoint
     from autofreeze.plan import FreezePlan
+    from autofreeze.runs.checkpoint import train_best, train_checkpoint
 
     if use_best + (trial is not None) + bool(params) != 1:
         raise click.UsageError("give one of --best, --trial N or --param KEY=VALUE")
@@ -305,7 +305,7 @@ def train(
 @click.option("--force", is_flag=True, help="retrain even if the weights file exists")
 def pretrain(config: str, force: bool) -> None:
     """Make the config's local weights file from its [backbone.pretrain] recipe."""
-    from autofreeze.pretrain import ensure_weights
+    from autofreeze.runs.pretrain import ensure_weights
 
     path = ensure_weights(_config(config), force=force)
     click.echo(str(path) if path else "the config's weights are not a local file; nothing to do")
@@ -317,10 +317,10 @@ def pretrain(config: str, force: bool) -> None:
 def probe(config: str, as_json: bool) -> None:
     """Which blocks to unfreeze: a linear probe on each block's pretrained features, the
     size/similarity quadrant and the recommended boundary (no study is touched)."""
-    from autofreeze.build import prepare
-    from autofreeze.pretrain import ensure_weights
-    from autofreeze.probe import run_probe
-    from autofreeze.review import probe_lines
+    from autofreeze.review.summary import probe_lines
+    from autofreeze.runs.prepare import prepare
+    from autofreeze.runs.pretrain import ensure_weights
+    from autofreeze.search.probe import run_probe
 
     cfg = _config(config)
     ensure_weights(cfg)

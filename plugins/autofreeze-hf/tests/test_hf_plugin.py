@@ -28,7 +28,7 @@ from PIL import Image as PILImage
 
 from autofreeze.cli import cli
 from autofreeze.errors import ConfigError, DatasetError
-from autofreeze.registry import Registry
+from autofreeze.plugins.registry import Registry
 from autofreeze.testing import check_dataset
 from tests.studies import write_study
 
@@ -292,7 +292,7 @@ def test_a_study_runs_on_a_saved_dataset(tmp_path):
 def test_each_split_says_what_its_images_are_so_they_are_decoded_once(tmp_path):
     """The splits carry the dataset's fingerprint (their own after a held-out selection):
     autofreeze decodes them once into its store and a second run reads the file."""
-    from autofreeze.decode import decode_split
+    from autofreeze.data.decode import decode_split
 
     dataset = Registry().create_dataset("hf", path=dataset_dict(tmp_path))
     idents = {dataset.train.identity, dataset.val.identity, dataset.test.identity}

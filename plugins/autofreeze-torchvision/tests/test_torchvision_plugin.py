@@ -21,10 +21,10 @@ from autofreeze_torchvision.plugin import MODELS
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
-from autofreeze.backbones import Backbone
 from autofreeze.cli import cli
+from autofreeze.core.backbones import Backbone
 from autofreeze.errors import WeightsError
-from autofreeze.registry import Registry
+from autofreeze.plugins.registry import Registry
 from autofreeze.testing import check_backbone
 
 NUM_CLASSES = 7  # no stem or stage width equals it, so a shape check finds only the head
@@ -121,7 +121,7 @@ def test_descriptions_match_the_default_weights():
 
 def test_registering_imports_neither_torch_nor_torchvision():
     code = (
-        "import sys; from autofreeze.registry import Registry; "
+        "import sys; from autofreeze.plugins.registry import Registry; "
         "assert 'tv_resnet50' in Registry().backbone_entries(); "
         "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))"
     )

@@ -1,0 +1,299 @@
+"""Frozen-prefix activation caches: frozen work computed once, reused by every epoch and trial.
+
+Head-only (:class:`FeatureCache`): when a plan freezes every block (``boundary = n_blocks``: a
+linear probe, whatever the schedule) with BatchNorm in eval mode and no augmentation, the whole
+backbone below the classifier is a fixed function of the image. Its pooled (pre-logits)
+features are computed once and the classifier trains on them. Works for every timm model whose
+classifier is one linear layer (``forward_features`` + ``forward_head(pre_logits=True)``).
+
+Any boundary (:class:`PrefixCache`, :func:`prefix_features`): for ``0 < k < n_blocks`` the
+output of blocks ``0..k-1`` is a fixed function of the image under the same conditions, since no
+schedule ever trains below the plan's boundary; the trial trains the suffix on it (see
+:mod:`autofreeze.core.split`). Entries are content-addressed (backbone, weights, granularity,
+boundary, data and preprocessing, storage dtype, library versions), kept in memory per worker
+and on disk for every worker of the machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from autofreeze.cache.store import Pair, PrefixCache
+from autofreeze.core.backbones import Backbone
+from autofreeze.core.split import Split, SplitError, prefix_outputs, split_at
+from autofreeze.data.augment import view_batches
+from autofreeze.data.tensors import TensorSplit
+from autofreeze.plan import FreezePlan
+
+
+def cacheable(backbone: Backbone, plan: FreezePlan, augment: bool) -> bool:
+    """Whether the plan's trainable part is exactly the classifier on deterministic features."""
+    model = backbone.model
+    if plan.boundary != backbone.n_blocks or plan.bn_mode != "eval" or augment:
+        return False
+    if not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
+        return False
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if not isinstance(head, nn.Linear):
+        return False
+    head_ids = {id(p) for p in head.parameters()}
+    return head_ids == {id(p) for p in backbone.parameters_of(backbone.head_param_names)}
+
+
+FORWARD_BATCH = 32  # images per pass of frozen work: computing a cache takes a trial's memory
+
+
+@dataclass(frozen=True)
+class Views:
+    """Which training images a cache holds: the images as they are (``n = 0``), or ``n``
+    views of each by the augmentation ``policy``, drawn from ``seed``
+    (``[training] cached_views``)."""
+
+    n: int = 0
+    seed: int = 0
+    policy: str = "flip"
+
+    def key(self) -> tuple[object, ...] | None:
+        return None if not self.n else (self.policy, self.n, self.seed)
+
+    def apply(self, fn: Callable[[Iterable[torch.Tensor]], torch.Tensor], split: TensorSplit,
+              batch_size: int = FORWARD_BATCH) -> TensorSplit:  # fmt: skip
+        """``fn`` of the normalised batches of ``split``'s images in order, or of each of their
+        views (stacked view-major): what a cache holds of a split."""
+        if not self.n:
+            return TensorSplit(fn(split.chunks(batch_size)), split.y)
+        out = [
+            fn(view_batches(split, batch_size, v, self.seed, self.policy)) for v in range(self.n)
+        ]
+        return TensorSplit(torch.cat(out), split.y, self.n)
+
+
+@torch.no_grad()
+def pooled_features(
+    backbone: Backbone, split: TensorSplit, batch_size: int = FORWARD_BATCH, views: Views = Views()
+) -> TensorSplit:
+    """The classifier's inputs for every image, or every view of one (model in eval mode: no
+    dropout, BN frozen)."""
+    model = backbone.model
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+
+    def pooled(batches: Iterable[torch.Tensor]) -> torch.Tensor:
+        chunks = []
+        for x in batches:
+            h = model.forward_features(x.to(device))
+            chunks.append(model.forward_head(h, pre_logits=True).float())
+        return torch.cat(chunks)
+
+    out = views.apply(pooled, split, batch_size)
+    model.train(was_training)
+    return TensorSplit(out.x, out.y.to(device), out.views)
+
+
+@dataclass
+class FeatureCache:
+    """Pooled features per (backbone, weights, data) within one process; trials share them."""
+
+    _store: dict[tuple[object, ...], tuple[TensorSplit, TensorSplit]] = field(default_factory=dict)
+    hits: int = 0
+    misses: int = 0
+
+    def get(
+        self,
+        backbone: Backbone,
+        plan: FreezePlan,
+        key: tuple[object, ...],
+        train: TensorSplit,
+        val: TensorSplit,
+        views: Views = Views(),
+    ) -> tuple[TensorSplit, TensorSplit]:
+        """Features of ``train`` (or its views) and ``val``; ``key`` must identify weights and
+        data."""
+        gran = backbone.meta.get("granularity")
+        full = (backbone.name, backbone.weights, plan.init, gran, views.key(), *key)
+        if full in self._store:
+            self.hits += 1
+        else:
+            self.misses += 1
+            features = pooled_features(backbone, train, views=views)
+            self._store[full] = (features, pooled_features(backbone, val))
+        return self._store[full]
+
+
+# -- frozen-prefix activations at any boundary -------------------------------------------------
+def content_key(*parts: object) -> str:
+    """A content address: the SHA-256 of the parts' JSON (what the cached tensors depend on)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+SPLIT_VERSION = 2  # bump when what the prefix computes changes: old entries are not read
+
+
+@dataclass
+class PrefixFeatures:
+    """A trial's frozen prefix, cached: the split and the prefix outputs of train and val."""
+
+    split: Split
+    train: TensorSplit
+    val: TensorSplit
+    source: str  # "memory", "disk" or "computed"
+
+
+def prefix_cacheable(backbone: Backbone, plan: FreezePlan, augment: bool) -> bool:
+    """Whether blocks ``0..k-1`` of the plan are a fixed function of the image for the whole
+    trial: a boundary inside the backbone, BatchNorm frozen in eval mode, no augmentation."""
+    return 0 < plan.boundary < backbone.n_blocks and plan.bn_mode == "eval" and not augment
+
+
+def weights_identity(path: str) -> str:
+    """A weights file by path, size and modification time; ``none``/``default`` as they are."""
+    p = Path(path)
+    if path in ("none", "default") or not p.is_file():
+        return path
+    st = p.stat()
+    return f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def prefix_features(
+    backbone: Backbone,
+    plan: FreezePlan,
+    train: TensorSplit,
+    val: TensorSplit,
+    cache: PrefixCache,
+    *,
+    weights: str,
+    seed: int,
+    device: str,
+    dtype: str = "float32",
+    views: Views = Views(),
+) -> PrefixFeatures:
+    """Split ``backbone`` at the plan's boundary and get its prefix outputs from ``cache``
+    (computed on ``device`` if no worker has them yet), of ``views`` of the training images.
+    Raises :class:`SplitError`."""
+    split = split_at(backbone, plan.boundary)
+    _check_fits(backbone, split, train, val, cache.memory_bytes, dtype, views, device)
+    import timm
+
+    key = content_key(
+        SPLIT_VERSION,
+        backbone.name,
+        weights_identity(weights),
+        seed if plan.init == "scratch" else None,  # random weights depend on the seed
+        plan.init,
+        backbone.meta.get("granularity"),
+        plan.boundary,
+        train.fingerprint(),
+        val.fingerprint(),
+        dtype,
+        torch.__version__,
+        timm.__version__,
+        *([views.key()] if views.n else []),  # keys of unaugmented entries stay as they were
+    )
+    before = (cache.hits, cache.disk_hits)
+
+    def compute() -> Pair:
+        backbone.model.to(device)
+        h_train, h_val = _prefix_pair(backbone, split, train, val, dtype, views)
+        return h_train.x, h_val.x
+
+    h_train, h_val = cache.get(key, compute)
+    if cache.hits > before[0]:
+        source = "memory"
+    elif cache.disk_hits > before[1]:
+        source = "disk"
+    else:
+        source = "computed"
+    h = TensorSplit(h_train, train.y, views.n or 1)
+    return PrefixFeatures(split, h, TensorSplit(h_val, val.y), source)
+
+
+def _check_fits(
+    backbone: Backbone,
+    split: Split,
+    train: TensorSplit,
+    val: TensorSplit,
+    bound: int,
+    dtype: str,
+    views: Views,
+    device: str,
+) -> None:
+    """Refuse (:class:`SplitError`: the trial runs uncached) prefix outputs larger than the
+    cache's memory bound: a large dataset streamed from disk must not be copied into memory
+    as activations, which are often larger than its images."""
+    model = backbone.model.to(device)
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            one = split.prefix(train.batch(slice(0, 1), device))
+    finally:
+        model.train(was)
+    per_image = one.numel() * torch.empty(0, dtype=getattr(torch, dtype)).element_size()
+    need = per_image * (len(train) * max(1, views.n) + len(val))
+    if need > bound:
+        raise SplitError(
+            f"its outputs would take {need / 2**30:.1f} GiB, above the cache's memory bound of "
+            f"{bound / 2**30:.1f} GiB (a quarter of the RAM available; cache_dtype = "
+            '"bfloat16" halves them)'
+        )
+
+
+def _prefix_pair(
+    backbone: Backbone,
+    split: Split,
+    train: TensorSplit,
+    val: TensorSplit,
+    dtype: str,
+    views: Views,
+) -> tuple[TensorSplit, TensorSplit]:
+    model = backbone.model
+    was = model.training
+    model.eval()  # how frozen blocks run: dropout and drop-path off, BatchNorm frozen
+    try:
+
+        def run(batches: Iterable[torch.Tensor]) -> torch.Tensor:
+            return prefix_outputs(split, batches).to(getattr(torch, dtype))
+
+        return views.apply(run, train), Views().apply(run, val)
+    finally:
+        model.train(was)
+
+
+def refreezer(
+    backbone: Backbone,
+    train: TensorSplit,
+    val: TensorSplit,
+    device: str,
+    dtype: str = "float32",
+    views: Views = Views(),
+) -> Callable[[int], tuple[Split, TensorSplit, TensorSplit] | None]:
+    """For a schedule that freezes blocks for good during the trial (FreezeOut, AutoFreeze):
+    given the new first trainable block ``f``, the split at ``f`` and the prefix outputs of the
+    images ``train`` (or of their ``views``) and ``val``, or None where the model cannot be
+    split there (head only: the classifier trains on the last block's output through the
+    suffix, uncached).
+
+    These outputs depend on blocks this trial trained, so they are kept for the trial only.
+    """
+
+    def refreeze(first: int) -> tuple[Split, TensorSplit, TensorSplit] | None:
+        if not 0 < first < backbone.n_blocks:
+            return None
+        try:
+            split = split_at(backbone, first)
+        except SplitError:
+            return None
+        # frozen blocks run in eval mode (bn_mode "eval": asked by the caller)
+        h_train, h_val = _prefix_pair(backbone, split, train, val, dtype, views)
+        return split, h_train, h_val
+
+    return refreeze

@@ -1,0 +1,73 @@
+"""The ``[study]`` table: name and storage, metric or objectives, budget (trials, time), sampler
+and pruner, baselines, probe, re-evaluation and the dashboard output."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from autofreeze.config.base import Strict
+
+METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
+# costs a multi-objective study can minimise next to the metric, each a trial user attr
+COSTS = {
+    "train_seconds": "seconds",
+    "trainable_params": "trainable_params",
+    "peak_memory_mb": "peak_memory_mb",
+}
+
+
+class StudySection(Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    storage: str | None = None
+    metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    n_trials: int | None = Field(default=20, ge=1)
+    timeout: float | None = Field(default=None, gt=0)
+    sampler: Literal["tpe", "random", "cmaes", "qmc", "gp"] = "tpe"
+    pruner: Literal["percentile", "median", "hyperband", "none"] = "percentile"
+    # calibrated on full learning curves (docs/benchmarks.md, "Pruning calibration"): no trial
+    # is judged before this share of the epochs; then a searched trial goes on only while its
+    # best value is within the top prune_percentile % of the completed trials at that epoch
+    prune_after: float = Field(default=0.65, gt=0, lt=1)
+    prune_percentile: float = Field(default=25.0, gt=0, lt=100)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    baselines: bool = True
+    heartbeat: int = Field(default=20, ge=1)
+    probe: bool = True  # per-block transferability probe before the first trial
+    reevaluate: int = Field(default=3, ge=0)  # top plans re-run before one is named best
+    reevaluate_seeds: int = Field(default=2, ge=0)  # extra seeds per re-run plan
+    # a multi-objective study: the metric, then costs to minimise (the Pareto front is kept)
+    objectives: list[str] | None = None
+    dashboard: bool = True  # notes, figures and artifacts for optuna-dashboard and the report
+    artifacts: str | None = None  # the artifact folder (default: <name>-artifacts beside it)
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not 2 <= len(v) <= 3 or v[0] not in METRICS or len(set(v)) != len(v):
+            raise ValueError(
+                f"is a metric ({' or '.join(METRICS)}) then one or two costs, each once, "
+                f'e.g. ["val_accuracy", "train_seconds"]; not {v}'
+            )
+        unknown = [c for c in v[1:] if c not in COSTS]
+        if unknown:
+            raise ValueError(f"unknown cost {unknown[0]!r} (costs: {', '.join(COSTS)})")
+        return v
+
+    @model_validator(mode="after")
+    def _metric_first(self) -> StudySection:
+        if self.objectives and self.objectives[0] != self.metric:
+            self.metric = self.objectives[0]  # type: ignore[assignment]
+        return self
+
+    @property
+    def direction(self) -> str:
+        return METRICS[self.metric]
+
+    @property
+    def directions(self) -> list[str]:
+        """One per objective: the metric's, then minimize for every cost."""
+        return [self.direction] + ["minimize"] * len((self.objectives or [])[1:])

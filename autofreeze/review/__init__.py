@@ -1,0 +1,3 @@
+"""What people read, never trains: formatting, stories, tables, the terminal display, figures,
+the report and the optuna-dashboard publisher.
+"""

@@ -1,0 +1,180 @@
+"""What a reviewer reads: trial rows, the best plan, the comparison with the baselines, and
+the progress lines of a search (the tables they are printed as: :mod:`autofreeze.review.tables`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autofreeze.review.tables import short_plan
+from autofreeze.review.timing import duration, eta
+from autofreeze.study import best_trial, records
+from autofreeze.study.results import pareto_front
+
+# the columns of `autofreeze trials`, each a key of trial_row()
+TRIAL_COLUMNS = (
+    "number",
+    "name",
+    "state",
+    "value",
+    "boundary",
+    "schedule",
+    "knobs",
+    "init",
+    "head_lr",
+    "backbone_lr_ratio",
+    "layer_decay",
+    "bn_mode",
+    "frozen_fraction",
+    "epochs_run",
+    "seconds",
+    "reason",
+)
+# the comparison `autofreeze search` prints: the recipe's name, then the trial's columns
+COMPARISON_COLUMNS = ("recipe",) + tuple(
+    c for c in TRIAL_COLUMNS if c not in ("number", "name", "bn_mode", "frozen_fraction", "reason")
+)
+
+
+def trial_row(t: FrozenTrial) -> dict[str, Any]:
+    plan = records.plan(t)
+    return {
+        "number": t.number,
+        "name": "" if records.name(t) == records.SEARCHED else records.name(t),
+        "state": t.state.name,
+        "value": records.metric_value(t),
+        "boundary": plan.get("boundary"),
+        "schedule": plan.get("schedule"),
+        "knobs": ",".join(f"{k}={_fmt(v)}" for k, v in plan.get("schedule_params", {}).items()),
+        "init": plan.get("init"),
+        "head_lr": plan.get("head_lr"),
+        "backbone_lr_ratio": plan.get("backbone_lr_ratio"),
+        "layer_decay": plan.get("layer_decay"),
+        "bn_mode": plan.get("bn_mode"),
+        "frozen_fraction": t.user_attrs.get(records.FROZEN_PARAM_FRACTION),
+        "epochs_run": len(t.intermediate_values or t.user_attrs.get(records.HISTORY) or []),
+        "seconds": t.user_attrs.get(records.SECONDS),
+        "reason": records.fail_reason(t),
+        "values": t.values,  # every objective's, in order (a multi-objective study has several)
+        "plan": short_plan(plan, len(t.user_attrs.get(records.BLOCKS) or []) or None),
+    }
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    return [trial_row(t) for t in study.get_trials(deepcopy=False)]
+
+
+def best_summary(study: optuna.Study) -> dict[str, Any]:
+    best = best_trial(study)
+    if best is None:
+        return {"study": study.study_name, "best": None}
+    summary = {
+        "study": study.study_name,
+        "direction": study.directions[0].name.lower(),
+        "best": {
+            "number": best.number,
+            "value": records.metric_value(best),
+            "name": records.name(best),
+            "plan": best.user_attrs.get(records.PLAN),
+            "params": best.params,
+            "frozen_blocks": best.user_attrs.get(records.FROZEN_BLOCKS),
+            "cost": {k: best.user_attrs.get(k) for k in records.COST},
+            # after re-evaluation: the mean over seeds, its 95 % half-width, the runs
+            "reevaluation": study.user_attrs.get(records.CHOICE),
+        },
+    }
+    if len(study.directions) > 1:  # the choice is the front: best metric first, cheapest last
+        summary["objectives"] = study.metric_names
+        summary["directions"] = [d.name.lower() for d in study.directions]
+        summary["pareto_front"] = [
+            {**trial_row(t), "values": t.values} for t in pareto_front(study)
+        ]
+    return summary
+
+
+def comparison(study: optuna.Study) -> list[dict[str, Any]]:
+    """The best searched plan next to every baseline (what the search bought)."""
+    trials = study.get_trials(deepcopy=False)
+    rows = [{**trial_row(t), "recipe": records.baseline(t)} for t in trials if records.baseline(t)]
+    best = best_trial(study)
+    if best is not None:
+        rows.insert(0, {**trial_row(best), "recipe": f"BEST (trial {best.number})"})
+    finished = sum(
+        t.state in (TrialState.COMPLETE, TrialState.PRUNED) and records.reevaluation_of(t) is None
+        for t in trials
+    )
+    for row in rows:
+        row["of"] = finished
+    return rows
+
+
+def trial_line(
+    study: optuna.Study,
+    last: FrozenTrial,
+    ran: int,
+    n_trials: int | None,
+    t0: float,
+    timeout: float | None,
+    epochs: int | None = None,
+) -> str:
+    """One progress line per finished trial: outcome, best so far, budget and time left (from
+    the measured cost of the study's trials, :func:`autofreeze.review.timing.eta`)."""
+    value = records.metric_value(last)
+    best = best_trial(study)
+    best_value = None if best is None else records.metric_value(best)
+    elapsed = time.perf_counter() - t0
+    trials = study.get_trials(deepcopy=False)
+    done, _ = records.budget(trials)
+    budget = f"{done}/{n_trials} done" if n_trials else f"{done} done"
+    left = ""
+    epochs = epochs or max(  # the epochs of a complete trial: every one
+        (len(t.intermediate_values) for t in trials if t.state == TrialState.COMPLETE), default=0
+    )
+    if n_trials and epochs:
+        seconds = eta(trials, n_trials=n_trials, epochs=epochs)
+        left = f", ~{duration(seconds)} left" if seconds is not None else ""
+    if timeout:
+        left += f", timeout in {duration(max(0.0, timeout - elapsed))}"
+    reason = records.fail_reason(last)
+    return (
+        f"#{last.number} {records.name(last)} {last.state.name.lower()}"
+        f"{' (' + reason + ')' if reason else ''}"
+        f" value={'-' if value is None else f'{value:.4f}'}"
+        f" best={'-' if best_value is None else f'{best_value:.4f} (#{best.number})'}"
+        f" | {budget}, {duration(elapsed)} elapsed{left}"
+    )
+
+
+def spent_note(study_name: str, n_trials: int, command: str = "run") -> str:
+    """What a search (or a worker: ``command`` names the search) says when it finds the
+    study's budget spent, before the result."""
+    more = max(10, n_trials // 2)
+    return (
+        f"study {study_name!r} has used its budget of {n_trials} trials; {command} with "
+        f"--n-trials {n_trials + more} to run {more} more"
+    )
+
+
+def probe_lines(result: Any) -> list[str]:
+    """The probe's curve as a bar chart, then the quadrant and the recommendation."""
+    blocks = result.blocks
+    width = max(len(b["name"]) for b in blocks)
+    lines = [
+        "transferability probe: a linear probe on each block's features "
+        f"(validation accuracy; chance {result.chance:.2f})"
+    ]
+    for b in blocks:
+        bar = "#" * round(b["val_accuracy"] * 30)
+        lines.append(f"  {b['index']:>3} {b['name']:<{width}} {b['val_accuracy']:.3f} {bar}")
+    lines.append(
+        f"  {result.size} target ({result.per_class:g} images per class), "
+        f"{result.similarity} to the source: {result.recommendation} (boundary {result.boundary})"
+    )
+    return lines

@@ -1,0 +1,97 @@
+"""Time on the terminal: durations written one way (``0.4s``, ``12.3s``, ``4m05s``, ``1h02m``)
+and what the rest of a study costs, from the measured cost of its finished trials.
+
+The estimate of the time left (:func:`eta`) is the median wall time per epoch of the trials
+that trained a backbone, never of those that trained a head on cached pooled features: the
+head-only recipe runs first and costs next to nothing per epoch (0.1 s against 2 s on the
+quickstart), so an estimate from it alone said "~30 s left" of a 4-minute search. That time
+per epoch is scaled to the epochs still to run: the rest of each running trial, the trials of
+the budget not started yet (at the mean epochs a searched trial ran, pruning included; all the
+epochs before one has finished), shared by the workers, and then the re-evaluation runs that
+follow the budget (``[study] reevaluate`` x ``reevaluate_seeds``, all their epochs, one after
+the other in the search's process).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+
+from optuna.trial import FrozenTrial, TrialState
+
+from autofreeze.study import records
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def duration(seconds: float | None) -> str:
+    """``0.4s``, ``12.3s``, ``4m05s``, ``1h02m``; empty for None."""
+    if seconds is None:
+        return ""
+    s = max(0.0, float(seconds))
+    if s < 59.95:
+        return f"{s:.1f}s"
+    whole = round(s)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def head_only(t: FrozenTrial) -> bool:
+    """The trial trained its head on cached pooled features (see ``records.write_cache``)."""
+    return (t.user_attrs.get(records.CACHE) or {}).get("kind") == "pooled"
+
+
+def seconds_per_epoch(t: FrozenTrial) -> float | None:
+    """A finished trial's wall time (building and caching included) per epoch it ran."""
+    seconds = t.user_attrs.get(records.SECONDS)
+    # a multi-objective trial reports no intermediate values: its history has the epochs
+    epochs = len(t.intermediate_values) or len(t.user_attrs.get(records.HISTORY) or [])
+    if t.state not in FINISHED or seconds is None or not epochs:
+        return None
+    return float(seconds) / epochs
+
+
+def eta(
+    trials: Sequence[FrozenTrial],
+    *,
+    n_trials: int | None,
+    epochs: int,
+    workers: int | None = None,
+    reevaluations: int = 0,
+) -> float | None:
+    """Seconds until the budget and then ``reevaluations`` re-runs are done, or None while no
+    trial that trained a backbone has finished (or without a budget).
+
+    ``workers``: how many trials run at once (default: the trials running now, at least 1).
+    """
+    if n_trials is None:
+        return None
+    measured = [s for t in trials if not head_only(t) and (s := seconds_per_epoch(t)) is not None]
+    if not measured:
+        return None
+    per_epoch = statistics.median(measured)
+    again = [t for t in trials if records.reevaluation_of(t) is not None]
+    runs = [t for t in trials if records.reevaluation_of(t) is None]
+    running = [t for t in runs if t.state == TrialState.RUNNING]
+    searched = [
+        len(t.intermediate_values)
+        for t in runs
+        if t.state in FINISHED
+        and records.baseline(t) is None
+        and t.intermediate_values
+        and records.counts(t)
+    ]
+    per_trial = statistics.fmean(searched) if searched else epochs
+    counted = sum(records.counts(t) for t in runs)
+    not_started = max(0, n_trials - counted - len(running))
+    budget_epochs = not_started * per_trial + sum(
+        max(0, epochs - len(t.intermediate_values)) for t in running
+    )
+    parallel = workers or max(1, len(running))
+    # re-runs cut short without a reason are queued again; the others are done or under way
+    taken = [t for t in again if t.state != TrialState.FAIL or records.fail_reason(t)]
+    left = max(0, reevaluations - len(taken)) * epochs + sum(
+        max(0, epochs - len(t.intermediate_values)) for t in taken if t.state == TrialState.RUNNING
+    )
+    return per_epoch * (budget_epochs / parallel + left)

@@ -1,0 +1,217 @@
+"""The Optuna objective: suggest a plan, build it, train it, report every epoch, prune."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from autofreeze.cache.activations import (
+    FeatureCache,
+    PrefixCache,
+    PrefixFeatures,
+    Views,
+    cacheable,
+    prefix_cacheable,
+    prefix_features,
+    refreezer,
+)
+from autofreeze.cache.store import CACHE_FOLDER
+from autofreeze.config import COSTS
+from autofreeze.core.backbones import Backbone
+from autofreeze.core.split import SplitError
+from autofreeze.core.train import EpochResult, TrainingDiverged, fit
+from autofreeze.plan import FreezePlan
+from autofreeze.progress import Progress, detail, quiet
+from autofreeze.runs.prepare import Prepared
+from autofreeze.search.space import SearchSpace
+from autofreeze.study import records
+
+
+class TrialFailed(RuntimeError):
+    """A trial that cannot finish (diverged, out of memory); the study goes on."""
+
+
+class OverBudget(RuntimeError):
+    """The trial started after other workers took the last of the budget: it does not run."""
+
+
+class Objective:
+    """Callable objective for ``study.optimize``; one instance per worker process."""
+
+    def __init__(self, prepared: Prepared, space: SearchSpace, progress: Progress = quiet) -> None:
+        self.prepared = prepared
+        self.space = space
+        self.progress = progress
+        self.features = FeatureCache()
+        t = prepared.cfg.training
+        self.prefixes = PrefixCache(
+            prepared.cfg.base_dir / CACHE_FOLDER,
+            disk_bytes=None if t.cache_size is None else t.cache_size * 2**20,
+        )
+        self._said: set[str] = set()
+        self.current_trial: int | None = None
+        self.training = False  # True while a trial's own code runs (Ctrl-C may cut it)
+        # called as on_end(trial, state, value) once a trial ran, before Optuna is told
+        self.on_end: Callable[[optuna.Trial, TrialState, Any], None] | None = None
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        self.current_trial = trial.number
+        self._check_budget(trial)
+        self.training = True
+        t0 = time.perf_counter()  # the trial's wall time: building, caching and training
+        state, value = TrialState.FAIL, None
+        try:
+            value = self._run(trial)
+            state = TrialState.COMPLETE
+            return value
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+            raise
+        finally:
+            records.write_seconds(trial, time.perf_counter() - t0)
+            self.training = False
+            if self.on_end is not None and (state != TrialState.FAIL or records.fail_reason(trial)):
+                self.on_end(trial, state, value)
+
+    def _run(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        prepared, cfg = self.prepared, self.prepared.cfg
+        plan = self.space.suggest(trial)
+        seed = trial.user_attrs.get(records.SEED, cfg.training.seed)  # other for re-evaluations
+        settings = cfg.training.model_copy(update={"seed": seed})
+        backbone = prepared.backbone(plan, seed=seed)
+        records.write_plan(trial, plan, backbone)
+        schedule = prepared.schedule(plan)
+        baseline = records.baseline(trial)
+        # baselines and re-evaluations always run to the end; Optuna prunes one objective only
+        multi = bool(cfg.study.objectives)
+        prunable = baseline is None and records.reevaluation_of(trial) is None and not multi
+        metric, epochs = cfg.study.metric, cfg.training.epochs
+        label = f"#{trial.number} {baseline or records.SEARCHED}"
+
+        seen: list[EpochResult] = []
+
+        def report(r: EpochResult) -> None:
+            value = getattr(r, metric)
+            seen.append(r)
+            if not multi:  # Optuna keeps no intermediate values of a multi-objective trial
+                trial.report(value, step=r.epoch)  # the common axis is the epoch
+            if r.event:
+                detail(self.progress, f"  {label} {r.event}")
+            line = f"  {label} epoch {r.epoch}/{epochs} [{r.phase}] {metric}={value:.4f}"
+            detail(self.progress, line)
+            # a head-only warm-up (gradual, lp_ft) is not judged before its backbone trains
+            warm_up = r.first_trainable == backbone.n_blocks > plan.boundary
+            # a trial at its last epoch has finished: the pruner is not asked, it completes
+            if prunable and not warm_up and r.epoch < epochs and trial.should_prune():
+                trial.set_user_attr(records.PRUNED_AT_EPOCH, r.epoch)
+                records.write_history(trial, seen)  # its curves and freeze map so far
+                raise optuna.TrialPruned(f"pruned at epoch {r.epoch} ({metric}={value:.4f})")
+
+        features, prefix = None, None
+        t = cfg.training
+        policy = plan.augment or t.augment
+        # augmented views cached per image (the same for every trial: the config's seed)
+        views = Views(t.cached_views, t.seed, policy) if policy != "none" else Views()
+        mixing = t.mixup > 0 or t.cutmix > 0
+        online = (policy != "none" and not views.n) or mixing  # fresh every batch: no cache
+        records.write_augment(trial, policy, views.n, mixing)
+        if t.feature_cache and cacheable(backbone, plan, online):
+            # every block frozen: the classifier trains on pooled features computed once
+            train, val = prepared.train, prepared.val
+            features = self.features.get(backbone, plan, (), train, val, views=views)
+            records.write_cache(trial, "pooled", plan.boundary, "", views.n)
+        elif t.feature_cache and prefix_cacheable(backbone, plan, online):
+            prefix = self._prefix(trial, backbone, plan, seed, views)
+            if prefix is not None:
+                records.write_cache(trial, "prefix", plan.boundary, prefix.source, views.n)
+        trial.set_user_attr(records.FEATURE_CACHE, features is not None or prefix is not None)
+        try:
+            result = fit(
+                backbone,
+                plan,
+                schedule,
+                prepared.train,
+                prepared.val,
+                settings,
+                report,
+                features=features,
+                prefix=None if prefix is None else (prefix.split, prefix.train, prefix.val),
+                refreeze=None
+                if features is not None or online
+                else self._refreeze(backbone, plan, views),
+            )
+        except TrainingDiverged as exc:
+            records.write_history(trial, seen)  # the epochs before it diverged
+            raise self._fail(trial, f"diverged: {exc}") from None
+        except torch.OutOfMemoryError:
+            raise self._fail(trial, "out of memory") from None
+        records.write_result(trial, result)
+        value = getattr(result.final, metric)
+        if not math.isfinite(value):
+            raise self._fail(trial, f"{metric} is {value}")
+        if multi:  # the metric, then each cost (the Pareto front trades them)
+            return (value, *(float(result.cost[COSTS[c]]) for c in cfg.study.objectives[1:]))
+        return value
+
+    def _prefix(
+        self, trial: optuna.Trial, backbone: Backbone, plan: FreezePlan, seed: int, views: Views
+    ) -> PrefixFeatures | None:
+        """The plan's frozen prefix from the cache; a backbone that cannot be split at this
+        boundary trains uncached (recorded on the trial, said once per reason and study)."""
+        cfg = self.prepared.cfg
+        try:
+            return prefix_features(
+                backbone,
+                plan,
+                self.prepared.train,
+                self.prepared.val,
+                self.prefixes,
+                weights=cfg.weights_path(),
+                seed=seed,
+                device=cfg.training.device,
+                dtype=cfg.training.cache_dtype,
+                views=views,
+            )
+        except SplitError as exc:
+            records.write_uncached(trial, plan.boundary, str(exc))
+            note = f"note: {backbone.name} runs uncached at block {plan.boundary}: {exc}"
+            if note not in self._said and records.say_once(getattr(trial, "study", None), note):
+                self.progress(note)
+            self._said.add(note)
+            return None
+
+    def _refreeze(self, backbone: Backbone, plan: FreezePlan, views: Views) -> Any:
+        """Blocks a schedule freezes for good are cached from then on, where that is exact."""
+        t = self.prepared.cfg.training
+        if not t.feature_cache or plan.bn_mode != "eval":
+            return None
+        train, val = self.prepared.train, self.prepared.val
+        return refreezer(backbone, train, val, t.device, t.cache_dtype, views)
+
+    def _check_budget(self, trial: optuna.Trial) -> None:
+        """Refuse to run a trial that raced another worker for the last of the budget and lost
+        (see :func:`records.claimed_ahead`); a queued plan goes back to the queue."""
+        n_trials = self.prepared.cfg.study.n_trials
+        study = getattr(trial, "study", None)  # a FixedTrial (``train``, tests) has no study
+        if n_trials is None or study is None or records.reevaluation_of(trial) is not None:
+            return
+        trials = study.get_trials(deepcopy=False)
+        if records.claimed_ahead(trials, trial.number) < n_trials:
+            return
+        trial.set_user_attr(records.OVER_BUDGET, True)
+        frozen = next(t for t in trials if t.number == trial.number)
+        queued = frozen.system_attrs.get("fixed_params")
+        if queued:
+            study.enqueue_trial(queued, user_attrs=records.retry_attrs(frozen))
+        raise OverBudget(f"trial {trial.number}: the budget of {n_trials} was taken by others")
+
+    @staticmethod
+    def _fail(trial: optuna.Trial, reason: str) -> TrialFailed:
+        records.write_failure(trial, reason)
+        return TrialFailed(reason)

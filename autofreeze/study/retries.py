@@ -1,0 +1,101 @@
+"""Retrying a trial: a trial cut short (Ctrl-C, a killed worker, a stale heartbeat) goes back
+to the queue linked to the one it replaces, and retries run before any other waiting trial."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from autofreeze.progress import Progress
+from autofreeze.study import records
+
+
+def retries_first(study: optuna.Study) -> None:
+    """Make ``study`` take a re-queued trial (after Ctrl-C or a dead worker) before any other
+    waiting one.
+
+    Optuna pops the queue in the order trials were enqueued, so a retry waited behind every
+    baseline and prior still queued; with a budget smaller than the queue it never ran and the
+    comparison silently lost its recipe. Optuna has no public hook for the queue's order, so
+    this replaces the study's own pop (same claim, same race handling), retries first
+    (and re-evaluations, see :func:`_jumps_queue`).
+    """
+
+    def pop() -> int | None:
+        waiting = study._storage.get_all_trials(
+            study._study_id, deepcopy=False, states=(TrialState.WAITING,)
+        )
+        for trial in sorted(
+            waiting, key=lambda t: (records.RETRY_OF not in t.user_attrs, t.number)
+        ):
+            try:  # another worker may claim or finish it first: take the next one
+                if study._storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
+                    return trial._trial_id
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+        return None
+
+    study._pop_waiting_trial_id = pop  # type: ignore[method-assign]
+
+
+def requeue_lost(study: optuna.Study, progress: Progress) -> int:
+    """Re-queue the trials that were cut short (failed with no reason: a killed worker, a
+    broken pipe) and that nothing has re-queued yet; return how many.
+
+    Ctrl-C and stale heartbeats re-queue their trial at once; this catches the rest, so the
+    next run of the study runs every recipe it started with.
+    """
+    trials = study.get_trials(deepcopy=False)
+    handed_back = {
+        t.user_attrs[records.RETRY_OF] for t in trials if records.RETRY_OF in t.user_attrs
+    }
+    for t in trials:
+        handed_back.update(t.system_attrs.get("retry_history", ()))
+    lost = [
+        t
+        for t in trials
+        if t.state == TrialState.FAIL
+        and not records.counts(t)
+        and records.reevaluation_of(t) is None
+        and not records.over_budget(t)  # never ran; a queued plan was re-queued at once
+        and t.number not in handed_back
+        and records.params_of(t)  # a trial that died before its sampler chose: nothing to redo
+    ]
+    for trial in lost:
+        study.enqueue_trial(records.params_of(trial), user_attrs=records.retry_attrs(trial))
+        progress(f"trial {trial.number} was cut short without a result: re-queued")
+    return len(lost)
+
+
+def requeue_interrupted(study: optuna.Study, number: int | None, progress: Progress) -> None:
+    """Put the trial a Ctrl-C cut short back in the queue, linked to the one it replaces."""
+    if number is None:
+        return
+    trial = study.get_trials(deepcopy=False)[number]
+    if trial.state != TrialState.FAIL or records.fail_reason(trial):
+        return
+    study.enqueue_trial(records.params_of(trial), user_attrs=records.retry_attrs(trial))
+    progress(f"interrupted trial {number} re-queued; run the same command to resume")
+
+
+MAX_RETRY = 3  # re-runs of one trial whose worker died before it is left failed
+
+
+def retry_callback() -> Any:
+    """Optuna's stale-trial retry, with the new trial's user attr ``retry_of`` naming the
+    trial it replaces (the first one of a chain), visible in the dashboard while it waits."""
+
+    class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
+        def __call__(self, study: Any, trial: Any) -> None:
+            trial = copy.deepcopy(trial)
+            first = trial.system_attrs.get("failed_trial", trial.number)
+            trial.user_attrs[records.RETRY_OF] = first
+            super().__call__(study, trial)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryStaleTrial(max_retry=MAX_RETRY)
