@@ -12,9 +12,19 @@ import errno
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Protocol, runtime_checkable
 
 Progress = Callable[[str], None]
+
+
+@runtime_checkable
+class DetailedProgress(Protocol):
+    """Progress that shows notes and details differently (``-v`` shows details)."""
+
+    def __call__(self, msg: str) -> None: ...
+
+    def detail(self, msg: str) -> None: ...
+
 
 # how a worker started by `autofreeze search` marks a detail line for its parent (--relay)
 DETAIL_TAG = "[detail] "
@@ -59,19 +69,9 @@ def quiet(msg: str) -> None:
 
 
 def detail(progress: Progress, msg: str) -> None:
-    """Say a detail line: to ``progress.detail`` if there is one, else to ``progress``."""
-    getattr(progress, "detail", progress)(msg)
-
-
-def watch(progress: Progress, study: Any, cfg: Any, **context: Any) -> None:
-    """Let a progress that can show a study's trials live (``progress.watch``) follow it."""
-    start = getattr(progress, "watch", None)
-    if start is not None:
-        start(study, cfg, **context)
-
-
-def unwatch(progress: Progress) -> None:
-    """Stop following the study (see :func:`watch`); the display says how it ended."""
-    stop = getattr(progress, "unwatch", None)
-    if stop is not None:
-        stop()
+    """Say a detail line: to ``progress.detail`` for a :class:`DetailedProgress`, else to
+    ``progress`` itself."""
+    if isinstance(progress, DetailedProgress):
+        progress.detail(msg)
+    else:
+        progress(msg)

@@ -28,6 +28,7 @@ from autofreeze.cli import cli
 from autofreeze.config import load_config
 from autofreeze.progress import quiet
 from autofreeze.recipes import BASELINE_NAMES
+from autofreeze.review.dashboard import Publisher
 from autofreeze.review.figures import COLOURS
 from autofreeze.search.run import run_search
 from tests.browser import CHROMIUM, dashboard, hex_rgb, render, screenshot_colours, visible_text
@@ -77,7 +78,7 @@ def site(tmp_path_factory):
     config = write_study(
         folder, "shown", n_trials=7, epochs=2, dashboard=True
     )  # the six recipes, one searched
-    run_search(load_config(config), progress=quiet)
+    run_search(load_config(config), progress=quiet, observers=[Publisher(quiet)])
     report = folder / "report.html"
     result = CliRunner().invoke(cli, ["report", str(config), "--out", str(report)])
     assert result.exit_code == 0, result.output

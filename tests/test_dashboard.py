@@ -19,6 +19,7 @@ from plotly.offline import get_plotlyjs
 from autofreeze.config import load_config
 from autofreeze.progress import quiet
 from autofreeze.recipes import BASELINE_NAMES
+from autofreeze.review.dashboard import Publisher
 from autofreeze.search.run import run_search
 from tests.studies import write_study
 
@@ -111,7 +112,7 @@ def raw(url: str) -> bytes:
 def published(tmp_path_factory):
     folder = tmp_path_factory.mktemp("published")
     path = write_study(folder, "shown", n_trials=8, epochs=3, reevaluate=2, dashboard=True)
-    run_search(load_config(path), progress=quiet)
+    run_search(load_config(path), progress=quiet, observers=[Publisher(quiet)])
     with dashboard(str(path)) as base:
         studies = get(f"{base}/api/studies")["study_summaries"]
         (summary,) = [s for s in studies if s["study_name"] == "shown"]
@@ -179,7 +180,7 @@ def test_the_study_figures_are_saved_once_each(published):
     assert len(ids) >= 3 and len(set(ids)) == len(ids)
     assert all(i.startswith("autofreeze-") for i in ids)
     # a re-run of the finished study replaces them rather than adding more
-    run_search(load_config(path), progress=quiet)
+    run_search(load_config(path), progress=quiet, observers=[Publisher(quiet)])
     with dashboard(str(path)) as base:
         again = get(f"{base}/api/studies/{study_id}")
     assert sorted(g["id"] for g in again["plotly_graph_objects"]) == sorted(ids)
@@ -191,7 +192,9 @@ def test_an_artifact_folder_that_cannot_be_written_is_one_note(tmp_path):
         tmp_path, "nofig", n_trials=2, study_extra='artifacts = "a-file/figs"', dashboard=True
     )
     lines: list[str] = []
-    result = run_search(load_config(path), progress=lines.append)
+    result = run_search(
+        load_config(path), progress=lines.append, observers=[Publisher(lines.append)]
+    )
     assert result.ran == 2
     notes = [line for line in lines if "cannot write figures" in line]
     assert len(notes) == 1 and "[study] artifacts" in notes[0]
@@ -211,7 +214,9 @@ def test_notes_and_figures_work_on_postgresql_with_the_artifacts_in_a_shared_fol
     path = write_study(
         tmp_path, "onpg", n_trials=3, study_extra=f'artifacts = "{shared}"', dashboard=True
     )
-    result = run_search(load_config(path, {"study.storage": pg_url}), progress=quiet)
+    result = run_search(
+        load_config(path, {"study.storage": pg_url}), progress=quiet, observers=[Publisher(quiet)]
+    )
     study = optuna.load_study(study_name="onpg", storage=pg_url)
     assert result.ran == 3 and study.metric_names == ["val_accuracy"]
     ran = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -240,7 +245,9 @@ def test_a_figure_that_cannot_be_drawn_costs_no_trial_its_result(tmp_path, monke
     monkeypatch.setattr(autofreeze.review.figures, "trial_png", broken)
     path = write_study(tmp_path, "nodraw", n_trials=3, dashboard=True)
     lines: list[str] = []
-    result = run_search(load_config(path), progress=lines.append)
+    result = run_search(
+        load_config(path), progress=lines.append, observers=[Publisher(lines.append)]
+    )
     study = optuna.load_study(study_name="nodraw", storage=f"sqlite:///{tmp_path}/nodraw.db")
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert result.ran == 3 and len(done) == 3

@@ -13,6 +13,7 @@ from autofreeze.cli import cli
 from autofreeze.config import load_config
 from autofreeze.errors import ConfigError
 from autofreeze.progress import quiet
+from autofreeze.review.dashboard import Publisher
 from autofreeze.search.run import run_search
 from autofreeze.study.results import pareto_front
 from tests.studies import write_study
@@ -24,7 +25,7 @@ MULTI = 'objectives = ["val_accuracy", "train_seconds"]'
 def multi(tmp_path_factory):
     folder = tmp_path_factory.mktemp("multi")
     path = write_study(folder, "multi", n_trials=9, study_extra=MULTI, reevaluate=2, dashboard=True)
-    result = run_search(load_config(path), progress=quiet)
+    result = run_search(load_config(path), progress=quiet, observers=[Publisher(quiet)])
     return path, result.study
 
 
@@ -105,7 +106,11 @@ def test_a_single_objective_study_refuses_a_multi_objective_config(multi, tmp_pa
     single = path.with_name("single.toml")
     single.write_text(path.read_text().replace(MULTI, ""))
     with pytest.raises(ConfigError) as err:
-        run_search(load_config(single, {"study.name": "multi"}), progress=quiet)
+        run_search(
+            load_config(single, {"study.name": "multi"}),
+            progress=quiet,
+            observers=[Publisher(quiet)],
+        )
     assert "maximize/minimizes" in str(err.value) or "objectives" in str(err.value)
 
 

@@ -18,8 +18,9 @@ from plotly.offline import get_plotlyjs
 from autofreeze.cli import cli
 from autofreeze.config import load_config
 from autofreeze.progress import quiet
-from autofreeze.review.report import freeze_map_html, render_report, write_report
 from autofreeze.review import figures, story, study_story
+from autofreeze.review.dashboard import Publisher
+from autofreeze.review.report import freeze_map_html, render_report, write_report
 from autofreeze.review.trial_figures import phase_changes
 from autofreeze.search.run import run_search
 from autofreeze.study import best_trial, records
@@ -38,7 +39,7 @@ def built(tmp_path_factory):
     by the CLI (with its JSON)."""
     folder = tmp_path_factory.mktemp("report")
     config = write_study(folder, n_trials=9, epochs=3, probe=True, reevaluate=1)
-    run_search(load_config(config), progress=quiet)
+    run_search(load_config(config), progress=quiet, observers=[Publisher(quiet)])
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'tiny.db'}")
     out = folder / "out" / "report.html"
     result = invoke("report", str(config), "--out", str(out), "--json")

@@ -354,18 +354,23 @@ def test_a_trial_cut_short_is_retried_before_any_other_queued_trial(tmp_path):
     assert sum(t.user_attrs.get("retry_of") == cut.number for t in load(config, "cut").trials) == 1
 
 
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
 def test_retries_are_popped_first_from_a_shared_queue(tmp_path):
     """The queue order itself, on the real storage: a retry enqueued last is taken first; two
     studies opened on one storage (two workers) never take the same trial."""
     from autofreeze.config import load_config
     from autofreeze.study import open_study
+    from autofreeze.study.queue import StudyOnStorage
+    from autofreeze.study.storage import open_storage
 
     cfg = load_config(write_study(tmp_path, "queue", n_trials=3))
-    a, b = open_study(cfg), open_study(cfg)
+    workers = []
+    for _ in range(2):  # each worker opens its own storage, as processes do
+        storage = open_storage(cfg.storage_url)
+        workers.append(StudyOnStorage(open_study(cfg, storage), storage))
+    a, b = workers
     for x in range(3):
-        a.enqueue_trial({"x": x})
-    a.enqueue_trial({"x": 0}, user_attrs={"retry_of": 99})
+        a.study.enqueue_trial({"x": x})
+    a.study.enqueue_trial({"x": 0}, user_attrs={"retry_of": 99})
     first, second, third = b.ask(), a.ask(), b.ask()
     assert [first.number, second.number, third.number] == [3, 0, 1]
 

@@ -140,6 +140,7 @@ def search(
     verbose: bool,
 ) -> None:
     """Search freeze plans for the study CONFIG (a TOML file); re-running resumes."""
+    from autofreeze.review.dashboard import Publisher
     from autofreeze.search.run import run_search
 
     overrides = {
@@ -153,7 +154,13 @@ def search(
     display = make_display(quiet, verbose)
     cfg = _config(config, **overrides)
     with display:
-        result = run_search(cfg, devices=devices, workers=workers, progress=display)
+        result = run_search(
+            cfg,
+            devices=devices,
+            workers=workers,
+            progress=display,
+            observers=[display, Publisher(display)],
+        )
     _report(result, cfg, as_json, wide)
 
 
@@ -199,6 +206,7 @@ def worker(
     """Join an existing study (from this or another machine) and run trials until its budget
     is spent. The worker runs the config stored in the study by `autofreeze search`; CONFIG,
     or --storage and --study-name, only say where the study is."""
+    from autofreeze.review.dashboard import Publisher
     from autofreeze.search.run import join_study
 
     display = make_display(quiet, verbose, relay)
@@ -216,6 +224,7 @@ def worker(
             connect_attempts=connect_attempts,
             wait=wait,
             progress=display,
+            observers=[display, Publisher(display)],
         )
     (display.detail if relay else display.print)(f"worker done: {ran} trials run")
 
@@ -317,10 +326,9 @@ def pretrain(config: str, force: bool) -> None:
 def probe(config: str, as_json: bool) -> None:
     """Which blocks to unfreeze: a linear probe on each block's pretrained features, the
     size/similarity quadrant and the recommended boundary (no study is touched)."""
-    from autofreeze.review.summary import probe_lines
     from autofreeze.runs.prepare import prepare
     from autofreeze.runs.pretrain import ensure_weights
-    from autofreeze.search.probe import run_probe
+    from autofreeze.search.probe import probe_lines, run_probe
 
     cfg = _config(config)
     ensure_weights(cfg)

@@ -18,7 +18,6 @@ import json
 import tempfile
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import optuna
@@ -46,13 +45,19 @@ def metric_names(cfg: Any) -> list[str]:
 
 
 class Publisher:
-    """One per process: writes the dashboard's view of the trials this process runs."""
+    """One per process: writes the dashboard's view of the trials this process runs.
 
-    def __init__(self, cfg: Any, progress: Progress = quiet) -> None:
-        self.cfg = cfg
-        self.enabled = cfg.study.dashboard
+    A :class:`autofreeze.search.observer.SearchObserver`: the CLI hands it to the search, which
+    tells it when a run starts, when each trial has run (its figure is attached then, while the
+    trial is still RUNNING: Optuna attaches files only to a running trial), when each trial is
+    told (its note, from the final state) and when the run ends (the study's view). Every id
+    it writes by comes from the storage's public lookups (``run.on``).
+    """
+
+    def __init__(self, progress: Progress = quiet) -> None:
         self.progress = progress
-        self.folder = cfg.artifact_dir
+        self.cfg: Any = None
+        self.enabled = False
         self._store: Any = None
         self._broken = False
         self._drawing_failed = False
@@ -60,6 +65,10 @@ class Publisher:
     @property
     def metric(self) -> str:
         return self.cfg.study.metric
+
+    @property
+    def folder(self) -> Path:
+        return self.cfg.artifact_dir
 
     def store(self) -> Any:
         """The artifact store, or None once it failed (said once; the search goes on)."""
@@ -80,23 +89,25 @@ class Publisher:
             "dashboard shows the notes without them: set [study] artifacts to a writable folder"
         )
 
-    def names(self, study: optuna.Study) -> None:
-        if self.enabled and study.metric_names != metric_names(self.cfg):
+    # -- the observer's events ---------------------------------------------------------------
+    def started(self, run: Any) -> None:
+        self.cfg = run.cfg
+        self.enabled = run.cfg.study.dashboard
+        if self.enabled and run.study.metric_names != metric_names(self.cfg):
             with warnings.catch_warnings():  # "experimental" since Optuna 3.2
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.set_metric_names(metric_names(self.cfg))
+                run.study.set_metric_names(metric_names(self.cfg))
 
-    def trial_figure(self, trial: optuna.Trial, state: TrialState, values: Any) -> None:
-        """Upload the figure of a trial that is about to be told (still RUNNING)."""
+    def trial_ran(
+        self, run: Any, trial: optuna.Trial, state: TrialState, values: list[float] | None
+    ) -> None:
+        """Upload the figure of a trial whose result is known, before it is told."""
         if not self.enabled or self.store() is None:
             return
-        study = trial.study
-        frozen = study._storage.get_trial(trial._trial_id)
+        frozen = run.on.storage.get_trial(run.on.trial_id(trial.number))
         if not frozen.user_attrs.get(records.HISTORY):
             return  # failed before its first epoch: nothing to draw
-        frozen.state = state
-        if values is not None:
-            frozen.values = list(values) if isinstance(values, list | tuple) else [values]
+        frozen.state, frozen.values = state, values
         from optuna.artifacts import upload_artifact
 
         from autofreeze.review.figures import trial_png
@@ -114,10 +125,12 @@ class Publisher:
             if not self._drawing_failed:
                 self._drawing_failed = True
                 why = f"{type(exc).__name__}: {exc}"
-                self.progress(f"note: could not draw trial {trial.number}'s figure (a bug, "
-                              f"{why}); the trials and notes go on")  # fmt: skip
+                self.progress(
+                    f"note: could not draw trial {trial.number}'s figure (a bug, {why}); "
+                    "the trials and notes go on"
+                )
 
-    def trial_note(self, study: optuna.Study, trial: FrozenTrial) -> None:
+    def trial_told(self, run: Any, trial: FrozenTrial) -> None:
         """The trial's note, from its final state (written after it was told)."""
         if not self.enabled or records.over_budget(trial):
             return
@@ -126,15 +139,14 @@ class Publisher:
         body = story.trial_note(trial, self.metric)
         figure = next((a for a in trial_artifacts(trial) if a["filename"].endswith(".png")), None)
         if figure is not None:  # the picture first, under the outcome: above the fold
-            url = f"/artifacts/{study._study_id}/{trial._trial_id}/{figure['artifact_id']}"
+            trial_id = run.on.trial_id(trial.number)
+            url = f"/artifacts/{run.on.study_id}/{trial_id}/{figure['artifact_id']}"
             title, outcome, rest = body.split("\n\n", 2)
             body = f"{title}\n\n{outcome}\n\n![learning curves and freeze map]({url})\n\n{rest}"
-        # save_note takes a live trial; it reads only these three of it
-        save_note(
-            SimpleNamespace(storage=study._storage, study=study, _trial_id=trial._trial_id), body
-        )
+        # notes live in the study's attributes: a told trial can still get one
+        save_note(run.on.live_trial(trial.number), body)
 
-    def study_view(self, study: optuna.Study) -> None:
+    def ended(self, run: Any) -> None:
         """The study's note, figures and report (at the end of a run, by any worker)."""
         if not self.enabled:
             return
@@ -142,8 +154,8 @@ class Publisher:
 
         from autofreeze.review.figures import IMPORTANCE_FIGURE, study_figures
 
-        self.names(study)
-        link = self._report(study)
+        study = run.study
+        link = self._report(run)
         note = study_story.study_note(study, self.metric, link)
         save_note(study, note + config_markdown(study.user_attrs.get(records.CONFIG)))
         shown = {"best against the recipes": recipes_table(study, self.metric)}
@@ -154,8 +166,9 @@ class Publisher:
             if figure is not None:  # (the dashboard lists its figures in no fixed order)
                 save_plotly_graph_object(study, figure, graph_object_id=GRAPH_PREFIX + _slug(title))
 
-    def _report(self, study: optuna.Study) -> str:
+    def _report(self, run: Any) -> str:
         """The HTML report as a study artifact (the previous one replaced); its link."""
+        study = run.study
         store = self.store()
         if store is None or best_trial(study) is None:
             return ""
@@ -164,12 +177,10 @@ class Publisher:
         from autofreeze.review.report import write_report
 
         try:
-            for old in study_artifacts(study):
+            for old in study_artifacts(run):
                 if old["filename"] == REPORT_NAME:
                     store.remove(old["artifact_id"])
-                    study._storage.set_study_system_attr(
-                        study._study_id, ARTIFACT_PREFIX + old["artifact_id"], "null"
-                    )
+                    forget_artifact(run, old["artifact_id"])
             with tempfile.TemporaryDirectory() as tmp:
                 path = write_report(study, self.metric, Path(tmp) / REPORT_NAME)
                 aid = upload_artifact(
@@ -179,7 +190,7 @@ class Publisher:
             self._give_up(exc)
             return ""
         return (
-            f"**Report:** [{REPORT_NAME}](/artifacts/{study._study_id}/{aid}) (one file, opens "
+            f"**Report:** [{REPORT_NAME}](/artifacts/{run.on.study_id}/{aid}) (one file, opens "
             "offline; `autofreeze report CONFIG --out FILE` writes it anywhere)."
         )
 
@@ -201,8 +212,20 @@ def trial_artifacts(trial: FrozenTrial) -> list[dict[str, Any]]:
     return _metas(trial.system_attrs)
 
 
-def study_artifacts(study: optuna.Study) -> list[dict[str, Any]]:
-    return _metas(study._storage.get_study_system_attrs(study._study_id))
+def study_artifacts(run: Any) -> list[dict[str, Any]]:
+    """The study's artifacts that are still listed (``optuna.artifacts.get_all_artifact_meta``
+    cannot read an entry :func:`forget_artifact` dropped)."""
+    return _metas(run.on.storage.get_study_system_attrs(run.on.study_id))
+
+
+def forget_artifact(run: Any, artifact_id: str) -> None:
+    """Drop a study artifact's entry, so the dashboard no longer lists it.
+
+    Optuna has no public call for it: an artifact's entry is the study system attribute
+    ``artifacts:<id>`` (``optuna.artifacts``), and optuna-dashboard skips entries set to
+    ``null``. tests/test_dashboard.py fails if a new Optuna lists a replaced report again.
+    """
+    run.on.storage.set_study_system_attr(run.on.study_id, ARTIFACT_PREFIX + artifact_id, "null")
 
 
 def _slug(title: str) -> str:

@@ -3,7 +3,6 @@ the progress lines of a search (the tables they are printed as: :mod:`autofreeze
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import optuna
@@ -118,9 +117,8 @@ def comparison(study: optuna.Study) -> list[dict[str, Any]]:
 def trial_line(
     study: optuna.Study,
     last: FrozenTrial,
-    ran: int,
     n_trials: int | None,
-    t0: float,
+    elapsed: float,
     timeout: float | None,
     epochs: int | None = None,
 ) -> str:
@@ -129,7 +127,6 @@ def trial_line(
     value = records.metric_value(last)
     best = best_trial(study)
     best_value = None if best is None else records.metric_value(best)
-    elapsed = time.perf_counter() - t0
     trials = study.get_trials(deepcopy=False)
     done, _ = records.budget(trials)
     budget = f"{done}/{n_trials} done" if n_trials else f"{done} done"
@@ -160,21 +157,3 @@ def spent_note(study_name: str, n_trials: int, command: str = "run") -> str:
         f"study {study_name!r} has used its budget of {n_trials} trials; {command} with "
         f"--n-trials {n_trials + more} to run {more} more"
     )
-
-
-def probe_lines(result: Any) -> list[str]:
-    """The probe's curve as a bar chart, then the quadrant and the recommendation."""
-    blocks = result.blocks
-    width = max(len(b["name"]) for b in blocks)
-    lines = [
-        "transferability probe: a linear probe on each block's features "
-        f"(validation accuracy; chance {result.chance:.2f})"
-    ]
-    for b in blocks:
-        bar = "#" * round(b["val_accuracy"] * 30)
-        lines.append(f"  {b['index']:>3} {b['name']:<{width}} {b['val_accuracy']:.3f} {bar}")
-    lines.append(
-        f"  {result.size} target ({result.per_class:g} images per class), "
-        f"{result.similarity} to the source: {result.recommendation} (boundary {result.boundary})"
-    )
-    return lines

@@ -6,16 +6,19 @@
   and ETA; the notes and a line per finished trial scroll above it;
 - default, not a terminal (CI, a log, a pipe): plain lines: the notes, a line per new best
   and per failed trial, a status line when ``STATUS_EVERY`` seconds passed without one, the end;
-- ``-v``: every line as well: each epoch and each finished trial (:func:`progress.detail`).
+- ``-v``: every line as well: each epoch (:func:`progress.detail`) and a full line for each
+  finished trial, with the best so far and the time left.
 
 How the display learns about the trials: it reads them from the study's storage, every
 ``POLL`` seconds from a thread, in every mode. The running trials are the study's RUNNING
 trials, their epoch and last metric their intermediate values; the finished ones are those
-that finished since the last read. One mechanism serves a search running its trials in its
+that finished since the last read. The display is the one writer of trial lines. One mechanism serves a search running its trials in its
 own process, a search with one worker process per device, and ``autofreeze worker`` on
 another machine, which shows the whole study whoever runs its trials. It costs one read of the
 unfinished trials a second (Optuna's cached storage keeps the finished ones); the objective
-and the trial loop need no hook. The workers a search starts run with ``--relay``: they show
+and the trial loop need no hook: the search tells the display only that a run started and
+ended (it is a :class:`autofreeze.search.observer.SearchObserver`, handed to the search by the
+CLI). The workers a search starts run with ``--relay``: they show
 nothing of their own and send their lines to the search, each detail tagged
 (``progress.DETAIL_TAG``) for the search to show with ``-v`` only. Writing them keeps how a
 worker notices that its parent died: its next line fails.
@@ -38,7 +41,7 @@ from rich.text import Text
 
 from autofreeze.progress import DETAIL_TAG, lose_output, stderr_progress
 from autofreeze.review.story import plan_words, trial_title
-from autofreeze.review.summary import spent_note
+from autofreeze.review.summary import spent_note, trial_line
 from autofreeze.review.tables import short_plan
 from autofreeze.review.timing import FINISHED, duration, eta
 from autofreeze.study import best_trial, records
@@ -149,6 +152,19 @@ class Display:
         if ended:
             watcher.end()
 
+    # -- as the search's observer (autofreeze.search.observer.SearchObserver) -------------
+    def started(self, run: Any) -> None:
+        self.watch(run.study, run.cfg, workers=run.workers, reevaluate=run.reevaluate)
+
+    def trial_ran(self, run: Any, trial: Any, state: TrialState, values: Any) -> None:
+        """Nothing: the display reads finished trials from the study."""
+
+    def trial_told(self, run: Any, trial: FrozenTrial) -> None:
+        """Nothing: the display reads finished trials from the study."""
+
+    def ended(self, run: Any) -> None:
+        self.unwatch()
+
     def __enter__(self) -> Display:
         return self
 
@@ -237,10 +253,14 @@ class _Watcher:
 
     def _finished(self, t: FrozenTrial, new_best: bool) -> None:
         """A line for a trial that finished: every one on a terminal, else new bests and
-        failures; none with ``-v`` (its own line says it) or for a trial that did not run."""
+        failures; with ``-v`` a full line for every one; none for a trial that did not run."""
         reason = records.fail_reason(t)
         ran = t.state != TrialState.FAIL or reason
-        if self.d.level != NORMAL or not ran or records.over_budget(t):
+        if self.d.level == QUIET or not ran or records.over_budget(t):
+            return
+        if self.d.level == VERBOSE:
+            line = trial_line(self.study, t, self.n_trials, self.elapsed(), self.timeout)
+            self.d.print(line)
             return
         if self.d.live:
             self.d.print(self.trial_line(t, new_best))

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from typing import Any
 
 import optuna
 import torch
-from optuna.trial import TrialState
 
 from autofreeze.cache.activations import (
     FeatureCache,
@@ -57,27 +55,17 @@ class Objective:
         self._said: set[str] = set()
         self.current_trial: int | None = None
         self.training = False  # True while a trial's own code runs (Ctrl-C may cut it)
-        # called as on_end(trial, state, value) once a trial ran, before Optuna is told
-        self.on_end: Callable[[optuna.Trial, TrialState, Any], None] | None = None
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         self.current_trial = trial.number
         self._check_budget(trial)
         self.training = True
         t0 = time.perf_counter()  # the trial's wall time: building, caching and training
-        state, value = TrialState.FAIL, None
         try:
-            value = self._run(trial)
-            state = TrialState.COMPLETE
-            return value
-        except optuna.TrialPruned:
-            state = TrialState.PRUNED
-            raise
+            return self._run(trial)
         finally:
             records.write_seconds(trial, time.perf_counter() - t0)
             self.training = False
-            if self.on_end is not None and (state != TrialState.FAIL or records.fail_reason(trial)):
-                self.on_end(trial, state, value)
 
     def _run(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         prepared, cfg = self.prepared, self.prepared.cfg

@@ -199,3 +199,21 @@ def prior_plans(
     return [
         (f"probe_k{k}", FreezePlan(boundary=k, head_lr=3e-3, backbone_lr_ratio=0.3)) for k in around
     ]
+
+
+def probe_lines(result: ProbeResult) -> list[str]:
+    """The probe's curve as a bar chart, then the quadrant and the recommendation."""
+    blocks = result.blocks
+    width = max(len(b["name"]) for b in blocks)
+    lines = [
+        "transferability probe: a linear probe on each block's features "
+        f"(validation accuracy; chance {result.chance:.2f})"
+    ]
+    for b in blocks:
+        bar = "#" * round(b["val_accuracy"] * 30)
+        lines.append(f"  {b['index']:>3} {b['name']:<{width}} {b['val_accuracy']:.3f} {bar}")
+    lines.append(
+        f"  {result.size} target ({result.per_class:g} images per class), "
+        f"{result.similarity} to the source: {result.recommendation} (boundary {result.boundary})"
+    )
+    return lines

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -124,16 +125,18 @@ def choose(summaries: list[dict[str, Any]], maximize: bool) -> dict[str, Any]:
 
 def reevaluate(
     study: optuna.Study,
-    objective: Any,
     k: int,
     seeds: int,
     base_seed: int,
     progress: Progress,
-    catch: tuple[type[Exception], ...] = (),
-    callbacks: list[Any] | None = None,
+    run_queued: Callable[[Callable[[FrozenTrial], bool]], int],
 ) -> dict[str, Any] | None:
-    """Re-run the top ``k`` plans ``seeds`` more times, store and return the choice
-    (``callbacks`` as in ``study.optimize``: called after each re-run)."""
+    """Re-run the top ``k`` plans ``seeds`` more times, store and return the choice.
+
+    ``run_queued(wanted)`` runs the waiting trials ``wanted`` says yes to (the trial loop's
+    :func:`autofreeze.search.trials.run_queued`): the re-runs only, never a recipe or a prior
+    still queued when the budget ran out.
+    """
     if k < 1 or seeds < 1:
         return None
     top = top_plans(study, k)
@@ -146,7 +149,7 @@ def reevaluate(
     )
     if waiting:
         progress(f"re-evaluating the top {len(top)} plans with {seeds} more seeds each")
-        study.optimize(objective, n_trials=waiting, catch=catch, callbacks=callbacks)
+        run_queued(lambda t: records.reevaluation_of(t) is not None)
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     choice = choose(summarize(study, top), maximize)
     study.set_user_attr(records.CHOICE, choice)

@@ -11,7 +11,6 @@ from autofreeze.config import StudyConfig
 from autofreeze.errors import StorageError
 from autofreeze.progress import Progress
 from autofreeze.study import records
-from autofreeze.study.retries import retries_first
 from autofreeze.study.sampling import make_pruner, make_sampler
 from autofreeze.study.storage import load_existing_study, mask_url, open_storage
 
@@ -32,7 +31,6 @@ def open_study(cfg: StudyConfig, storage: Any = None) -> optuna.Study:
         raise StorageError(
             f"study {cfg.study.name!r} in {mask_url(cfg.storage_url)}: {exc}"
         ) from None
-    retries_first(study)
     return study
 
 

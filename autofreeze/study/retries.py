@@ -1,5 +1,6 @@
 """Retrying a trial: a trial cut short (Ctrl-C, a killed worker, a stale heartbeat) goes back
-to the queue linked to the one it replaces, and retries run before any other waiting trial."""
+to the queue linked to the one it replaces (user attr ``retry_of``); the queue runs retries
+before any other waiting trial (:mod:`autofreeze.study.queue`)."""
 
 from __future__ import annotations
 
@@ -12,34 +13,6 @@ from optuna.trial import TrialState
 
 from autofreeze.progress import Progress
 from autofreeze.study import records
-
-
-def retries_first(study: optuna.Study) -> None:
-    """Make ``study`` take a re-queued trial (after Ctrl-C or a dead worker) before any other
-    waiting one.
-
-    Optuna pops the queue in the order trials were enqueued, so a retry waited behind every
-    baseline and prior still queued; with a budget smaller than the queue it never ran and the
-    comparison silently lost its recipe. Optuna has no public hook for the queue's order, so
-    this replaces the study's own pop (same claim, same race handling), retries first
-    (and re-evaluations, see :func:`_jumps_queue`).
-    """
-
-    def pop() -> int | None:
-        waiting = study._storage.get_all_trials(
-            study._study_id, deepcopy=False, states=(TrialState.WAITING,)
-        )
-        for trial in sorted(
-            waiting, key=lambda t: (records.RETRY_OF not in t.user_attrs, t.number)
-        ):
-            try:  # another worker may claim or finish it first: take the next one
-                if study._storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
-                    return trial._trial_id
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue
-        return None
-
-    study._pop_waiting_trial_id = pop  # type: ignore[method-assign]
 
 
 def requeue_lost(study: optuna.Study, progress: Progress) -> int:

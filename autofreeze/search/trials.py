@@ -1,0 +1,191 @@
+"""The worker loop: take trials from the shared study until its global budget is spent.
+
+Each trial is asked and told through Optuna's public ask-and-tell interface, with the trial
+taken from the queue in autofreeze's order (:class:`autofreeze.study.queue.StudyOnStorage`):
+retries and re-evaluations first. While a trial runs, this process beats its heartbeat (the
+storage's public ``record_heartbeat``), so that another worker retries it if this one dies.
+What the observers show is told around the trial, never from inside the objective
+(:mod:`autofreeze.search.observer`).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autofreeze.progress import Progress, output_lost
+from autofreeze.search.objective import Objective, OverBudget, TrialFailed
+from autofreeze.search.observer import Observers, Run
+from autofreeze.study import budget, make_sampler, records, requeue_interrupted, run_stream
+from autofreeze.study.queue import StudyOnStorage
+
+CAUGHT = (TrialFailed, OverBudget)  # a trial that fails with a reason; the search goes on
+
+
+class Interrupts:
+    """Ctrl-C while a trial trains interrupts it at once; anywhere else (Optuna creating or
+    finishing a trial in the database, the wait between trials) it is held until that step is
+    done, so an interrupt never leaves a trial RUNNING with nobody behind it."""
+
+    def __init__(self, objective: Objective) -> None:
+        self.objective = objective
+        self.requested = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        if self.objective.training:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+
+@contextmanager
+def heartbeat(on: StudyOnStorage, trial: optuna.Trial) -> Iterator[None]:
+    """Beat the trial's heartbeat every ``heartbeat_interval`` seconds while it runs (what
+    ``Study.optimize`` does); nothing when the storage has no heartbeat (``RDBStorage``'s
+    public ``get_heartbeat_interval`` and ``record_heartbeat``)."""
+    beats = on.storage if isinstance(on.storage, optuna.storages.RDBStorage) else None
+    interval = beats.get_heartbeat_interval() if beats is not None else None
+    if beats is None or interval is None:
+        yield
+        return
+    trial_id = on.trial_id(trial.number)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            beats.record_heartbeat(trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name="autofreeze-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def fail_stale(study: optuna.Study) -> None:
+    """Mark the trials of dead workers FAIL; the retry callback re-queues them."""
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.9, as Optuna itself does
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def run_one(
+    run: Run,
+    trial: optuna.Trial,
+    objective: Callable[[optuna.Trial], Any],
+    observers: Observers,
+) -> FrozenTrial:
+    """Run ``trial``, tell the study, tell the observers; return the finished trial.
+
+    A trial that fails with a reason (:data:`CAUGHT`) is told FAIL and the loop goes on;
+    anything else (Ctrl-C, a bug) is told FAIL and raised, as ``Study.optimize`` does.
+    """
+    study = run.study
+    state, value, error = TrialState.COMPLETE, None, None
+    with heartbeat(run.on, trial):
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except (Exception, KeyboardInterrupt) as exc:
+            state, error = TrialState.FAIL, exc
+        if state != TrialState.FAIL or isinstance(error, TrialFailed):  # it ran: show it
+            values = None if value is None else list(value) if isinstance(value, tuple) else [value]
+            observers.trial_ran(run, trial, state, values)  # RUNNING: its figure attaches to it
+    if state == TrialState.COMPLETE:
+        told = study.tell(trial, value)
+    else:
+        told = study.tell(trial, state=state)
+    observers.trial_told(run, told)
+    if error is not None and not isinstance(error, CAUGHT):
+        raise error
+    return told
+
+
+def run_queued(
+    run: Run,
+    objective: Callable[[optuna.Trial], Any],
+    observers: Observers,
+    wanted: Callable[[FrozenTrial], bool],
+) -> int:
+    """Run the waiting trials ``wanted`` says yes to (the re-evaluations), until none is left
+    for this worker; return how many ran."""
+    ran = 0
+    while (trial := run.on.claim(wanted)) is not None:
+        run_one(run, trial, objective, observers)
+        ran += 1
+    return ran
+
+
+def run_trials(
+    run: Run,
+    objective: Objective,
+    observers: Observers,
+    progress: Progress,
+    worker: str = "main",
+    poll: float = 2.0,
+) -> int:
+    """Take trials until the study's global budget is spent; return how many this process ran.
+
+    A trial starts only while ``counted + running < n_trials``, so the budget holds however
+    many workers share the study. When the rest of the budget is running elsewhere the worker
+    waits: if one of those trials dies (its heartbeat goes stale) it is retried here.
+    ``worker`` names this process in the sampler's seed (see ``study.run_stream``).
+    """
+    study, cfg = run.study, run.cfg
+    n_trials, timeout = cfg.study.n_trials, cfg.study.timeout
+    # a sampler seeded for this worker and this run: no two of them propose the same trials
+    trials = study.get_trials(deepcopy=False)
+    study.sampler = make_sampler(cfg, run_stream(study, worker), records.initial_design(trials))
+    t0 = time.perf_counter()
+    ran = 0
+    with Interrupts(objective) as interrupts:
+        while True:
+            interrupts.check()
+            done, running = budget(study)
+            if n_trials is not None and done >= n_trials:
+                break
+            if timeout is not None and time.perf_counter() - t0 >= timeout:
+                progress(f"timeout of {timeout:.0f}s reached")
+                break
+            fail_stale(study)
+            if n_trials is not None and done + running >= n_trials:
+                time.sleep(poll)
+                continue
+            trial = run.on.ask()
+            try:
+                finished = run_one(run, trial, objective, observers)
+            except KeyboardInterrupt:
+                requeue_interrupted(study, objective.current_trial, progress)
+                raise
+            if records.over_budget(finished):
+                continue  # another worker took the last of the budget first: nothing ran
+            ran += 1
+            if output_lost():  # nobody is watching: the trial is recorded, take no new one
+                break
+    return ran
