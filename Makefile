@@ -1,19 +1,21 @@
 # The two commands of the README: `make quickstart` (the main job) and `make test`.
-# Both create .venv on first use; torch is pinned so pip takes it from the local wheel cache.
+# Both create .venv on first use with the versions the suite last passed with (constraints.txt);
+# torch is pinned so pip takes it from the local wheel cache. `make check` is the fast tier for
+# the edit loop; `make constraints` records the venv's versions after an upgrade that passed.
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SRC := $(wildcard autofreeze tests plugins benchmarks)
 
-.PHONY: test quickstart lint venv clean
+.PHONY: test check quickstart lint venv clean constraints
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
+$(STAMP): pyproject.toml constraints.txt $(wildcard plugins/*/pyproject.toml)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]' $(foreach p,$(wildcard plugins/*/pyproject.toml),-e ./$(dir $(p)))
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]' $(foreach p,$(wildcard plugins/*/pyproject.toml),-e ./$(dir $(p)))
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -24,6 +26,18 @@ test: $(STAMP)
 	$(BIN)/ruff check $(SRC)
 	$(BIN)/ruff format --check $(SRC)
 	$(BIN)/python -m pytest -q
+
+# the fast tier: lint, then every test not marked slow (under 3 minutes on 2 cores)
+check: $(STAMP)
+	$(BIN)/ruff check $(SRC)
+	$(BIN)/ruff format --check $(SRC)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# record the versions of the venv (after `pip install -U ...` and a `make test` that passed)
+constraints: $(STAMP)
+	{ echo "# The versions the test suite last passed with (make constraints rewrites this file)."; \
+	  echo "# make installs with them (pip -c); pyproject.toml keeps ranges for library users."; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^autofreeze'; } > constraints.txt
 
 quickstart: $(STAMP)
 	$(BIN)/autofreeze search studies/quickstart.toml

@@ -175,6 +175,19 @@ def test_no_module_reads_a_private_attribute_of_optuna():
     assert not found, "\n".join(found)
 
 
+def test_a_private_module_is_imported_only_inside_its_own_folder():
+    """``plugins/builtin/_files.py`` is the built-in plugins' business; what another package
+    needs of it lives in a public module (``data/folders.py``)."""
+    crossing = {
+        (m, dep)
+        for m in MODULES
+        for dep in internal(m)
+        if dep.rsplit(".", 1)[1].startswith("_")
+        and dep.rsplit(".", 1)[0] not in (m, m.rsplit(".", 1)[0])  # its package, or beside it
+    }
+    assert not crossing, sorted(crossing)
+
+
 def test_only_the_registry_calls_hooks():
     callers = {
         module_name(p) for p in PACKAGE.rglob("*.py") if re.search(r"\.hook\.\w+", p.read_text())

@@ -28,8 +28,10 @@ def evaluate(checkpoint: str, split: str, data: str | None, as_json: bool) -> No
     if as_json:
         echo_json(report)
         return
-    click.echo(f"{checkpoint} on {data or split}: accuracy {report['accuracy']:.4f} "
-               f"({report['images']} images)")  # fmt: skip
+    click.echo(
+        f"{checkpoint} on {data or split}: accuracy {report['accuracy']:.4f} "
+        f"({report['images']} images)"
+    )
     rows = [
         {"class": c, "images": r["images"], "accuracy": r["accuracy"]}
         for c, r in report["per_class"].items()

@@ -44,8 +44,9 @@ def _front(summary: dict) -> None:
 
     names = summary["objectives"]
     n = len(summary["pareto_front"])
-    click.echo(f"Pareto front: {n} plan{'s' if n != 1 else ''} no other beats on "
-               f"{' and '.join(names)}")  # fmt: skip
+    click.echo(
+        f"Pareto front: {n} plan{'s' if n != 1 else ''} no other beats on {' and '.join(names)}"
+    )
     rows = [{**r, **dict(zip(names, r["values"], strict=True))} for r in summary["pareto_front"]]
     columns = ["number", "name", *names, "plan"]
     click.echo(format_table(rows, columns, width=WIDTH, labels=LABELS))

@@ -66,9 +66,9 @@ def with_study_options(f: Any) -> Any:
 
 
 def _report(result: Any, cfg: Any, as_json: bool, wide: bool = False) -> None:
+    from autofreeze.review.format import duration
     from autofreeze.review.summary import COMPARISON_COLUMNS, best_summary, comparison
     from autofreeze.review.tables import COMPARISON_SHORT, LABELS, WIDTH
-    from autofreeze.review.timing import duration
 
     rows = comparison(result.study)
     if as_json:
@@ -92,8 +92,10 @@ def _report(result: Any, cfg: Any, as_json: bool, wide: bool = False) -> None:
         click.echo(format_table(rows, COMPARISON_SHORT, width=WIDTH, labels=LABELS))
     if cfg.study.objectives:  # the result is the front, not the single best
         n = len(best_summary(result.study).get("pareto_front", []))
-        click.echo(f"Pareto front on {' and '.join(cfg.study.objectives)}: {n} plan"
-                   f"{'s' if n != 1 else ''}; `autofreeze best CONFIG` lists them")  # fmt: skip
+        click.echo(
+            f"Pareto front on {' and '.join(cfg.study.objectives)}: {n} plan"
+            f"{'s' if n != 1 else ''}; `autofreeze best CONFIG` lists them"
+        )
 
 
 @cli.command()

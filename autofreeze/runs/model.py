@@ -129,7 +129,7 @@ def evaluation_images(model: Model, split: str = "test", data: str | None = None
     from autofreeze.plugins.registry import get_registry
 
     if data is not None:
-        from autofreeze.plugins.builtin._files import IMAGE_EXTENSIONS, scan_classes
+        from autofreeze.data.folders import IMAGE_EXTENSIONS, scan_classes
 
         folder = Path(data).expanduser()
         if not folder.is_dir():

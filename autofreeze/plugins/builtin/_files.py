@@ -11,13 +11,11 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field
 
+from autofreeze.data.folders import IMAGE_EXTENSIONS, scan_classes, visible_dirs
 from autofreeze.data.images import ImageDataset, ImageSet, stratified_split
 from autofreeze.data.options import Seed, ValFraction, validate_options
 from autofreeze.errors import DatasetError
 
-IMAGE_EXTENSIONS = tuple(
-    [".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp"]
-)
 SPLIT_COLUMN = "split"
 
 
@@ -126,40 +124,9 @@ def imagefolder(
     return ImageDataset(name="imagefolder", classes=classes, train=train, val=val)
 
 
-def _visible_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 def _looks_like_split(folder: Path) -> bool:
     """``train``/``val`` is a split folder when it holds class folders, not images itself."""
-    return folder.is_dir() and bool(_visible_dirs(folder))
-
-
-def scan_classes(folder: Path, exts: tuple[str, ...]) -> tuple[list[str], list[tuple[str, int]]]:
-    class_dirs = _visible_dirs(folder)
-    if not class_dirs:
-        loose = any(p.suffix.lower() in exts for p in folder.iterdir())
-        hint = "; it holds images directly, so move them into one folder per class" if loose else ""
-        raise DatasetError(
-            f"{folder} has no class sub-folders; expected class sub-folders like "
-            f"{folder}/cat/*.jpg and {folder}/dog/*.jpg{hint}"
-        )
-    files: list[tuple[str, int]] = []
-    for label, class_dir in enumerate(class_dirs):
-        found = sorted(
-            p
-            for p in class_dir.rglob("*")
-            if p.suffix.lower() in exts
-            and p.is_file()
-            and not any(part.startswith(".") for part in p.relative_to(class_dir).parts)
-        )
-        if not found:
-            raise DatasetError(
-                f"class folder {class_dir} has no images ({', '.join(exts)}); "
-                "add images or remove the folder"
-            )
-        files.extend((str(p), label) for p in found)
-    return [d.name for d in class_dirs], files
+    return folder.is_dir() and bool(visible_dirs(folder))
 
 
 # -- csv -----------------------------------------------------------------------------------------
