@@ -42,8 +42,11 @@ def search(path: Path, db: Path) -> tuple[float, str]:
     t0 = time.perf_counter()
     out = subprocess.run(
         [*CLI, "search", str(path), "--storage", f"sqlite:///{db}", "--json"],
-        capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
     return time.perf_counter() - t0, out.stdout
 
 

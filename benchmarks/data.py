@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -174,7 +175,7 @@ def worker(mode: str, rows: int, args: argparse.Namespace) -> dict:
     import torch
 
     from autofreeze.core.train import TrainConfig, Trainer
-    from autofreeze.data.decode import decode_split
+    from autofreeze.data.decode import Decoding, decode_split
     from autofreeze.data.tensors import DiskImages, TensorSplit, normalise
     from autofreeze.plan import FreezePlan
     from autofreeze.plugins.registry import Registry
@@ -185,10 +186,13 @@ def worker(mode: str, rows: int, args: argparse.Namespace) -> dict:
     images = listing(Path(args.folder))
     said: list[str] = []
     t0 = time.perf_counter()
-    split = decode_split(
-        images, mean=MEAN, std=STD, size=args.size, folder=Path(args.store),
-        memory_bytes=1 if streamed else 2**62, workers=1, progress=said.append,
-    )  # fmt: skip
+    decoding = Decoding(
+        folder=Path(args.store),
+        memory_bytes=1 if streamed else 2**62,
+        workers=1,
+        progress=said.append,
+    )
+    split = decode_split(images, mean=MEAN, std=STD, size=args.size, decoding=decoding)
     if mode == "float32":  # what to_tensors returned before: x.to(float32) normalised in place
         x = normalise(split.x, MEAN, STD)
         split = TensorSplit(x, split.y)
@@ -256,12 +260,16 @@ def worker(mode: str, rows: int, args: argparse.Namespace) -> dict:
 
 
 def in_subprocess(
-    mode: str, rows: int, args: argparse.Namespace, store: Path, eval_batch: int = BATCH,
+    mode: str,
+    rows: int,
+    args: argparse.Namespace,
+    store: Path,
+    eval_batch: int = BATCH,
     train_batches: int | None = None,
-) -> dict:  # fmt: skip
-    cmd = [sys.executable, __file__, "--one", mode, str(rows), "--folder", str(args.folder),
-           "--store", str(store), "--size", str(args.size), "--eval-batch", str(eval_batch),
-           "--train-batches", str(train_batches or args.train_batches)]  # fmt: skip
+) -> dict:
+    cmd = [sys.executable, __file__, "--one", mode, str(rows), "--folder", str(args.folder)]
+    cmd += ["--store", str(store), "--size", str(args.size), "--eval-batch", str(eval_batch)]
+    cmd += ["--train-batches", str(train_batches or args.train_batches)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     got = json.loads(out.strip().splitlines()[-1])
     say(
@@ -326,7 +334,7 @@ class Quiet:
 def timed_decode(
     images, store: Path, workers: int, size: int, fresh: bool = True
 ) -> tuple[float, list[str]]:
-    from autofreeze.data.decode import decode_split
+    from autofreeze.data.decode import Decoding, decode_split
 
     if fresh:
         shutil.rmtree(store, ignore_errors=True)
@@ -337,10 +345,8 @@ def timed_decode(
         say(f"  [{workers} process(es)] {msg}")
 
     t0 = time.perf_counter()
-    decode_split(
-        images, mean=MEAN, std=STD, size=size, folder=store, memory_bytes=1, workers=workers,
-        progress=progress,
-    )  # fmt: skip
+    decoding = Decoding(folder=store, memory_bytes=1, workers=workers, progress=progress)
+    decode_split(images, mean=MEAN, std=STD, size=size, decoding=decoding)
     return time.perf_counter() - t0, said
 
 
@@ -384,7 +390,7 @@ def machine() -> dict:
     }
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=20000)
     parser.add_argument("--size", type=int, default=224)
@@ -400,16 +406,13 @@ def main() -> None:
     parser.add_argument("--store", help=argparse.SUPPRESS)
     parser.add_argument("--eval-batch", type=int, default=BATCH, help=argparse.SUPPRESS)
     parser.add_argument("--from-json", action="store_true", help="only write the section again")
-    args = parser.parse_args()
-    if args.one:
-        print(json.dumps(worker(args.one[0], int(args.one[1]), args)))
-        return
-    if args.from_json:  # the section again from the last run's figures (no measuring)
-        return write_report(json.loads(RESULTS.read_text()))
-    wall0 = time.perf_counter()
-    quiet = Quiet(args.wait_for)
+    return parser.parse_args()
 
-    # 1. the image folder
+
+def image_folder(args: argparse.Namespace) -> tuple[Path, Any, int, float | None]:
+    """1. The image folder, made unless ``--folder`` holds the images already, its JPEGs in the
+    page cache: the folder, its listing, its bytes and the seconds it took to make (None if
+    reused)."""
     if args.folder is None:
         args.folder = tempfile.mkdtemp(prefix="autofreeze-data-")
     root = Path(args.folder)
@@ -421,57 +424,90 @@ def main() -> None:
     elif have != args.images:
         sys.exit(f"{root} holds {have} images, not --images {args.images}: use another folder")
     images = listing(root)
-    n = len(images)
     jpeg_bytes = folder_bytes(root)
     for p in images.images:  # the JPEGs in the page cache for both decoding runs alike
         Path(p).read_bytes()
-    say(f"image folder: {root} ({n} images, {jpeg_bytes / MB:.0f} MB)")
+    say(f"image folder: {root} ({len(images)} images, {jpeg_bytes / MB:.0f} MB)")
     from autofreeze.data.images import decode_image
 
     decode_image(images.images[0], args.size)  # its imports, before either timing
+    return root, images, jpeg_bytes, gen_s
 
+
+def measure_decoding(quiet: Quiet, images, tmp: Path, size: int) -> dict:
+    """2-3. Decoding throughput in 1 and 2 processes, each into a fresh folder under ``tmp``
+    (the second, ``tmp / "two"``, is kept), PIL alone, and a second study reusing the file:
+    the figures by their key in the results."""
+    n = len(images)
+    # 2. decoding throughput, 1 and 2 processes, each into a fresh folder
+    one_s, one_said = quiet.run(
+        "decode, 1 process", lambda: timed_decode(images, tmp / "one", 1, size)
+    )
+    two_s, two_said = quiet.run(
+        "decode, 2 processes", lambda: timed_decode(images, tmp / "two", 2, size)
+    )
+    assert any("decoding" in s for s in one_said) and any("decoding" in s for s in two_said)
+    u8_files = [next((tmp / f).glob("*.u8")) for f in ("one", "two")]
+    identical = same_file(*u8_files)
+    u8_bytes = u8_files[1].stat().st_size
+    shutil.rmtree(tmp / "one")  # its pages leave the page cache too
+    pil_n = min(n, 2000)
+    pil_rate = quiet.run("PIL alone", lambda: pil_reference(list(images.images[:pil_n]), size))
+    say(
+        f"decode: {n / one_s:.0f} images/s (1 process), {n / two_s:.0f} images/s "
+        f"(2 processes); PIL alone {pil_rate:.0f} images/s; files identical: {identical}"
+    )
+
+    # 3. reuse: the same files again, as a second study would ask for them
+    store = tmp / "two"
+    reuse_s, reuse_said = quiet.run(
+        "reuse", lambda: timed_decode(images, store, 2, size, fresh=False)
+    )
+    assert not any("decoding" in s for s in reuse_said), reuse_said
+    say(f"reuse: {reuse_s:.2f} s, decoded again: no")
+    return {
+        "u8_bytes": u8_bytes,
+        "decode_s": {"1": one_s, "2": two_s},
+        "decode_files_identical": identical,
+        "pil_images_per_s": pil_rate,
+        "pil_images": pil_n,
+        "reuse_s": reuse_s,
+    }
+
+
+def measure_workers(quiet: Quiet, args: argparse.Namespace, store: Path, n: int) -> list[dict]:
+    """4-5. Workers reading the decoded ``store``, each in a process of its own: in memory and
+    streamed alternating, then the cold stream, the default evaluation batch, today's float32
+    path (it evicts much of the page cache) and a quarter of the dataset streamed."""
+    plan = [("uint8", n, BATCH, None), ("stream", n, BATCH, None)] * 2
+    plan += [("stream-cold", n, BATCH, None), ("stream", n, 256, 4)]
+    plan += [("float32", n, BATCH, None), ("stream", n // 4, BATCH, None)]
+    return [
+        quiet.run(
+            f"worker {m} {rows}",
+            lambda m=m, r=rows, e=e, t=t: in_subprocess(
+                m, r, args, store, eval_batch=e, train_batches=t
+            ),
+        )
+        for m, rows, e, t in plan
+    ]
+
+
+def main() -> None:
+    args = parse_args()
+    if args.one:
+        print(json.dumps(worker(args.one[0], int(args.one[1]), args)))
+        return
+    if args.from_json:  # the section again from the last run's figures (no measuring)
+        return write_report(json.loads(RESULTS.read_text()))
+    wall0 = time.perf_counter()
+    quiet = Quiet(args.wait_for)
+    root, images, jpeg_bytes, gen_s = image_folder(args)
+    n = len(images)
     tmp = Path(tempfile.mkdtemp(prefix="autofreeze-data-stores-"))
     try:
-        # 2. decoding throughput, 1 and 2 processes, each into a fresh folder
-        one_s, one_said = quiet.run(
-            "decode, 1 process", lambda: timed_decode(images, tmp / "one", 1, args.size)
-        )
-        two_s, two_said = quiet.run(
-            "decode, 2 processes", lambda: timed_decode(images, tmp / "two", 2, args.size)
-        )
-        assert any("decoding" in s for s in one_said) and any("decoding" in s for s in two_said)
-        u8_files = [next((tmp / f).glob("*.u8")) for f in ("one", "two")]
-        identical = same_file(*u8_files)
-        u8_bytes = u8_files[1].stat().st_size
-        shutil.rmtree(tmp / "one")  # its pages leave the page cache too
-        pil_n = min(n, 2000)
-        pil_rate = quiet.run(
-            "PIL alone", lambda: pil_reference(list(images.images[:pil_n]), args.size)
-        )
-        say(
-            f"decode: {n / one_s:.0f} images/s (1 process), {n / two_s:.0f} images/s "
-            f"(2 processes); PIL alone {pil_rate:.0f} images/s; files identical: {identical}"
-        )
-
-        # 3. reuse: the same files again, as a second study would ask for them
-        store = tmp / "two"
-        reuse_s, reuse_said = quiet.run(
-            "reuse", lambda: timed_decode(images, store, 2, args.size, fresh=False)
-        )
-        assert not any("decoding" in s for s in reuse_said), reuse_said
-        say(f"reuse: {reuse_s:.2f} s, decoded again: no")
-
-        # 4-5. workers: in memory and streamed alternating, then the cold stream, the default
-        # evaluation batch, today's float32 path (it evicts much of the page cache) and a
-        # quarter of the dataset streamed
-        plan = [("uint8", n, BATCH, None), ("stream", n, BATCH, None)] * 2
-        plan += [("stream-cold", n, BATCH, None), ("stream", n, 256, 4)]
-        plan += [("float32", n, BATCH, None), ("stream", n // 4, BATCH, None)]
-        runs = [
-            quiet.run(f"worker {m} {rows}", lambda m=m, r=rows, e=e, t=t: in_subprocess(
-                m, r, args, store, eval_batch=e, train_batches=t))
-            for m, rows, e, t in plan
-        ]  # fmt: skip
+        decoding = measure_decoding(quiet, images, tmp, args.size)
+        runs = measure_workers(quiet, args, tmp / "two", n)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     wall = time.perf_counter() - wall0
@@ -481,13 +517,9 @@ def main() -> None:
         "args": {k: v for k, v in vars(args).items() if k not in ("one", "store", "eval_batch")},
         "images": n,
         "jpeg_bytes": jpeg_bytes,
-        "u8_bytes": u8_bytes,
+        "u8_bytes": decoding["u8_bytes"],
         "generate_s": gen_s,
-        "decode_s": {"1": one_s, "2": two_s},
-        "decode_files_identical": identical,
-        "pil_images_per_s": pil_rate,
-        "pil_images": pil_n,
-        "reuse_s": reuse_s,
+        **{k: v for k, v in decoding.items() if k != "u8_bytes"},
         "runs": runs,
         "measurements_repeated": quiet.repeats,
         "wall_s": wall,

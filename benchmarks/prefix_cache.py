@@ -56,9 +56,16 @@ def measure(
         trainer.use_features(backbone.model.get_classifier())
     elif cached:
         features = prefix_features(
-            backbone, plan, train, val, PrefixCache(), weights="none", seed=0, device="cpu",
+            backbone,
+            plan,
+            train,
+            val,
+            PrefixCache(),
+            weights="none",
+            seed=0,
+            device="cpu",
             dtype=dtype,
-        )  # fmt: skip
+        )
         trainer.use_prefix(features.split)
         train, val = features.train, features.val
     setup = time.perf_counter() - t0
@@ -112,8 +119,8 @@ def frozen_forward_seconds(backbone, k: int, args: argparse.Namespace) -> float:
 
 def in_subprocess(name: str, size: int, where: str, cached: bool, args, dtype="float32") -> dict:
     sizes = ["--epochs", str(args.epochs), "--train", str(args.train), "--val", str(args.val)]
-    cmd = [sys.executable, __file__, "--one", name, str(size), where, str(int(cached)), *sizes,
-           "--dtype", dtype]  # fmt: skip
+    cmd = [sys.executable, __file__, "--one", name, str(size), where, str(int(cached))]
+    cmd += [*sizes, "--dtype", dtype]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -215,8 +222,10 @@ def dtypes(args: argparse.Namespace) -> None:
     lines = []
     for name, size in MODELS:
         for where in ("n-1", "n/2"):
-            got = {d: in_subprocess(name, size, where, True, args, d) for d in
-                   ("float32", "float16", "bfloat16")}  # fmt: skip
+            got = {
+                d: in_subprocess(name, size, where, True, args, d)
+                for d in ("float32", "float16", "bfloat16")
+            }
             base = got["float32"]
             cells = " | ".join(
                 f"{got[d]['accuracy']:.4f} ({got[d]['val_loss'] - base['val_loss']:+.4f})"

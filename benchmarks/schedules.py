@@ -59,9 +59,14 @@ def main() -> None:
             t0 = time.perf_counter()
             refreeze = refreezer(backbone, prepared.train, prepared.val, "cpu") if cached else None
             result = fit(
-                backbone, plan, prepared.schedule(plan), prepared.train, prepared.val, settings,
+                backbone,
+                plan,
+                prepared.schedule(plan),
+                prepared.train,
+                prepared.val,
+                settings,
                 refreeze=refreeze,
-            )  # fmt: skip
+            )
             seconds = time.perf_counter() - t0
             frozen_at_end = result.final.first_trainable
             results[label].append((seconds, result.final.val_accuracy, frozen_at_end))

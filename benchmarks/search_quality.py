@@ -101,8 +101,7 @@ def digits_variant(
         return ImageSet(pictures, labels)
 
     names = ["even", "odd"] if transform == "parity" else ds.classes
-    return ImageDataset("digits_variant", names, change(ds.train), change(ds.val),
-                        change(ds.test))  # fmt: skip
+    return ImageDataset("digits_variant", names, change(ds.train), change(ds.val), change(ds.test))
 
 
 class Plugin:
@@ -113,8 +112,15 @@ class Plugin:
         register("digits_variant", digits_variant, "benchmark: digits with a changed task")
 
 
-def study_toml(name: str, weights: str, options: dict[str, Any], trials: int, epochs: int,
-               vanilla: bool, seed: int = 0) -> str:  # fmt: skip
+def study_toml(
+    name: str,
+    weights: str,
+    options: dict[str, Any],
+    trials: int,
+    epochs: int,
+    vanilla: bool,
+    seed: int = 0,
+) -> str:
     dataset = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in options.items())
     study = (
         'sampler = "tpe"\npruner = "none"\nbaselines = false\nprobe = false\nreevaluate = 0'
@@ -193,8 +199,9 @@ def run_once(
     for kind in args.methods.split(","):
         study_name = f"{name}_{kind}_{repeat}"
         path = folder / f"{study_name}.toml"
-        text = study_toml(study_name, weights, options, args.trials, args.epochs,
-                          kind == "vanilla", repeat)  # fmt: skip
+        text = study_toml(
+            study_name, weights, options, args.trials, args.epochs, kind == "vanilla", repeat
+        )
         path.write_text(text)
         cfg = load_config(path)
         t0 = time.perf_counter()
@@ -203,9 +210,11 @@ def run_once(
         best = best_trial(study)
         assert best is not None
         row[f"{kind}_test"] = test_accuracy(
-            cfg, FreezePlan.from_dict(records.plan(best)), folder / "model.safetensors",
+            cfg,
+            FreezePlan.from_dict(records.plan(best)),
+            folder / "model.safetensors",
             args.test_seeds,
-        )  # fmt: skip
+        )
         if kind == "autofreeze":
             row["winner"] = records.name(best)
             row["boundary"] = records.plan(best)["boundary"]
@@ -214,13 +223,16 @@ def run_once(
             recipe = max(recipes, key=lambda t: t.value)
             row["recipe"] = records.baseline(recipe)
             row["recipe_test"] = test_accuracy(
-                cfg, FreezePlan.from_dict(records.plan(recipe)), folder / "model.safetensors",
+                cfg,
+                FreezePlan.from_dict(records.plan(recipe)),
+                folder / "model.safetensors",
                 args.test_seeds,
-            )  # fmt: skip
+            )
         else:  # full learning curves: how well does epoch e rank the trials?
             done = [t for t in study.trials if len(t.intermediate_values) == args.epochs]
-            row["curves"] = [[t.intermediate_values[e] for e in range(1, args.epochs + 1)]
-                             for t in done]  # fmt: skip
+            row["curves"] = [
+                [t.intermediate_values[e] for e in range(1, args.epochs + 1)] for t in done
+            ]
     return row
 
 
@@ -282,8 +294,11 @@ def main() -> None:
             options, _ = TASKS[name]
             rows.append(run_task(name, options, args, str(weights), folder))
             for run in rows[-1]["runs"]:
-                shown = {k: v if isinstance(v, str | int) else round(v, 3) for k, v in run.items()
-                         if k != "curves"}  # fmt: skip
+                shown = {
+                    k: v if isinstance(v, str | int) else round(v, 3)
+                    for k, v in run.items()
+                    if k != "curves"
+                }
                 print(f"{name}: {shown}", flush=True)
     if args.reuse_vanilla:
         rows = with_saved_vanilla(rows, args)
@@ -305,8 +320,10 @@ def with_saved_vanilla(rows: list[dict[str, Any]], args: Any) -> list[dict[str, 
     out = []
     for r in rows:
         v = old[r["task"]]
-        merged = {**r, **{k: v[k] for k in ("vanilla_test", "vanilla_seconds", "curves",
-                                             "rank_corr")}}  # fmt: skip
+        merged = {
+            **r,
+            **{k: v[k] for k in ("vanilla_test", "vanilla_seconds", "curves", "rank_corr")},
+        }
         merged["runs"] = [
             {**run, **{k: o[k] for k in ("vanilla_test", "vanilla_seconds")}}
             for run, o in zip(r["runs"], v["runs"], strict=True)

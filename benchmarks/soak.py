@@ -120,8 +120,15 @@ def soak_round(
     url = f"sqlite:///{folder}/soak{index}.db" if storage == "sqlite" else new_pg_database()
     name = f"soak{index}"
     # the product's default: the dashboard output on, so faults meet it too
-    config = write_study(folder, name, n_trials=trials, epochs=epochs, pruner="none",
-                         study_extra="heartbeat = 2", dashboard=True)  # fmt: skip
+    config = write_study(
+        folder,
+        name,
+        n_trials=trials,
+        epochs=epochs,
+        pruner="none",
+        study_extra="heartbeat = 2",
+        dashboard=True,
+    )
     r = Round(storage, rng.choice(TARGETS), rng.choice(list(SIGNALS)), rng.uniform(1.0, 20.0))
     t0 = time.perf_counter()
     try:
@@ -155,9 +162,13 @@ def soak_round(
 
 
 def soak(
-    rounds: int, storages: list[str], seed: int = 0, trials: int = 10, epochs: int = 4,
+    rounds: int,
+    storages: list[str],
+    seed: int = 0,
+    trials: int = 10,
+    epochs: int = 4,
     progress=print,
-) -> list[Round]:  # fmt: skip
+) -> list[Round]:
     rng = random.Random(seed)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -183,9 +194,13 @@ def main() -> None:
     args = parser.parse_args()
     storages = ["sqlite", "postgresql"] if args.storage == "both" else [args.storage]
     results = soak(
-        args.rounds, storages, args.seed, args.trials, args.epochs,
+        args.rounds,
+        storages,
+        args.seed,
+        args.trials,
+        args.epochs,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
-    )  # fmt: skip
+    )
     bad = [r for r in results if r.problems]
     rows = "\n".join(
         f"| {i + 1} | {r.storage} | {r.signal} → {r.target} at {r.after:.1f} s | {r.exit_code} "

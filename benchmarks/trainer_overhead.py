@@ -54,10 +54,12 @@ def minimal_epochs(backbone, plan: FreezePlan, train, val, epochs: int) -> list[
         g["base"] = g["lr"]
     opt = torch.optim.AdamW(groups)
     frozen_modules = [
-        m for name, m in model.named_modules()
-        if name and any(p in frozen for p, _ in m.named_parameters(prefix=name))
+        m
+        for name, m in model.named_modules()
+        if name
+        and any(p in frozen for p, _ in m.named_parameters(prefix=name))
         and all(f"{name}.{p}" in frozen for p, _ in m.named_parameters())
-    ]  # fmt: skip
+    ]
     loss_fn = nn.CrossEntropyLoss()
     steps, step = epochs * math.ceil(len(train) / BATCH), 0
     gen = torch.Generator().manual_seed(0)
@@ -128,9 +130,12 @@ def main() -> None:
             ratio = statistics.median(ours) / statistics.median(theirs)
             best = min(ours) / min(theirs)  # the fastest epoch of each: least disturbed
             rows.append((name, size, k, n, statistics.median(theirs), ratio, best))
-            print(f"{name} k={k}/{n}: minimal {statistics.median(theirs):.3f}s/epoch, "
-                  f"trainer {ratio:.3f}x (fastest epochs {best:.3f}x)", file=sys.stderr,
-                  flush=True)  # fmt: skip
+            print(
+                f"{name} k={k}/{n}: minimal {statistics.median(theirs):.3f}s/epoch, "
+                f"trainer {ratio:.3f}x (fastest epochs {best:.3f}x)",
+                file=sys.stderr,
+                flush=True,
+            )
     table = "\n".join(
         f"| {name} {size} px | {k} of {n} | {sec:.3f} | {ratio:.3f}x | {best:.3f}x |"
         for name, size, k, n, sec, ratio, best in rows

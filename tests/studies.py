@@ -5,7 +5,9 @@ browser tests run with the dashboard output on, the product's default."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 BASE = """
 [study]
@@ -51,37 +53,56 @@ image_size = {size}
 """
 
 
-def write_study(
-    folder: Path,
-    name: str = "tiny",
-    *,
-    n_trials: int = 8,
-    epochs: int = 2,
-    pruner: str = "median",
-    weights: str = "weights/source.safetensors",
-    search: str = "",
-    study_extra: str = "",
-    per_class: int = 8,
-    size: int = 16,
-    reevaluate: int = 0,
-    probe: bool = False,
-    dashboard: bool = False,
-) -> Path:
+@dataclass(frozen=True)
+class TinyStudy:
+    """What a test may change of :data:`BASE`, the tiny study.
+
+    Attributes:
+        n_trials: ``[study] n_trials``.
+        epochs: ``[training] epochs``.
+        pruner: ``[study] pruner``.
+        weights: ``[backbone] weights``.
+        search: the body of ``[search]``.
+        study_extra: more lines of ``[study]``.
+        per_class: ``[dataset] train_per_class``.
+        size: the image size, of the dataset and of training.
+        reevaluate: ``[study] reevaluate``.
+        probe: ``[study] probe``.
+        dashboard: ``[study] dashboard``.
+    """
+
+    n_trials: int = 8
+    epochs: int = 2
+    pruner: str = "median"
+    weights: str = "weights/source.safetensors"
+    search: str = ""
+    study_extra: str = ""
+    per_class: int = 8
+    size: int = 16
+    reevaluate: int = 0
+    probe: bool = False
+    dashboard: bool = False
+
+    def toml(self, name: str) -> str:
+        """The study config named ``name``."""
+        fields = asdict(self) | {
+            "probe": str(self.probe).lower(),
+            "dashboard": str(self.dashboard).lower(),
+        }
+        return BASE.format(name=name, **fields)
+
+
+def write_study(folder: Path, name: str = "tiny", **fields: Any) -> Path:
+    """Write the tiny study ``name`` to ``folder/<name>.toml``.
+
+    Args:
+        folder: where the config goes (its relative paths are relative to it).
+        name: the study's name and the config's file name.
+        **fields: the fields of :class:`TinyStudy` by name.
+
+    Returns:
+        The config's path.
+    """
     path = folder / f"{name}.toml"
-    path.write_text(
-        BASE.format(
-            name=name,
-            n_trials=n_trials,
-            epochs=epochs,
-            pruner=pruner,
-            weights=weights,
-            search=search,
-            study_extra=study_extra,
-            per_class=per_class,
-            size=size,
-            reevaluate=reevaluate,
-            probe=str(probe).lower(),
-            dashboard=str(dashboard).lower(),
-        )
-    )
+    path.write_text(TinyStudy(**fields).toml(name))
     return path

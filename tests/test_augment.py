@@ -90,10 +90,15 @@ def test_mixup_and_cutmix_give_soft_labels_and_train():
 
 def test_augment_is_a_search_dimension_recorded_with_how_it_applies(tmp_path):
     config = write_study(
-        tmp_path, "aug", n_trials=4, epochs=1, pruner="none", study_extra="baselines = false",
+        tmp_path,
+        "aug",
+        n_trials=4,
+        epochs=1,
+        pruner="none",
+        study_extra="baselines = false",
         search='boundary = 2\nschedules = "static"\ninit = "pretrained"\n'
         'augment = ["none", "crop", "trivial"]',
-    )  # fmt: skip
+    )
     config.write_text(config.read_text().replace("[training]\n", "[training]\ncached_views = 2\n"))
     result = CliRunner().invoke(cli, ["search", str(config)])
     assert result.exit_code == 0, result.output
@@ -116,9 +121,14 @@ def test_augment_is_a_search_dimension_recorded_with_how_it_applies(tmp_path):
 
 def test_mixing_turns_the_caches_off(tmp_path):
     config = write_study(
-        tmp_path, "mix", n_trials=1, epochs=1, pruner="none", study_extra="baselines = false",
+        tmp_path,
+        "mix",
+        n_trials=1,
+        epochs=1,
+        pruner="none",
+        study_extra="baselines = false",
         search='boundary = 2\nschedules = "static"\ninit = "pretrained"',
-    )  # fmt: skip
+    )
     extra = '[training]\naugment = "crop"\ncached_views = 2\nmixup = 0.2\n'
     config.write_text(config.read_text().replace("[training]\n", extra))
     result = CliRunner().invoke(cli, ["search", str(config)])

@@ -70,9 +70,16 @@ def test_training_on_cached_views_equals_training_on_the_augmented_images():
         trainer = Trainer(backbone, plan, schedule, cfg)
         if cached:
             got = prefix_features(
-                backbone, plan, train, val, PrefixCache(), weights="none", seed=0, device="cpu",
+                backbone,
+                plan,
+                train,
+                val,
+                PrefixCache(),
+                weights="none",
+                seed=0,
+                device="cpu",
                 views=views,
-            )  # fmt: skip
+            )
             assert got.train.views == 2 and got.train.x.shape[0] == 32
             trainer.use_prefix(got.split)
             assert not trainer.augment_online
@@ -86,10 +93,14 @@ def test_training_on_cached_views_equals_training_on_the_augmented_images():
 
 def _study(tmp_path, name, training, n_trials=2):
     config = write_study(
-        tmp_path, name, n_trials=n_trials, epochs=2, pruner="none",
+        tmp_path,
+        name,
+        n_trials=n_trials,
+        epochs=2,
+        pruner="none",
         study_extra="baselines = false",
         search='boundary = 2\nschedules = "static"\ninit = "pretrained"',
-    )  # fmt: skip
+    )
     config.write_text(config.read_text().replace("[training]\n", f"[training]\n{training}\n"))
     return config
 

@@ -161,8 +161,11 @@ def test_the_study_note_compares_the_best_with_every_recipe_and_links_the_report
     _, base, study_id, detail = published
     body = detail["note"]["body"]
     assert "### Best against the textbook recipes" in body
-    ran = {t["note"]["body"].split("baseline ", 1)[1].split("\n")[0] for t in detail["trials"]
-           if "· baseline " in t["note"]["body"].split("\n", 1)[0]}  # fmt: skip
+    ran = {
+        t["note"]["body"].split("baseline ", 1)[1].split("\n")[0]
+        for t in detail["trials"]
+        if "· baseline " in t["note"]["body"].split("\n", 1)[0]
+    }
     assert ran and ran <= set(BASELINE_NAMES)
     for recipe in ran:
         assert f"| {recipe} (trial " in body

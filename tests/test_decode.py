@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from autofreeze.data.decode import decode_split
+from autofreeze.data.decode import Decoding, decode_split
 from autofreeze.data.images import ImageSet, to_tensors
 from autofreeze.data.tensors import DiskImages, TensorSplit
 from autofreeze.errors import DatasetError
@@ -37,9 +37,10 @@ def pictures(folder: Path, n: int, size: tuple[int, int] = (20, 14)) -> ImageSet
     return ImageSet(paths, [i % 3 for i in range(n)])
 
 
-def decode(images, folder, said=None, **kw):
-    kw = {"mean": MEAN, "std": STD, "size": 12, "folder": folder, "memory_bytes": 2**30, **kw}
-    return decode_split(images, **kw, progress=(said.append if said is not None else print))
+def decode(images, folder, said=None, *, mean=MEAN, size=12, **kw):
+    kw = {"folder": folder, "memory_bytes": 2**30, **kw}
+    decoding = Decoding(**kw, progress=(said.append if said is not None else print))
+    return decode_split(images, mean=mean, std=STD, size=size, decoding=decoding)
 
 
 def test_files_are_decoded_once_into_a_file_that_later_runs_read(tmp_path):
@@ -87,8 +88,12 @@ def test_a_corrupt_image_is_named_and_skipped_only_when_allowed(tmp_path):
     kept = decode(images, store, said, skip_bad=True)
     assert len(kept) == 7 and kept.y.tolist() == [y for i, y in enumerate(images.labels) if i != 5]
     assert any("left out" in s and str(bad) in s for s in said)
-    expected = to_tensors(ImageSet(images.images[:5] + images.images[6:], kept.y.tolist()),
-                          mean=MEAN, std=STD, size=12)  # fmt: skip
+    expected = to_tensors(
+        ImageSet(images.images[:5] + images.images[6:], kept.y.tolist()),
+        mean=MEAN,
+        std=STD,
+        size=12,
+    )
     assert torch.equal(kept.x, expected.x)  # the rows that decoded, in order
     with pytest.raises(DatasetError, match="skip_bad_images"):  # the stored file says so too
         decode(images, store)
@@ -98,7 +103,7 @@ WRITER = """
 import sys, time
 from pathlib import Path
 from autofreeze.data.images import ImageSet
-from autofreeze.data.decode import decode_split
+from autofreeze.data.decode import Decoding, decode_split
 paths = sys.argv[2:]
 
 class Slow(list):
@@ -109,8 +114,9 @@ class Slow(list):
 
 labels = [i % 3 for i in range(len(paths))]
 images = ImageSet(Slow(paths), labels, identity="slow-" + str(len(paths)))
-split = decode_split(images, mean=(0.5,) * 3, std=(0.2,) * 3, size=12, folder=Path(sys.argv[1]),
-                     memory_bytes=2**30, workers=1, progress=lambda m: print(m, flush=True))
+decoding = Decoding(folder=Path(sys.argv[1]), memory_bytes=2**30, workers=1,
+                    progress=lambda m: print(m, flush=True))
+split = decode_split(images, mean=(0.5,) * 3, std=(0.2,) * 3, size=12, decoding=decoding)
 print("sum", int(split.x.long().sum()), flush=True)
 """
 
@@ -119,8 +125,11 @@ def writer(folder: Path, paths: list[str], slow: bool) -> subprocess.Popen:
     code = textwrap.dedent(WRITER).replace("{slow}", str(slow))
     return subprocess.Popen(
         [sys.executable, "-c", code, str(folder), *paths],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def test_a_crash_while_writing_leaves_nothing_that_is_later_read(tmp_path):
@@ -209,9 +218,13 @@ def test_a_split_larger_than_the_bound_streams_with_flat_memory(tmp_path):
     got = {}
     for mode in ("disk", "memory"):
         out = subprocess.run(
-            [sys.executable, "-c", STREAM, str(path), str(n), str(size), mode], check=True,
-            capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        ).stdout.split()  # fmt: skip
+            [sys.executable, "-c", STREAM, str(path), str(n), str(size), mode],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        ).stdout.split()
         got[mode] = (int(out[0]), out[1])
     assert got["disk"][0] < BOUND_MB < mb / 2, (got, mb)  # under a bound of under half the data
     assert got["memory"][0] > 0.9 * mb, (got, mb)  # the measure sees a dataset in memory

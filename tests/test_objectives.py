@@ -87,11 +87,8 @@ def test_train_any_point_of_the_front(multi, tmp_path):
     path, study = multi
     cheapest = pareto_front(study)[-1]
     out = tmp_path / "cheap.safetensors"
-    result = CliRunner().invoke(
-        cli,
-        ["train", str(path), "--trial", str(cheapest.number), "--on", "train", "--out", str(out),
-         "--json"],
-    )  # fmt: skip
+    args = ["train", str(path), "--trial", str(cheapest.number), "--on", "train"]
+    result = CliRunner().invoke(cli, [*args, "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert info["plan"] == cheapest.user_attrs["plan"]

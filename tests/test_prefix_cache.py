@@ -251,10 +251,14 @@ def test_a_study_serves_its_trials_from_the_prefix_cache_with_the_uncached_resul
     values = {}
     for cache in ("true", "false"):
         config = write_study(
-            tmp_path, f"pc_{cache}", n_trials=3, epochs=2, pruner="none",
+            tmp_path,
+            f"pc_{cache}",
+            n_trials=3,
+            epochs=2,
+            pruner="none",
             study_extra="baselines = false",
             search='boundary = 2\nschedules = ["static", "gradual"]\ninit = "pretrained"',
-        )  # fmt: skip
+        )
         text = config.read_text().replace("[training]\n", f"[training]\nfeature_cache = {cache}\n")
         config.write_text(text)
         result = CliRunner().invoke(cli, ["search", str(config)])

@@ -110,8 +110,9 @@ def test_the_search_probes_stores_the_curve_and_enqueues_its_prior(tmp_path):
 
 def test_the_prior_leaves_out_boundaries_a_baseline_already_runs():
     curve = [0.5, 0.9, 0.6, 0.5, 0.4]  # block 1 transfers best: freeze 0..1
-    blocks = [{"index": i, "name": f"b{i}", "features": 8, "val_accuracy": a} for i, a in
-              enumerate(curve)]  # fmt: skip
+    blocks = [
+        {"index": i, "name": f"b{i}", "features": 8, "val_accuracy": a} for i, a in enumerate(curve)
+    ]
     result = assess(blocks, per_class=10, chance=0.2, n_blocks=5)
     assert result.boundary == 2
     assert [p.boundary for _, p in prior_plans(result, 5)] == [1, 2, 3]

@@ -13,8 +13,16 @@ BLOCKS = ["stem", "s1", "s2", "s3"]
 
 
 def epoch(n, first, cached=0, lrs=None, phase="static", acc=0.5):
-    return {"epoch": n, "phase": phase, "val_accuracy": acc, "val_loss": 1.0, "train_loss": 1.0,
-            "trainable_from": first, "cached": cached, "lrs": lrs or {}}  # fmt: skip
+    return {
+        "epoch": n,
+        "phase": phase,
+        "val_accuracy": acc,
+        "val_loss": 1.0,
+        "train_loss": 1.0,
+        "trainable_from": first,
+        "cached": cached,
+        "lrs": lrs or {},
+    }
 
 
 def trial(plan, history, value=0.5, state=TrialState.COMPLETE, **attrs):
@@ -67,7 +75,7 @@ def test_the_freeze_map_follows_each_epoch_of_the_history():
                 "schedule_params": {"lp_epochs": 2, "ft_lr_scale": 0.1},
             },
             "head only for 2 epochs, then fine-tune from block 0 at 0.1x",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_a_plan_in_words(plan, words):
@@ -81,8 +89,7 @@ def test_a_head_only_plan_does_not_talk_about_the_backbone_lr():
 
 
 def test_outcomes_name_why_a_trial_stopped():
-    pruned = trial(GRADUAL, [epoch(1, 3)], state=TrialState.PRUNED,
-                   **{records.PRUNED_AT_EPOCH: 6})  # fmt: skip
+    pruned = trial(GRADUAL, [epoch(1, 3)], state=TrialState.PRUNED, **{records.PRUNED_AT_EPOCH: 6})
     failed = trial(GRADUAL, [], state=TrialState.FAIL, **{records.FAIL_REASON: "out of memory"})
     assert story.outcome(pruned, "val_accuracy").startswith("pruned at epoch 6")
     assert story.outcome(failed, "val_accuracy") == "failed: out of memory"

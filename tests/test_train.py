@@ -165,9 +165,13 @@ def test_compiled_training_stays_correct_at_phase_changes(monkeypatch):
     plan = FreezePlan(boundary=n - 2, head_lr=0.05, backbone_lr_ratio=1.0, schedule="gradual")
     sums: list[list[str]] = [block_sums(backbone)]
     trainer, result = run(
-        backbone, plan, Gradual, epochs=3, compile=True,
+        backbone,
+        plan,
+        Gradual,
+        epochs=3,
+        compile=True,
         callback=lambda _r: sums.append(block_sums(backbone)),
-    )  # fmt: skip
+    )
     assert [e.first_trainable for e in result.history] == [n, n - 1, n - 2]
     assert len(compiled) == 3  # compiled again at each of the two phase changes
     changed = [[a != b for a, b in zip(sums[e], sums[e + 1], strict=True)] for e in range(3)]

@@ -21,6 +21,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,8 +64,12 @@ class Views:
     def key(self) -> tuple[object, ...] | None:
         return None if not self.n else (self.policy, self.n, self.seed)
 
-    def apply(self, fn: Callable[[Iterable[torch.Tensor]], torch.Tensor], split: TensorSplit,
-              batch_size: int = FORWARD_BATCH) -> TensorSplit:  # fmt: skip
+    def apply(
+        self,
+        fn: Callable[[Iterable[torch.Tensor]], torch.Tensor],
+        split: TensorSplit,
+        batch_size: int = FORWARD_BATCH,
+    ) -> TensorSplit:
         """``fn`` of the normalised batches of ``split``'s images in order, or of each of their
         views (stacked view-major): what a cache holds of a split."""
         if not self.n:
@@ -163,46 +168,58 @@ def weights_identity(path: str) -> str:
     return f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
+@dataclass(frozen=True)
+class PrefixOptions:
+    """What a trial's prefix entry depends on besides the backbone, the plan and the images,
+    and where it is computed.
+
+    Attributes:
+        weights: what the backbone's weights came from: ``"none"``, ``"default"`` or a file
+            path (a file is known by its path, size and modification time).
+        seed: the trial's seed; in the key only where the weights are random
+            (``init = "scratch"``).
+        device: where the prefix runs when no worker has its outputs yet.
+        dtype: how the outputs are stored (``[training] cache_dtype``).
+        views: which training images the entry holds (see :class:`Views`).
+    """
+
+    weights: str
+    seed: int
+    device: str
+    dtype: str = "float32"
+    views: Views = Views()
+
+
 def prefix_features(
     backbone: Backbone,
     plan: FreezePlan,
     train: TensorSplit,
     val: TensorSplit,
     cache: PrefixCache,
-    *,
-    weights: str,
-    seed: int,
-    device: str,
-    dtype: str = "float32",
-    views: Views = Views(),
+    **options: Any,
 ) -> PrefixFeatures:
     """Split ``backbone`` at the plan's boundary and get its prefix outputs from ``cache``
     (computed on ``device`` if no worker has them yet), of ``views`` of the training images.
-    Raises :class:`SplitError`."""
-    split = split_at(backbone, plan.boundary)
-    _check_fits(backbone, split, train, val, cache.memory_bytes, dtype, views, device)
-    import timm
+    Raises :class:`SplitError`.
 
-    key = content_key(
-        SPLIT_VERSION,
-        backbone.name,
-        weights_identity(weights),
-        seed if plan.init == "scratch" else None,  # random weights depend on the seed
-        plan.init,
-        backbone.meta.get("granularity"),
-        plan.boundary,
-        train.fingerprint(),
-        val.fingerprint(),
-        dtype,
-        torch.__version__,
-        timm.__version__,
-        *([views.key()] if views.n else []),  # keys of unaugmented entries stay as they were
-    )
+    Args:
+        backbone: the trial's backbone.
+        plan: the trial's plan; the split is at its boundary.
+        train: the training images.
+        val: the validation images.
+        cache: where workers keep prefix outputs.
+        **options: the fields of :class:`PrefixOptions` by name (``weights``, ``seed`` and
+            ``device`` are required).
+    """
+    opts = PrefixOptions(**options)
+    split = split_at(backbone, plan.boundary)
+    _check_fits(backbone, split, train, val, cache.memory_bytes, opts)
+    key = _prefix_key(backbone, plan, train, val, opts)
     before = (cache.hits, cache.disk_hits)
 
     def compute() -> Pair:
-        backbone.model.to(device)
-        h_train, h_val = _prefix_pair(backbone, split, train, val, dtype, views)
+        backbone.model.to(opts.device)
+        h_train, h_val = _prefix_pair(backbone, split, train, val, opts.dtype, opts.views)
         return h_train.x, h_val.x
 
     h_train, h_val = cache.get(key, compute)
@@ -212,8 +229,37 @@ def prefix_features(
         source = "disk"
     else:
         source = "computed"
-    h = TensorSplit(h_train, train.y, views.n or 1)
+    h = TensorSplit(h_train, train.y, opts.views.n or 1)
     return PrefixFeatures(split, h, TensorSplit(h_val, val.y), source)
+
+
+def _prefix_key(
+    backbone: Backbone,
+    plan: FreezePlan,
+    train: TensorSplit,
+    val: TensorSplit,
+    opts: PrefixOptions,
+) -> str:
+    """The content address of the prefix outputs of ``train`` and ``val`` at the plan's
+    boundary: everything they depend on (see :func:`content_key`)."""
+    import timm
+
+    return content_key(
+        SPLIT_VERSION,
+        backbone.name,
+        weights_identity(opts.weights),
+        opts.seed if plan.init == "scratch" else None,  # random weights depend on the seed
+        plan.init,
+        backbone.meta.get("granularity"),
+        plan.boundary,
+        train.fingerprint(),
+        val.fingerprint(),
+        opts.dtype,
+        torch.__version__,
+        timm.__version__,
+        # the views only where there are any: keys of unaugmented entries stay as they were
+        *([opts.views.key()] if opts.views.n else []),
+    )
 
 
 def _check_fits(
@@ -222,23 +268,21 @@ def _check_fits(
     train: TensorSplit,
     val: TensorSplit,
     bound: int,
-    dtype: str,
-    views: Views,
-    device: str,
+    opts: PrefixOptions,
 ) -> None:
     """Refuse (:class:`SplitError`: the trial runs uncached) prefix outputs larger than the
     cache's memory bound: a large dataset streamed from disk must not be copied into memory
     as activations, which are often larger than its images."""
-    model = backbone.model.to(device)
+    model = backbone.model.to(opts.device)
     was = model.training
     model.eval()
     try:
         with torch.no_grad():
-            one = split.prefix(train.batch(slice(0, 1), device))
+            one = split.prefix(train.batch(slice(0, 1), opts.device))
     finally:
         model.train(was)
-    per_image = one.numel() * torch.empty(0, dtype=getattr(torch, dtype)).element_size()
-    need = per_image * (len(train) * max(1, views.n) + len(val))
+    per_image = one.numel() * torch.empty(0, dtype=getattr(torch, opts.dtype)).element_size()
+    need = per_image * (len(train) * max(1, opts.views.n) + len(val))
     if need > bound:
         raise SplitError(
             f"its outputs would take {need / 2**30:.1f} GiB, above the cache's memory bound of "

@@ -1,6 +1,7 @@
 """Where frozen-prefix outputs are kept: memory per worker, a folder for the machine's workers.
 
-See :class:`PrefixCache`; what is cached, and under which key, is :mod:`autofreeze.cache.activations`.
+See :class:`PrefixCache`; what is cached, and under which key, is
+:mod:`autofreeze.cache.activations`.
 """
 
 from __future__ import annotations

@@ -314,6 +314,25 @@ class Trainer:
         return FitResult(history, cost, list(self.events))
 
 
+@dataclass(frozen=True)
+class CachedInputs:
+    """What a trial reads from caches instead of running frozen blocks (see :func:`fit`).
+
+    Attributes:
+        features: cached pre-logits features of ``train`` and ``val`` (see
+            :mod:`autofreeze.cache.activations`): only the classifier runs.
+        prefix: a split at the plan's boundary and the prefix outputs of ``train`` and
+            ``val``: only the suffix runs.
+        refreeze: for a schedule that freezes blocks for good, the split at a new first
+            trainable block and its prefix outputs (None where it cannot split): those blocks
+            are cached from then on.
+    """
+
+    features: tuple[TensorSplit, TensorSplit] | None = None
+    prefix: tuple[Split, TensorSplit, TensorSplit] | None = None
+    refreeze: Callable[[int], tuple[Split, TensorSplit, TensorSplit] | None] | None = None
+
+
 def fit(
     backbone: Backbone,
     plan: FreezePlan,
@@ -322,23 +341,33 @@ def fit(
     val: TensorSplit,
     cfg: TrainConfig,
     callback: Callable[[EpochResult], None] | None = None,
-    features: tuple[TensorSplit, TensorSplit] | None = None,
-    prefix: tuple[Split, TensorSplit, TensorSplit] | None = None,
-    refreeze: Callable[[int], tuple[Split, TensorSplit, TensorSplit] | None] | None = None,
+    **cached: Any,
 ) -> FitResult:
     """Train ``backbone`` under ``plan`` and ``schedule``; see :class:`Trainer`.
 
     With ``features`` (cached pre-logits features of ``train`` and ``val``, see
-    :mod:`autofreeze.cache.activations`) only the classifier runs; with ``prefix`` (a split at the plan's
-    boundary and the prefix outputs of ``train`` and ``val``) only the suffix does; with
-    ``refreeze``, blocks a schedule freezes for good are cached from then on.
+    :mod:`autofreeze.cache.activations`) only the classifier runs; with ``prefix`` (a split at
+    the plan's boundary and the prefix outputs of ``train`` and ``val``) only the suffix does;
+    with ``refreeze``, blocks a schedule freezes for good are cached from then on.
+
+    Args:
+        backbone: the model to train.
+        plan: the freeze plan.
+        schedule: which blocks train in each epoch.
+        train: the training images.
+        val: the validation images.
+        cfg: the ``[training]`` settings.
+        callback: called with each epoch's result; it may raise to stop the run.
+        **cached: the fields of :class:`CachedInputs` by name (``features``, ``prefix``,
+            ``refreeze``), each None by default.
     """
+    inputs = CachedInputs(**cached)
     trainer = Trainer(backbone, plan, schedule, cfg)
-    trainer.refreeze = refreeze
-    if features is not None:
+    trainer.refreeze = inputs.refreeze
+    if inputs.features is not None:
         trainer.use_features(backbone.model.get_classifier())
-        train, val = features
-    elif prefix is not None:
-        split, train, val = prefix
+        train, val = inputs.features
+    elif inputs.prefix is not None:
+        split, train, val = inputs.prefix
         trainer.use_prefix(split)
     return trainer.fit(train, val, callback)

@@ -24,8 +24,9 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,29 +63,56 @@ def identity(images: ImageSet) -> str | None:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """Where and how a dataset of files is decoded once (see the module doc).
+
+    Attributes:
+        folder: the store the decoded file goes in; None decodes in memory in each process.
+        memory_bytes: a split up to this size is read into memory, a larger one by rows
+            from its file.
+        workers: processes that decode (fewer images than ``PARALLEL_MIN`` are decoded in
+            this one).
+        skip_bad: images that do not decode are left out (and said) instead of stopping it.
+        progress: where decoding says how far it is.
+    """
+
+    folder: Path | None = None
+    memory_bytes: int = 2**62
+    workers: int = 1
+    skip_bad: bool = False
+    progress: Progress = quiet
+
+
 def decode_split(
     images: ImageSet,
     *,
     mean: Sequence[float],
     std: Sequence[float],
     size: int,
-    folder: Path | None,
-    memory_bytes: int,
-    workers: int = 1,
-    skip_bad: bool = False,
+    decoding: Decoding = Decoding(),
     label: str = "images",
-    progress: Progress = quiet,
 ) -> TensorSplit:
-    """``images`` as a uint8 split: decoded once into ``folder`` where they can be identified
-    (see the module doc), in memory where they fit under ``memory_bytes``. Images that do not
-    decode stop it with one line naming the first, unless ``skip_bad`` (they are left out,
-    and said)."""
+    """``images`` as a uint8 split: decoded once into ``decoding.folder`` where they can be
+    identified (see the module doc), in memory where they fit under ``decoding.memory_bytes``.
+    Images that do not decode stop it with one line naming the first, unless
+    ``decoding.skip_bad`` (they are left out, and said).
+
+    Args:
+        images: the split's images and labels.
+        mean: the normalisation's per-channel mean (applied per batch, not stored).
+        std: the normalisation's per-channel standard deviation.
+        size: the side of the square images.
+        decoding: where and how they are decoded.
+        label: the split's name in messages (``train``, ``val``).
+    """
     check_size(size)
     mean, std = check_norm(mean, std)
     if len(images.images) != len(images.labels):
         raise DatasetError(
             f"{len(images.images)} images but {len(images.labels)} labels; they must match"
         )
+    folder = decoding.folder
     ident = identity(images) if folder is not None else None
     if ident is None or folder is None:
         return to_tensors(images, mean=mean, std=std, size=size)
@@ -99,10 +127,10 @@ def decode_split(
         if info is None:
             for stale in folder.glob(f".{key_hex}.*.tmp"):  # a crashed writer's: we hold the lock
                 stale.unlink(missing_ok=True)
-            info = _decode_to(path, meta, images.images, size, workers, label, progress, skip_bad)
+            info = _decode_to(path, meta, images.images, size, label, decoding)
         if meta.exists():
             os.utime(meta)  # recently used
-    if info["bad"] and not skip_bad:
+    if info["bad"] and not decoding.skip_bad:
         if not meta.exists():  # decoded here and refused: leave nothing behind
             lock.unlink(missing_ok=True)
             for d in reversed(created):
@@ -110,11 +138,11 @@ def decode_split(
                     d.rmdir()
         raise DatasetError(_bad_message(info["bad"], label))
     if info["bad"]:
-        progress(f"note: {len(info['bad'])} {label} images left out: {info['bad'][0]}")
+        decoding.progress(f"note: {len(info['bad'])} {label} images left out: {info['bad'][0]}")
     kept = np.asarray(info["kept"], dtype=np.int64)
     y = torch.as_tensor(np.asarray(images.labels, dtype=np.int64).reshape(-1)[kept])
     n, row = len(kept), 3 * size * size
-    if n * row <= memory_bytes:
+    if n * row <= decoding.memory_bytes:
         data = np.fromfile(path, dtype=np.uint8, count=n * row).reshape(n, 3, size, size)
         return TensorSplit(torch.from_numpy(data), y, mean=mean, std=std)
     return TensorSplit(DiskImages(path, n, size, key_hex), y, mean=mean, std=std)
@@ -169,10 +197,8 @@ def _decode_to(
     meta: Path,
     items: Sequence[Any],
     size: int,
-    workers: int,
     label: str,
-    progress: Progress,
-    skip_bad: bool,
+    decoding: Decoding,
 ) -> dict[str, Any]:
     """Decode ``items`` into ``path`` and write its sidecar ``meta``; with images that do not
     decode and not ``skip_bad``, nothing is kept (the caller refuses the dataset)."""
@@ -180,11 +206,41 @@ def _decode_to(
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.truncate(n * row)
+    t0 = time.perf_counter()
+    try:
+        bad = _decode_rows_into(tmp, items, size, label, decoding, t0)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    kept = sorted(set(range(n)) - {i for i, _ in bad})
+    info = {"size": size, "n": len(kept), "kept": kept, "bad": [m for _, m in sorted(bad)]}
+    if bad and not decoding.skip_bad:
+        tmp.unlink(missing_ok=True)
+        return info
+    _publish(tmp, path, meta, info, row)
+    if not bad:
+        seconds = time.perf_counter() - t0
+        decoding.progress(
+            f"decoding {label}: {n} images in {seconds:.1f} s ({n / max(seconds, 1e-9):.0f}/s), "
+            "kept for later runs"
+        )
+    return info
+
+
+def _decode_rows_into(
+    tmp: Path,
+    items: Sequence[Any],
+    size: int,
+    label: str,
+    decoding: Decoding,
+    t0: float,
+) -> list[tuple[int, str]]:
+    """Decode ``items`` into the rows of ``tmp``, in ``decoding.workers`` processes where there
+    are enough of them; the images that did not decode (row, message)."""
+    n = len(items)
     _JOB.update(items=items, tmp=tmp, size=size, n=n)
     tasks = [(s, min(n, s + CHUNK)) for s in range(0, n, CHUNK)]
-    bad: list[tuple[int, str]] = []
-    done, t0, said = 0, time.perf_counter(), 0.0
-    workers = max(1, min(workers, len(tasks))) if n >= PARALLEL_MIN else 1
+    workers = max(1, min(decoding.workers, len(tasks))) if n >= PARALLEL_MIN else 1
     pool = None
     try:
         if workers > 1:
@@ -193,47 +249,55 @@ def _decode_to(
             parts: Iterator[tuple[int, list]] = pool.imap_unordered(_star, tasks)
         else:
             parts = (_decode_rows(s, e) for s, e in tasks)
-        bar = _bar(n, label, progress)
-        for count, failed in parts:
-            done += count
-            bad += failed
-            now = time.perf_counter()
-            if bar is not None:
-                bar.update(count)
-            elif now - said > 2.0 and done < n:  # not a terminal: a line every 2 s
-                rate = done / max(now - t0, 1e-9)
-                progress(f"decoding {label}: {done}/{n} images ({rate:.0f}/s)")
-                said = now
-        if bar is not None:
-            bar.close()
+        bad = _gather(parts, n, label, decoding.progress, t0)
         if pool is not None:
             pool.close()
             pool.join()
     except BaseException:
         if pool is not None:
             pool.terminate()
-        tmp.unlink(missing_ok=True)
         raise
     finally:
         _JOB.clear()
-    kept = sorted(set(range(n)) - {i for i, _ in bad})
-    info = {"size": size, "n": len(kept), "kept": kept, "bad": [m for _, m in sorted(bad)]}
-    if bad and not skip_bad:
-        tmp.unlink(missing_ok=True)
-        return info
-    if bad and kept:
-        _compact(tmp, kept, row)
+    return bad
+
+
+def _gather(
+    parts: Iterable[tuple[int, list[tuple[int, str]]]],
+    n: int,
+    label: str,
+    progress: Progress,
+    t0: float,
+) -> list[tuple[int, str]]:
+    """The failures of every part as it is done, saying how far decoding is: a bar on a
+    terminal, else a line every 2 s."""
+    bad: list[tuple[int, str]] = []
+    done, said = 0, 0.0
+    bar = _bar(n, label, progress)
+    for count, failed in parts:
+        done += count
+        bad += failed
+        now = time.perf_counter()
+        if bar is not None:
+            bar.update(count)
+        elif now - said > 2.0 and done < n:  # not a terminal: a line every 2 s
+            rate = done / max(now - t0, 1e-9)
+            progress(f"decoding {label}: {done}/{n} images ({rate:.0f}/s)")
+            said = now
+    if bar is not None:
+        bar.close()
+    return bad
+
+
+def _publish(tmp: Path, path: Path, meta: Path, info: dict[str, Any], row: int) -> None:
+    """Move the decoded file into place (only the rows that decoded), then its sidecar: its
+    presence says the file is whole."""
+    if info["bad"] and info["kept"]:
+        _compact(tmp, info["kept"], row)
     os.replace(tmp, path)
     side = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
     side.write_text(json.dumps(info))
     os.replace(side, meta)  # last: its presence says the file is whole
-    if not bad:
-        seconds = time.perf_counter() - t0
-        progress(
-            f"decoding {label}: {n} images in {seconds:.1f} s ({n / max(seconds, 1e-9):.0f}/s), "
-            "kept for later runs"
-        )
-    return info
 
 
 def _bar(n: int, label: str, progress: Progress) -> Any:

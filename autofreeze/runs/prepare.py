@@ -13,7 +13,6 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,13 +21,13 @@ from autofreeze.cache.store import CACHE_FOLDER, default_memory_bytes
 from autofreeze.config import StudyConfig
 from autofreeze.core.backbones import Backbone
 from autofreeze.core.device import check_device
-from autofreeze.data.decode import decode_split
+from autofreeze.data.decode import Decoding, decode_split
 from autofreeze.data.images import ImageDataset
 from autofreeze.data.tensors import TensorSplit
 from autofreeze.errors import ConfigError
 from autofreeze.plan import FreezePlan
 from autofreeze.plugins.registry import Registry, get_registry
-from autofreeze.progress import Progress, quiet, stderr_progress
+from autofreeze.progress import Progress, stderr_progress
 from autofreeze.schedules import Schedule
 
 
@@ -130,17 +129,6 @@ def prepare(
     )
 
 
-@dataclass(frozen=True)
-class Decoding:
-    """Where and how a dataset of files is decoded once (see :mod:`autofreeze.data.decode`)."""
-
-    folder: Path | None = None
-    memory_bytes: int = 2**62
-    workers: int = 1
-    skip_bad: bool = False
-    progress: Progress = quiet
-
-
 _decoded: dict[str, tuple[ImageDataset, TensorSplit, TensorSplit]] = {}
 
 
@@ -162,11 +150,9 @@ def load_data(
         data = registry.create_dataset(spec["name"], **options)
         splits = []
         for label, images in (("train", data.train), ("val", data.val)):
-            kw = {"mean": mean, "std": std, "size": size, "folder": decoding.folder}
             split = decode_split(
-                images, **kw, memory_bytes=decoding.memory_bytes, workers=decoding.workers,
-                skip_bad=decoding.skip_bad, label=label, progress=decoding.progress,
-            )  # fmt: skip
+                images, mean=mean, std=std, size=size, decoding=decoding, label=label
+            )
             splits.append(split)
         _decoded[key] = (data, splits[0], splits[1])
     return _decoded[key]

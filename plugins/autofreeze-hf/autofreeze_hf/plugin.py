@@ -52,7 +52,10 @@ Format = Annotated[str, AfterValidator(_format)]
 Name = Annotated[str, Field(min_length=1)]  # a column or split name
 
 
-def hf_dataset(
+# A dataset factory's keyword-only parameters are its [dataset] options, one each: autofreeze
+# checks the config's table against this signature and type hints (validate_options), so,
+# as for a click command, they cannot be grouped without changing the config.
+def hf_dataset(  # noqa: PLR0913
     *,
     path: Path,
     format: Format = "auto",

@@ -292,7 +292,7 @@ def test_a_study_runs_on_a_saved_dataset(tmp_path):
 def test_each_split_says_what_its_images_are_so_they_are_decoded_once(tmp_path):
     """The splits carry the dataset's fingerprint (their own after a held-out selection):
     autofreeze decodes them once into its store and a second run reads the file."""
-    from autofreeze.data.decode import decode_split
+    from autofreeze.data.decode import Decoding, decode_split
 
     dataset = Registry().create_dataset("hf", path=dataset_dict(tmp_path))
     idents = {dataset.train.identity, dataset.val.identity, dataset.test.identity}
@@ -300,8 +300,9 @@ def test_each_split_says_what_its_images_are_so_they_are_decoded_once(tmp_path):
     again = Registry().create_dataset("hf", path=dataset_dict(tmp_path))
     assert again.train.identity == dataset.train.identity  # stable across processes and runs
     said: list[str] = []
-    kw = {"mean": (0.5,) * 3, "std": (0.5,) * 3, "size": 8, "folder": tmp_path / "store"}
-    first = decode_split(dataset.train, **kw, memory_bytes=2**30, progress=said.append)
-    second = decode_split(again.train, **kw, memory_bytes=2**30, progress=said.append)
+    decoding = Decoding(folder=tmp_path / "store", memory_bytes=2**30, progress=said.append)
+    kw = {"mean": (0.5,) * 3, "std": (0.5,) * 3, "size": 8, "decoding": decoding}
+    first = decode_split(dataset.train, **kw)
+    second = decode_split(again.train, **kw)
     assert sum("decoding" in s for s in said) == 1
     assert first.x.equal(second.x) and first.y.equal(second.y)
