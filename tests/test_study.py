@@ -170,3 +170,63 @@ def test_tpe_starts_modelling_after_the_enqueued_plans(cfg):
     assert make_sampler(cfg, "s", 9)._n_startup_trials == 9 + 3  # then 3 random ones
     assert make_sampler(cfg, "s", design)._n_startup_trials == 3 + 3
     assert make_sampler(cfg, "s", 0)._n_startup_trials == 5
+
+
+def test_records_read_a_trials_attrs_and_default_when_it_has_none():
+    """The readers of :mod:`autofreeze.study.records` on a stored trial and on a bare one."""
+    history = [{"epoch": 1, "phase": "static", "val_accuracy": 0.5}]
+    recorded = optuna.trial.create_trial(
+        state=TrialState.COMPLETE,
+        value=0.5,
+        user_attrs={
+            records.HISTORY: history,
+            records.BLOCKS: ["stem", "layer1", "layer2"],
+            records.SECONDS: 12.5,
+            records.CACHE: {"kind": "pooled", "boundary": 3, "source": "memory"},
+            records.TRAINABLE_PARAMS: 10.0,
+            records.RETRY_OF: 0,
+            records.SEED: 7,
+        },
+    )
+    assert records.history(recorded) == history
+    assert records.blocks(recorded) == ["stem", "layer1", "layer2"]
+    assert records.n_blocks(recorded) == 3
+    assert records.seconds(recorded) == records.seconds(recorded, 0.0) == 12.5
+    assert records.cache_kind(recorded) == "pooled"
+    assert records.cost(recorded) == {
+        records.SECONDS: 12.5,
+        records.EXAMPLES_PER_SECOND: None,
+        records.TRAINABLE_PARAMS: 10.0,
+        records.PEAK_MEMORY_MB: None,
+    }
+    assert records.retry_of(recorded) == 0 and records.is_retry(recorded)  # trial 0 is a retry
+    assert records.seed(recorded, 1) == 7
+
+    bare = optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.5)
+    assert records.history(bare) == [] and records.phase_events(bare) == []
+    assert records.blocks(bare) is None and records.n_blocks(bare) is None
+    assert records.seconds(bare) is None and records.seconds(bare, 0.0) == 0.0
+    assert records.cache(bare) is None and records.cache_kind(bare) is None
+    assert records.cost(bare) == dict.fromkeys(records.COST)
+    assert records.frozen_fraction(bare) is None and records.frozen_blocks(bare) is None
+    assert records.pruned_at_epoch(bare) is None and records.plan(bare) == {}
+    assert records.retry_of(bare) is None and not records.is_retry(bare)
+    assert records.seed(bare, 1) == 1 and records.seed(bare) is None
+    empty = optuna.trial.create_trial(
+        state=TrialState.COMPLETE, value=0.5, user_attrs={records.BLOCKS: []}
+    )
+    assert records.n_blocks(empty) is None  # no blocks recorded is no count
+
+
+def test_records_read_a_studys_config_choice_and_probe(cfg):
+    study = open_study(cfg)
+    assert not records.has_config(study) and records.config(study) is None
+    assert records.config_dir(study) == "." and records.metric_of(study) is None
+    assert records.choice(study) is None and records.probe(study) is None
+    store_config(study, cfg)
+    assert records.has_config(study) and records.config(study)["study"]["name"] == "s"
+    assert records.config_dir(study) == str(cfg.base_dir)
+    assert records.metric_of(study) == cfg.study.metric
+    study.set_user_attr(records.CHOICE, {"trial": 0, "mean": 0.5})
+    study.set_user_attr(records.PROBE, {"boundary": 2})
+    assert records.choice(study)["trial"] == 0 and records.probe(study) == {"boundary": 2}

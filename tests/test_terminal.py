@@ -22,9 +22,10 @@ from click.testing import CliRunner
 from optuna.trial import TrialState, create_trial
 
 from autofreeze.cli import cli
+from autofreeze.review.format import duration
 from autofreeze.review.summary import COMPARISON_COLUMNS, TRIAL_COLUMNS
 from autofreeze.review.tables import LABELS
-from autofreeze.review.timing import duration, eta
+from autofreeze.review.timing import eta
 from autofreeze.study import records
 from tests.studies import write_study
 

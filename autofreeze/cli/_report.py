@@ -37,7 +37,8 @@ def report(
     """Write a study's report: the best plan and its freeze map against the textbook recipes,
     the metric by boundary and cost, parameter importance, the search history and the best
     trials' learning curves."""
-    from autofreeze.review.report import metric_of, render_report
+    from autofreeze.review.report import render_report
+    from autofreeze.study.records import metric_of
 
     study = _load_study(config, storage, study_name)
     metric = metric_of(study) or (_config(config).study.metric if config else "value")

@@ -105,7 +105,7 @@ class Publisher:
         if not self.enabled or self.store() is None:
             return
         frozen = run.on.storage.get_trial(run.on.trial_id(trial.number))
-        if not frozen.user_attrs.get(records.HISTORY):
+        if not records.history(frozen):
             return  # failed before its first epoch: nothing to draw
         frozen.state, frozen.values = state, values
         from optuna.artifacts import upload_artifact
@@ -157,7 +157,7 @@ class Publisher:
         study = run.study
         link = self._report(run)
         note = study_story.study_note(study, self.metric, link)
-        save_note(study, note + config_markdown(study.user_attrs.get(records.CONFIG)))
+        save_note(study, note + config_markdown(records.config(study)))
         shown = {"best against the recipes": recipes_table(study, self.metric)}
         # the dashboard draws its own parameter importance (the report carries autofreeze's)
         drawn = study_figures(study, self.metric)
@@ -242,8 +242,10 @@ def recipes_table(study: optuna.Study, metric: str) -> Any:
     if not rows:
         return None
     header = study_story.recipe_header(metric)
-    columns = [[("-" if v is None else f"{v:.4f}" if isinstance(v, float) else v) for v in c]
-               for c in zip(*rows, strict=True)]  # fmt: skip
+    columns = [
+        [("-" if v is None else f"{v:.4f}" if isinstance(v, float) else v) for v in c]
+        for c in zip(*rows, strict=True)
+    ]
     figure = go.Figure(
         go.Table(
             columnwidth=[1.6, 0.8, 0.8, 3.4],

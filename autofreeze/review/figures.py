@@ -28,9 +28,9 @@ from autofreeze.study import best_trial, records
 
 KIND_COLOURS = {"baseline": "#54a24b", "searched": "#4c78a8", "best": "#e45756"}
 COST_WORDS = {
-    "seconds": "wall time (s)",
-    "trainable_params": "trainable parameters (most at once)",
-    "peak_memory_mb": "peak memory (MB)",
+    records.SECONDS: "wall time (s)",
+    records.TRAINABLE_PARAMS: "trainable parameters (most at once)",
+    records.PEAK_MEMORY_MB: "peak memory (MB)",
 }
 # the keys of study_figures(), in reading order
 PROBE_FIGURE = "Transferability probe"
@@ -59,14 +59,9 @@ def baselines(study: optuna.Study) -> list[FrozenTrial]:
     ]
 
 
-def n_blocks(t: FrozenTrial) -> int | None:
-    blocks = t.user_attrs.get(records.BLOCKS)
-    return len(blocks) if blocks else None
-
-
 def hover(t: FrozenTrial, metric: str) -> str:
     v = value(t)
-    words = textwrap.wrap(story.plan_words(records.plan(t), n_blocks(t)), 70)
+    words = textwrap.wrap(story.plan_words(records.plan(t), records.n_blocks(t)), 70)
     shown = "-" if v is None else f"{v:.4f}"
     return "<br>".join([f"<b>{story.trial_title(t)}</b>", f"{metric} {shown}", *words])
 
@@ -107,9 +102,16 @@ def value_vs_boundary(study: optuna.Study, metric: str) -> go.Figure | None:
         k = records.plan(t).get("boundary", 0)
         stacked[k] = stacked.get(k, 0) + 1
         fig.add_annotation(
-            x=k + _jitter(t), y=value(t), text=records.baseline(t), showarrow=True,
-            arrowhead=0, arrowcolor="#999", ax=0, ay=-18 * stacked[k], font={"size": 10},
-        )  # fmt: skip
+            x=k + _jitter(t),
+            y=value(t),
+            text=records.baseline(t),
+            showarrow=True,
+            arrowhead=0,
+            arrowcolor="#999",
+            ax=0,
+            ay=-18 * stacked[k],
+            font={"size": 10},
+        )
     fig.update_layout(
         **LAYOUT,
         title=f"{metric} by the plan's boundary (diamonds: the textbook recipes)",
@@ -134,7 +136,7 @@ def baselines_vs_best(study: optuna.Study, metric: str) -> go.Figure | None:
     bars = {n: t for n, t in bars.items() if value(t) is not None}  # the chosen plan among them
     if top is None or len(bars) < 2:
         return None
-    choice = study.user_attrs.get(records.CHOICE) or {}
+    choice = records.choice(study) or {}
     means = {c["trial"]: c for c in choice.get("candidates", [])}
     rows = []
     for t in bars.values():
@@ -178,11 +180,13 @@ def pareto(points: list[tuple[float, float]], maximise: bool) -> list[tuple[floa
     return front
 
 
-def value_vs_cost(study: optuna.Study, metric: str, cost: str = "seconds") -> go.Figure | None:
+def value_vs_cost(
+    study: optuna.Study, metric: str, cost: str = records.SECONDS
+) -> go.Figure | None:
     """The metric against a cost user attr (seconds, trainable_params, peak_memory_mb), with
     the Pareto front of the best metric for the least cost as a step line."""
-    done = [t for t in runs(study) if isinstance(t.user_attrs.get(cost), int | float)]
-    done = [t for t in done if t.user_attrs[cost] > 0]
+    done = [t for t in runs(study) if isinstance(records.cost_value(t, cost), int | float)]
+    done = [t for t in done if records.cost_value(t, cost) > 0]
     if len(done) < 2:
         return None
     fig = go.Figure()
@@ -190,7 +194,7 @@ def value_vs_cost(study: optuna.Study, metric: str, cost: str = "seconds") -> go
         ts = [t for t in done if _kind(t) == kind]
         fig.add_trace(
             go.Scatter(
-                x=[t.user_attrs[cost] for t in ts],
+                x=[records.cost_value(t, cost) for t in ts],
                 y=[value(t) for t in ts],
                 mode="markers",
                 name=kind,
@@ -199,7 +203,8 @@ def value_vs_cost(study: optuna.Study, metric: str, cost: str = "seconds") -> go
                 hoverinfo="text",
             )
         )
-    front = pareto([(t.user_attrs[cost], value(t)) for t in done], records.maximizes(study))
+    points = [(records.cost_value(t, cost), value(t)) for t in done]
+    front = pareto(points, records.maximizes(study))
     fig.add_trace(
         go.Scatter(
             x=[p[0] for p in front],
@@ -209,7 +214,7 @@ def value_vs_cost(study: optuna.Study, metric: str, cost: str = "seconds") -> go
             name="Pareto front",
         )
     )
-    costs = [t.user_attrs[cost] for t in done]
+    costs = [records.cost_value(t, cost) for t in done]
     log = max(costs) / min(costs) > 30
     fig.update_layout(
         **LAYOUT,
@@ -293,7 +298,7 @@ def history(study: optuna.Study, metric: str) -> go.Figure | None:
 
 def probe_curve(study: optuna.Study) -> go.Figure | None:
     """The probe's linear-probe accuracy on each block's features, its boundary marked."""
-    probe = study.user_attrs.get(records.PROBE) or {}
+    probe = records.probe(study) or {}
     blocks = probe.get("blocks") or []
     if not blocks:
         return None
@@ -325,8 +330,8 @@ def study_figures(study: optuna.Study, metric: str) -> dict[str, go.Figure]:
         (PROBE_FIGURE, lambda: probe_curve(study)),
         (BASELINES_FIGURE, lambda: baselines_vs_best(study, metric)),
         (BOUNDARY_FIGURE, lambda: value_vs_boundary(study, metric)),
-        (SECONDS_FIGURE, lambda: value_vs_cost(study, metric, "seconds")),
-        (PARAMS_FIGURE, lambda: value_vs_cost(study, metric, "trainable_params")),
+        (SECONDS_FIGURE, lambda: value_vs_cost(study, metric, records.SECONDS)),
+        (PARAMS_FIGURE, lambda: value_vs_cost(study, metric, records.TRAINABLE_PARAMS)),
         (IMPORTANCE_FIGURE, lambda: param_importance(study, metric)),
         (HISTORY_FIGURE, lambda: history(study, metric)),
     )

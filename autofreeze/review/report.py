@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial
 
 from autofreeze.errors import ConfigError, StorageError
 from autofreeze.review import figures, story, study_story
+from autofreeze.review.format import number
 from autofreeze.review.summary import TRIAL_COLUMNS, trial_row, trial_rows
 from autofreeze.study import best_trial, records
 from autofreeze.study.results import pareto_front
@@ -58,11 +59,6 @@ class Rendered:
         return out
 
 
-def metric_of(study: optuna.Study) -> str | None:
-    """The metric the study's stored config names, if it stored one."""
-    return ((study.user_attrs.get(records.CONFIG) or {}).get("study") or {}).get("metric")
-
-
 def write_report(study: optuna.Study, metric: str, out: Path, fmt: str = "html") -> Path:
     """Write the report of ``study`` to ``out`` as ``html`` or ``md``; the path written."""
     return render_report(study, metric, fmt).write(out)
@@ -77,10 +73,6 @@ def render_report(study: optuna.Study, metric: str, fmt: str = "html") -> Render
 
 
 # -- the facts both formats show ---------------------------------------------------------------
-def _fmt(v: Any) -> str:
-    return "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 def summary(study: optuna.Study, metric: str) -> list[tuple[str, str]]:
     """Name, metric and direction, trials by state, trial time, the best, search progress."""
     trials = study.get_trials(deepcopy=False)
@@ -98,18 +90,22 @@ def summary(study: optuna.Study, metric: str) -> list[tuple[str, str]]:
         ("re-evaluations", f"{again} runs of the top plans with other seeds" if again else ""),
         (
             "total trial time",
-            f"{sum(t.user_attrs.get(records.SECONDS) or 0 for t in trials):.0f} s",
+            f"{sum(records.seconds(t) or 0 for t in trials):.0f} s",
         ),
     ]
     if best is not None:
         v = figures.value(best)
         shown = "-" if v is None else f"{v:.4f}"
         rows.append(("best", f"{story.trial_title(best)}: {metric} {shown}"))
-    choice = study.user_attrs.get(records.CHOICE)
+    choice = records.choice(study)
     if choice:
         ci = f" ± {choice['ci95']:.4f}" if choice.get("ci95") is not None else ""
-        rows.append(("best after re-evaluation", f"mean {choice['mean']:.4f}{ci} (95 %) over "
-                     f"{len(choice['values'])} runs"))  # fmt: skip
+        rows.append(
+            (
+                "best after re-evaluation",
+                f"mean {choice['mean']:.4f}{ci} (95 %) over {len(choice['values'])} runs",
+            )
+        )
     rows.append(("search progress", study_story.improving(study)))
     return [(k, v) for k, v in rows if v]
 
@@ -123,8 +119,10 @@ FRONT_WORDS = (
 def front_table(study: optuna.Study) -> tuple[list[str], list[list[Any]]]:
     """A multi-objective study's Pareto front: each plan's values and its plan in words."""
     names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
-    rows = [[f"trial {t.number} ({records.name(t)})", *t.values, _plan_line(t)]
-            for t in pareto_front(study)]  # fmt: skip
+    rows = [
+        [f"trial {t.number} ({records.name(t)})", *t.values, _plan_line(t)]
+        for t in pareto_front(study)
+    ]
     return ["trial", *names, "plan"], rows
 
 
@@ -133,12 +131,12 @@ def top_trials(study: optuna.Study, k: int = TOP) -> list[FrozenTrial]:
 
 
 def _plan_line(t: FrozenTrial) -> str:
-    return story.plan_words(records.plan(t), figures.n_blocks(t))
+    return story.plan_words(records.plan(t), records.n_blocks(t))
 
 
 # -- HTML ----------------------------------------------------------------------------------------
 def _e(v: Any) -> str:
-    return html.escape(_fmt(v))
+    return html.escape(number(v, 4, missing=""))
 
 
 def html_table(header: list[str], rows: list[list[Any]], attrs: str = "") -> str:
@@ -209,7 +207,7 @@ def _html(study: optuna.Study, metric: str) -> Rendered:
     if len(study.directions) > 1:
         header, rows = front_table(study)
         section("Pareto front", f"<p>{FRONT_WORDS}</p>", html_table(header, rows, ' id="front"'))
-    probe = study.user_attrs.get(records.PROBE)
+    probe = records.probe(study)
     if probe:
         rows = [[b["index"], b["name"], b["val_accuracy"]] for b in probe.get("blocks", [])]
         section(
@@ -254,9 +252,12 @@ def _html(study: optuna.Study, metric: str) -> Rendered:
         curves.append(
             f"<h3>{html.escape(story.trial_title(t))}</h3><p>{html.escape(_plan_line(t))}.</p>"
             + _figure(figures.trial_figure(t, metric), f"fig-trial-{t.number}")
-            + (f"<details><summary>freeze map</summary>{freeze_map_html(tm, t.number)}</details>"
-               if tm else "")
-        )  # fmt: skip
+            + (
+                f"<details><summary>freeze map</summary>{freeze_map_html(tm, t.number)}</details>"
+                if tm
+                else ""
+            )
+        )
     section(f"Learning curves of the top {len(curves)} trials", *curves)
     rows = [[r.get(c) for c in TRIAL_COLUMNS] for r in trial_rows(study)]
     header = [metric if c == "value" else c for c in TRIAL_COLUMNS]

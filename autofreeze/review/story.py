@@ -1,9 +1,10 @@
 """A trial told in words: the plan, the freeze map, the cost, the outcome (the study's
 story, built on it, is :mod:`autofreeze.review.study_story`).
 
-Everything here reads only what :mod:`autofreeze.study.records` stores, so the same text is written
-into optuna-dashboard's notes (:mod:`autofreeze.review.dashboard`), the report (:mod:`autofreeze.review.report`)
-and the terminal, for trials of any worker and any autofreeze version that stored a history.
+Everything here reads only what :mod:`autofreeze.study.records` stores, so the same text is
+written into optuna-dashboard's notes (:mod:`autofreeze.review.dashboard`), the report
+(:mod:`autofreeze.review.report`) and the terminal, for trials of any worker and any autofreeze
+version that stored a history.
 """
 
 from __future__ import annotations
@@ -14,14 +15,11 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from autofreeze.recipes import RECIPE_WORDS
+from autofreeze.review.format import number
 from autofreeze.study import records
 
 FROZEN, TRAINING, CACHED = "frozen", "training", "cached"
 SOURCE_WORDS = {"computed": "computed by this trial", "memory": "memory", "disk": "disk"}
-
-
-def _lr(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2g}"
 
 
 def schedule_words(plan: dict[str, Any], n_blocks: int | None = None) -> str:
@@ -67,7 +65,7 @@ def plan_words(plan: dict[str, Any], n_blocks: int | None = None) -> str:
     if not plan:
         return "(no plan recorded)"
     parts = [schedule_words(plan, n_blocks)]
-    parts.append(f"head LR {_lr(plan.get('head_lr'))}")
+    parts.append(f"head LR {number(plan.get('head_lr'), 2)}")
     head_only = n_blocks is not None and plan.get("boundary", 0) >= n_blocks
     if not head_only or plan.get("schedule") not in (None, "static"):
         decay = plan.get("layer_decay", 1.0)
@@ -106,16 +104,18 @@ class FreezeMap:
         """Each row's label and its cells as text: the LR where the group trains."""
         out = []
         for name, cells, lrs in zip(self.blocks, self.cells, self.lrs, strict=True):
-            shown = [_lr(lr) if c == TRAINING else c for c, lr in zip(cells, lrs, strict=True)]
+            shown = [
+                number(lr, 2) if c == TRAINING else c for c, lr in zip(cells, lrs, strict=True)
+            ]
             out.append((name, shown))
         return out
 
 
 def freeze_map(t: FrozenTrial) -> FreezeMap | None:
     """The trial's freeze map from its history; None before its first epoch."""
-    history = t.user_attrs.get(records.HISTORY) or []
+    history = records.history(t)
     plan = records.plan(t)
-    blocks = t.user_attrs.get(records.BLOCKS)
+    blocks = records.blocks(t)
     if not history or not plan:
         return None
     if blocks is None:  # a study of an older version: names of the frozen blocks only
@@ -169,7 +169,7 @@ def outcome(t: FrozenTrial, metric: str) -> str:
     if t.state == TrialState.COMPLETE:
         return f"complete: {metric} {value}"
     if t.state == TrialState.PRUNED:
-        at = t.user_attrs.get(records.PRUNED_AT_EPOCH)
+        at = records.pruned_at_epoch(t)
         return f"pruned at epoch {at}: it trailed the other trials there" if at else "pruned"
     if t.state == TrialState.FAIL:
         return f"failed: {records.fail_reason(t) or 'interrupted; re-queued'}"
@@ -177,15 +177,15 @@ def outcome(t: FrozenTrial, metric: str) -> str:
 
 
 def cost_rows(t: FrozenTrial) -> list[list[Any]]:
-    a = t.user_attrs
+    c = records.cost(t)
     rows = [
-        ["wall time (s)", a.get(records.SECONDS)],
-        ["trainable parameters (most at once)", a.get("trainable_params")],
-        ["frozen share of the parameters", a.get(records.FROZEN_PARAM_FRACTION)],
-        ["training examples per second", a.get("train_examples_per_second")],
-        ["peak memory (MB)", a.get("peak_memory_mb")],
+        ["wall time (s)", c[records.SECONDS]],
+        ["trainable parameters (most at once)", c[records.TRAINABLE_PARAMS]],
+        ["frozen share of the parameters", records.frozen_fraction(t)],
+        ["training examples per second", c[records.EXAMPLES_PER_SECOND]],
+        ["peak memory (MB)", c[records.PEAK_MEMORY_MB]],
     ]
-    cache = a.get(records.CACHE)
+    cache = records.cache(t)
     if cache:
         where = (
             f"not cached at block {cache.get('boundary')}: {cache.get('reason')}"
@@ -200,8 +200,7 @@ def cost_rows(t: FrozenTrial) -> list[list[Any]]:
 def trial_note(t: FrozenTrial, metric: str) -> str:
     """The Markdown note optuna-dashboard shows on the trial's page."""
     plan = records.plan(t)
-    blocks = t.user_attrs.get(records.BLOCKS)
-    n = len(blocks) if blocks else None
+    n = records.n_blocks(t)
     lines = [f"## {trial_title(t)}", "", f"**{outcome(t, metric)}**", ""]
     if records.baseline(t):
         lines += [f"Textbook recipe: {RECIPE_WORDS.get(records.baseline(t), '')}.", ""]
@@ -209,10 +208,10 @@ def trial_note(t: FrozenTrial, metric: str) -> str:
     fm = freeze_map(t)
     if fm is not None:
         lines += ["### Freeze map", "", freeze_map_markdown(fm), ""]
-    events = t.user_attrs.get(records.PHASE_EVENTS) or []
+    events = records.phase_events(t)
     if events:
         lines += ["### Phase changes", "", *(f"- {e}" for e in events), ""]
-    history = t.user_attrs.get(records.HISTORY) or []
+    history = records.history(t)
     if history:
         rows = [
             [h["epoch"], h["phase"], h["train_loss"], h["val_loss"], h["val_accuracy"]]

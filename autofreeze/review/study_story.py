@@ -115,8 +115,7 @@ def study_note(study: optuna.Study, metric: str, report_hint: str = "") -> str:
     if best is None:
         return "\n".join([*lines, "No finished trial yet.", ""])
     bplan = records.plan(best)
-    blocks = best.user_attrs.get(records.BLOCKS)
-    n = len(blocks) if blocks else None
+    n = records.n_blocks(best)
     lines += [
         f"**Best: {trial_title(best)}**, {metric} {records.metric_value(best):.4f} after "
         f"{done} trials.",
@@ -124,7 +123,7 @@ def study_note(study: optuna.Study, metric: str, report_hint: str = "") -> str:
         f"Plan: {plan_words(bplan, n)}.",
         "",
     ]
-    choice = study.user_attrs.get(records.CHOICE)
+    choice = records.choice(study)
     if choice:
         ci = f" ± {choice['ci95']:.4f}" if choice.get("ci95") is not None else ""
         lines += [

@@ -8,8 +8,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autofreeze.review.format import duration, number
 from autofreeze.review.tables import short_plan
-from autofreeze.review.timing import duration, eta
+from autofreeze.review.timing import eta
 from autofreeze.study import best_trial, records
 from autofreeze.study.results import pareto_front
 
@@ -47,23 +48,19 @@ def trial_row(t: FrozenTrial) -> dict[str, Any]:
         "value": records.metric_value(t),
         "boundary": plan.get("boundary"),
         "schedule": plan.get("schedule"),
-        "knobs": ",".join(f"{k}={_fmt(v)}" for k, v in plan.get("schedule_params", {}).items()),
+        "knobs": ",".join(f"{k}={number(v)}" for k, v in plan.get("schedule_params", {}).items()),
         "init": plan.get("init"),
         "head_lr": plan.get("head_lr"),
         "backbone_lr_ratio": plan.get("backbone_lr_ratio"),
         "layer_decay": plan.get("layer_decay"),
         "bn_mode": plan.get("bn_mode"),
-        "frozen_fraction": t.user_attrs.get(records.FROZEN_PARAM_FRACTION),
-        "epochs_run": len(t.intermediate_values or t.user_attrs.get(records.HISTORY) or []),
-        "seconds": t.user_attrs.get(records.SECONDS),
+        "frozen_fraction": records.frozen_fraction(t),
+        "epochs_run": len(t.intermediate_values or records.history(t)),
+        "seconds": records.seconds(t),
         "reason": records.fail_reason(t),
         "values": t.values,  # every objective's, in order (a multi-objective study has several)
-        "plan": short_plan(plan, len(t.user_attrs.get(records.BLOCKS) or []) or None),
+        "plan": short_plan(plan, records.n_blocks(t)),
     }
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
@@ -81,12 +78,12 @@ def best_summary(study: optuna.Study) -> dict[str, Any]:
             "number": best.number,
             "value": records.metric_value(best),
             "name": records.name(best),
-            "plan": best.user_attrs.get(records.PLAN),
+            "plan": records.plan(best) or None,
             "params": best.params,
-            "frozen_blocks": best.user_attrs.get(records.FROZEN_BLOCKS),
-            "cost": {k: best.user_attrs.get(k) for k in records.COST},
+            "frozen_blocks": records.frozen_blocks(best),
+            "cost": records.cost(best),
             # after re-evaluation: the mean over seeds, its 95 % half-width, the runs
-            "reevaluation": study.user_attrs.get(records.CHOICE),
+            "reevaluation": records.choice(study),
         },
     }
     if len(study.directions) > 1:  # the choice is the front: best metric first, cheapest last

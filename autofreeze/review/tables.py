@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from autofreeze.review.timing import duration
+from autofreeze.review.format import duration, number
 
 WIDTH = 100  # the default tables fit this many characters
 # the default columns of `autofreeze trials` and of the comparison `search` prints; --wide
@@ -20,10 +20,6 @@ ROUNDED = ("head_lr", "backbone_lr_ratio", "layer_decay", "frozen_fraction")  # 
 STATES = ("complete", "pruned", "fail", "running", "waiting")  # `trials --state`
 
 
-def _g(v: Any) -> str:
-    return f"{v:.2g}" if isinstance(v, float) else str(v)
-
-
 def short_plan(plan: dict[str, Any], n_blocks: int | None = None) -> str:
     """``k=1 lp_ft(2,0.3) lr=0.025 bb=0.89x ld=0.89``: the boundary, the schedule with its
     knob values in order (their names: ``--wide``), the head LR, the backbone's LR ratio
@@ -31,13 +27,13 @@ def short_plan(plan: dict[str, Any], n_blocks: int | None = None) -> str:
     if not plan:
         return ""
     schedule = plan.get("schedule", "static")
-    knobs = ",".join(_g(v) for v in (plan.get("schedule_params") or {}).values())
+    knobs = ",".join(number(v, 2) for v in (plan.get("schedule_params") or {}).values())
     parts = [f"k={plan.get('boundary')}", f"{schedule}({knobs})" if knobs else schedule]
-    parts.append(f"lr={_g(plan.get('head_lr'))}")
+    parts.append(f"lr={number(plan.get('head_lr'), 2)}")
     if schedule != "static" or n_blocks is None or plan.get("boundary", 0) < n_blocks:
-        parts.append(f"bb={_g(plan.get('backbone_lr_ratio', 1.0))}x")
+        parts.append(f"bb={number(plan.get('backbone_lr_ratio', 1.0), 2)}x")
     if plan.get("layer_decay", 1.0) != 1.0:
-        parts.append(f"ld={_g(plan['layer_decay'])}")
+        parts.append(f"ld={number(plan['layer_decay'], 2)}")
     if plan.get("bn_mode", "eval") != "eval":
         parts.append(f"bn={plan['bn_mode']}")
     if plan.get("init", "pretrained") != "pretrained":

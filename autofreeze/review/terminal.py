@@ -12,15 +12,16 @@
 How the display learns about the trials: it reads them from the study's storage, every
 ``POLL`` seconds from a thread, in every mode. The running trials are the study's RUNNING
 trials, their epoch and last metric their intermediate values; the finished ones are those
-that finished since the last read. The display is the one writer of trial lines. One mechanism serves a search running its trials in its
-own process, a search with one worker process per device, and ``autofreeze worker`` on
-another machine, which shows the whole study whoever runs its trials. It costs one read of the
-unfinished trials a second (Optuna's cached storage keeps the finished ones); the objective
-and the trial loop need no hook: the search tells the display only that a run started and
-ended (it is a :class:`autofreeze.search.observer.SearchObserver`, handed to the search by the
-CLI). The workers a search starts run with ``--relay``: they show
-nothing of their own and send their lines to the search, each detail tagged
-(``progress.DETAIL_TAG``) for the search to show with ``-v`` only. Writing them keeps how a
+that finished since the last read; the display is the one writer of trial lines. One mechanism
+serves a search running its trials in its own process, a search with one worker process per
+device, and ``autofreeze worker`` on another machine, which shows the whole study whoever runs
+its trials. It costs one read of the unfinished trials a second (Optuna's cached storage keeps
+the finished ones); the objective and the trial loop need no hook: the search tells the
+display only that a run started and ended (it is a
+:class:`autofreeze.search.observer.SearchObserver`, handed to the search by the CLI). The
+workers a search starts run with ``--relay``: they show nothing of their own and send their
+lines to the search, each detail tagged (``progress.DETAIL_TAG``) for the search to show with
+``-v`` only. Writing them keeps how a
 worker notices that its parent died: its next line fails.
 """
 
@@ -40,10 +41,11 @@ from rich.table import Table
 from rich.text import Text
 
 from autofreeze.progress import DETAIL_TAG, lose_output, stderr_progress
+from autofreeze.review.format import duration
 from autofreeze.review.story import plan_words, trial_title
 from autofreeze.review.summary import spent_note, trial_line
 from autofreeze.review.tables import short_plan
-from autofreeze.review.timing import FINISHED, duration, eta
+from autofreeze.review.timing import FINISHED, eta
 from autofreeze.study import best_trial, records
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
@@ -57,10 +59,6 @@ def level(quiet: bool = False, verbose: bool = False) -> int:
     return QUIET if quiet else VERBOSE if verbose else NORMAL
 
 
-def _blocks(t: FrozenTrial) -> int | None:
-    return len(t.user_attrs.get(records.BLOCKS) or []) or None
-
-
 def _value(t: FrozenTrial, metric: str) -> str:
     v = records.metric_value(t)
     return f"{metric}={v:.4f}" if v is not None else f"{metric}=-"
@@ -68,7 +66,8 @@ def _value(t: FrozenTrial, metric: str) -> str:
 
 def best_words(t: FrozenTrial, metric: str) -> str:
     """``val_accuracy=0.9333: trial 7 · searched: blocks 0-1 of 5 frozen throughout; ...``"""
-    return f"{_value(t, metric)}: {trial_title(t)}: {plan_words(records.plan(t), _blocks(t))}"
+    plan = plan_words(records.plan(t), records.n_blocks(t))
+    return f"{_value(t, metric)}: {trial_title(t)}: {plan}"
 
 
 class Display:
@@ -272,7 +271,7 @@ class _Watcher:
     # -- the words -------------------------------------------------------------------------
     def trial_line(self, t: FrozenTrial, new_best: bool = False) -> str:
         """``#12 searched complete val_accuracy=0.8133 in 12.3s · k=2 static lr=0.0074 ...``"""
-        seconds = duration(t.user_attrs.get(records.SECONDS))
+        seconds = duration(records.seconds(t))
         how = t.state.name.lower()
         if t.state == TrialState.PRUNED:
             how += f" at epoch {len(t.intermediate_values)}"
@@ -280,7 +279,7 @@ class _Watcher:
             how += f" ({records.fail_reason(t)})"
         else:
             how += f" {_value(t, self.metric)}"
-        plan = short_plan(records.plan(t), _blocks(t))
+        plan = short_plan(records.plan(t), records.n_blocks(t))
         return (
             f"#{t.number} {records.name(t)} {how}{' in ' + seconds if seconds else ''}"
             f"{' · ' + plan if plan else ''}{' · new best' if new_best else ''}"
@@ -327,7 +326,7 @@ class _Watcher:
                 (TrialState.COMPLETE, "complete"),
                 (TrialState.PRUNED, "pruned"),
                 (TrialState.FAIL, "failed"),
-            )  # fmt: skip
+            )
             if states.count(s)
         )
         budget = f"{done}/{self.n_trials}" if self.n_trials else f"{done}"
@@ -359,7 +358,7 @@ class _Watcher:
             at = f"epoch {max(steps)}/{self.epochs} " if steps else "starting "
             last = f"{self.metric}={steps[max(steps)]:.4f} " if steps else ""
             took = duration((now - t.datetime_start).total_seconds()) if t.datetime_start else ""
-            plan = short_plan(records.plan(t), _blocks(t))
+            plan = short_plan(records.plan(t), records.n_blocks(t))
             line = f"  #{t.number} {records.name(t)} {at}{last}{took} · {plan}"
             rows.append(Text(line, no_wrap=True, overflow="ellipsis"))
         if len(running) > SHOWN:

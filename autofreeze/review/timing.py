@@ -24,29 +24,16 @@ from autofreeze.study import records
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
-def duration(seconds: float | None) -> str:
-    """``0.4s``, ``12.3s``, ``4m05s``, ``1h02m``; empty for None."""
-    if seconds is None:
-        return ""
-    s = max(0.0, float(seconds))
-    if s < 59.95:
-        return f"{s:.1f}s"
-    whole = round(s)
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
-
-
 def head_only(t: FrozenTrial) -> bool:
     """The trial trained its head on cached pooled features (see ``records.write_cache``)."""
-    return (t.user_attrs.get(records.CACHE) or {}).get("kind") == "pooled"
+    return records.cache_kind(t) == "pooled"
 
 
 def seconds_per_epoch(t: FrozenTrial) -> float | None:
     """A finished trial's wall time (building and caching included) per epoch it ran."""
-    seconds = t.user_attrs.get(records.SECONDS)
+    seconds = records.seconds(t)
     # a multi-objective trial reports no intermediate values: its history has the epochs
-    epochs = len(t.intermediate_values) or len(t.user_attrs.get(records.HISTORY) or [])
+    epochs = len(t.intermediate_values) or len(records.history(t))
     if t.state not in FINISHED or seconds is None or not epochs:
         return None
     return float(seconds) / epochs

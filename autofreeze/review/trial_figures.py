@@ -66,7 +66,7 @@ def trial_figure(t: FrozenTrial, metric: str) -> go.Figure:
     """Learning curves over the epochs (phase changes dashed) above the trial's freeze map."""
     from plotly.subplots import make_subplots
 
-    history = t.user_attrs.get(records.HISTORY) or []
+    history = records.history(t)
     fm = story.freeze_map(t)
     fig = make_subplots(
         rows=2,
@@ -134,7 +134,7 @@ def trial_png(t: FrozenTrial, metric: str, path: Path) -> Path:
     from matplotlib.figure import Figure  # no pyplot: no display, no global backend
     from matplotlib.patches import Patch
 
-    history = t.user_attrs.get(records.HISTORY) or []
+    history = records.history(t)
     fm = story.freeze_map(t)
     # a fixed layout: matplotlib's constrained layout was a third of the time per figure
     fig = Figure(figsize=(10, 8), dpi=100)
@@ -161,13 +161,26 @@ def trial_png(t: FrozenTrial, metric: str, path: Path) -> Path:
     for epoch, label in phase_changes(history):
         for ax in (top, bottom):
             ax.axvline(epoch - 0.5, ls="--", color="grey", lw=1)
-        top.text(epoch - 0.45, 0.98, label, transform=top.get_xaxis_transform(), fontsize=8,
-                 va="top", rotation=90)  # fmt: skip
+        top.text(
+            epoch - 0.45,
+            0.98,
+            label,
+            transform=top.get_xaxis_transform(),
+            fontsize=8,
+            va="top",
+            rotation=90,
+        )
     if fm is not None:
         codes, text, _ = _map_cells(fm)
         lo, hi = fm.epochs[0] - 0.5, fm.epochs[-1] + 0.5
-        bottom.imshow(codes, cmap=ListedColormap([COLOURS[s] for s in STATES]), vmin=-0.5,
-                      vmax=2.5, aspect="auto", extent=(lo, hi, len(codes) - 0.5, -0.5))  # fmt: skip
+        bottom.imshow(
+            codes,
+            cmap=ListedColormap([COLOURS[s] for s in STATES]),
+            vmin=-0.5,
+            vmax=2.5,
+            aspect="auto",
+            extent=(lo, hi, len(codes) - 0.5, -0.5),
+        )
         if len(fm.epochs) <= 30:
             size = 8 if len(fm.epochs) <= 12 else 6
             for r, row in enumerate(text):

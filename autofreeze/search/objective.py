@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -70,7 +71,7 @@ class Objective:
     def _run(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         prepared, cfg = self.prepared, self.prepared.cfg
         plan = self.space.suggest(trial)
-        seed = trial.user_attrs.get(records.SEED, cfg.training.seed)  # other for re-evaluations
+        seed = records.seed(trial, cfg.training.seed)  # other for re-evaluations
         settings = cfg.training.model_copy(update={"seed": seed})
         backbone = prepared.backbone(plan, seed=seed)
         records.write_plan(trial, plan, backbone)
@@ -79,46 +80,11 @@ class Objective:
         # baselines and re-evaluations always run to the end; Optuna prunes one objective only
         multi = bool(cfg.study.objectives)
         prunable = baseline is None and records.reevaluation_of(trial) is None and not multi
-        metric, epochs = cfg.study.metric, cfg.training.epochs
-        label = f"#{trial.number} {baseline or records.SEARCHED}"
+        metric = cfg.study.metric
 
         seen: list[EpochResult] = []
-
-        def report(r: EpochResult) -> None:
-            value = getattr(r, metric)
-            seen.append(r)
-            if not multi:  # Optuna keeps no intermediate values of a multi-objective trial
-                trial.report(value, step=r.epoch)  # the common axis is the epoch
-            if r.event:
-                detail(self.progress, f"  {label} {r.event}")
-            line = f"  {label} epoch {r.epoch}/{epochs} [{r.phase}] {metric}={value:.4f}"
-            detail(self.progress, line)
-            # a head-only warm-up (gradual, lp_ft) is not judged before its backbone trains
-            warm_up = r.first_trainable == backbone.n_blocks > plan.boundary
-            # a trial at its last epoch has finished: the pruner is not asked, it completes
-            if prunable and not warm_up and r.epoch < epochs and trial.should_prune():
-                trial.set_user_attr(records.PRUNED_AT_EPOCH, r.epoch)
-                records.write_history(trial, seen)  # its curves and freeze map so far
-                raise optuna.TrialPruned(f"pruned at epoch {r.epoch} ({metric}={value:.4f})")
-
-        features, prefix = None, None
-        t = cfg.training
-        policy = plan.augment or t.augment
-        # augmented views cached per image (the same for every trial: the config's seed)
-        views = Views(t.cached_views, t.seed, policy) if policy != "none" else Views()
-        mixing = t.mixup > 0 or t.cutmix > 0
-        online = (policy != "none" and not views.n) or mixing  # fresh every batch: no cache
-        records.write_augment(trial, policy, views.n, mixing)
-        if t.feature_cache and cacheable(backbone, plan, online):
-            # every block frozen: the classifier trains on pooled features computed once
-            train, val = prepared.train, prepared.val
-            features = self.features.get(backbone, plan, (), train, val, views=views)
-            records.write_cache(trial, "pooled", plan.boundary, "", views.n)
-        elif t.feature_cache and prefix_cacheable(backbone, plan, online):
-            prefix = self._prefix(trial, backbone, plan, seed, views)
-            if prefix is not None:
-                records.write_cache(trial, "prefix", plan.boundary, prefix.source, views.n)
-        trial.set_user_attr(records.FEATURE_CACHE, features is not None or prefix is not None)
+        report = self._reporter(trial, plan, backbone, seen, prunable)
+        features, prefix, online, views = self._cached_inputs(trial, backbone, plan, seed)
         try:
             result = fit(
                 backbone,
@@ -146,6 +112,65 @@ class Objective:
         if multi:  # the metric, then each cost (the Pareto front trades them)
             return (value, *(float(result.cost[COSTS[c]]) for c in cfg.study.objectives[1:]))
         return value
+
+    def _reporter(
+        self,
+        trial: optuna.Trial,
+        plan: FreezePlan,
+        backbone: Backbone,
+        seen: list[EpochResult],
+        prunable: bool,
+    ) -> Callable[[EpochResult], None]:
+        """What the trainer calls after every epoch: report the metric on the common axis (the
+        epoch), say the epoch's line, and prune where the pruner says so."""
+        cfg = self.prepared.cfg
+        metric, epochs, multi = cfg.study.metric, cfg.training.epochs, bool(cfg.study.objectives)
+        label = f"#{trial.number} {records.baseline(trial) or records.SEARCHED}"
+
+        def report(r: EpochResult) -> None:
+            value = getattr(r, metric)
+            seen.append(r)
+            if not multi:  # Optuna keeps no intermediate values of a multi-objective trial
+                trial.report(value, step=r.epoch)  # the common axis is the epoch
+            if r.event:
+                detail(self.progress, f"  {label} {r.event}")
+            line = f"  {label} epoch {r.epoch}/{epochs} [{r.phase}] {metric}={value:.4f}"
+            detail(self.progress, line)
+            # a head-only warm-up (gradual, lp_ft) is not judged before its backbone trains
+            warm_up = r.first_trainable == backbone.n_blocks > plan.boundary
+            # a trial at its last epoch has finished: the pruner is not asked, it completes
+            if prunable and not warm_up and r.epoch < epochs and trial.should_prune():
+                trial.set_user_attr(records.PRUNED_AT_EPOCH, r.epoch)
+                records.write_history(trial, seen)  # its curves and freeze map so far
+                raise optuna.TrialPruned(f"pruned at epoch {r.epoch} ({metric}={value:.4f})")
+
+        return report
+
+    def _cached_inputs(
+        self, trial: optuna.Trial, backbone: Backbone, plan: FreezePlan, seed: int
+    ) -> tuple[Any, PrefixFeatures | None, bool, Views]:
+        """The frozen work this trial reuses: pooled features (every block frozen), or the
+        prefix's outputs at its boundary, or neither (recorded on the trial either way); and
+        whether augmentation runs online (then nothing is cached) with its cached views."""
+        prepared, t = self.prepared, self.prepared.cfg.training
+        features, prefix = None, None
+        policy = plan.augment or t.augment
+        # augmented views cached per image (the same for every trial: the config's seed)
+        views = Views(t.cached_views, t.seed, policy) if policy != "none" else Views()
+        mixing = t.mixup > 0 or t.cutmix > 0
+        online = (policy != "none" and not views.n) or mixing  # fresh every batch: no cache
+        records.write_augment(trial, policy, views.n, mixing)
+        if t.feature_cache and cacheable(backbone, plan, online):
+            # every block frozen: the classifier trains on pooled features computed once
+            train, val = prepared.train, prepared.val
+            features = self.features.get(backbone, plan, (), train, val, views=views)
+            records.write_cache(trial, "pooled", plan.boundary, "", views.n)
+        elif t.feature_cache and prefix_cacheable(backbone, plan, online):
+            prefix = self._prefix(trial, backbone, plan, seed, views)
+            if prefix is not None:
+                records.write_cache(trial, "prefix", plan.boundary, prefix.source, views.n)
+        trial.set_user_attr(records.FEATURE_CACHE, features is not None or prefix is not None)
+        return features, prefix, online, views
 
     def _prefix(
         self, trial: optuna.Trial, backbone: Backbone, plan: FreezePlan, seed: int, views: Views

@@ -7,9 +7,10 @@ The events, in order:
 - ``started(run)``: the study is prepared and its trials are about to run (here, in worker
   processes, or by ``autofreeze worker`` from another machine);
 - ``trial_ran(run, trial, state, values)``: a trial's objective has returned (or failed with a
-  reason); its result is fixed and it is about to be told. The trial is still RUNNING: the only moment
-  Optuna lets a file be attached to it as an artifact (a finished trial's attributes are
-  frozen), so a trial's figure is drawn here, by the trial loop, outside the objective;
+  reason); its result is fixed and it is about to be told. The trial is still RUNNING: the
+  only moment Optuna lets a file be attached to it as an artifact (a finished trial's
+  attributes are frozen), so a trial's figure is drawn here, by the trial loop, outside the
+  objective;
 - ``trial_told(run, trial)``: the trial is finished in the study (its note is written here);
 - ``ended(run)``: the run is over (the study's note, figures and report are written here).
 

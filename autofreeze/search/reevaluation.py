@@ -61,7 +61,7 @@ def enqueue_reevaluations(
 ) -> int:
     """Queue the re-runs that do not exist yet (a resumed search adds none twice)."""
     have = {  # a re-run cut short (FAIL without a reason) is queued again
-        (records.reevaluation_of(t), t.user_attrs.get(records.SEED))
+        (records.reevaluation_of(t), records.seed(t))
         for t in study.get_trials(deepcopy=False)
         if records.reevaluation_of(t) is not None
         and (t.state != TrialState.FAIL or records.fail_reason(t))
@@ -70,7 +70,7 @@ def enqueue_reevaluations(
     for t in top:
         for s in range(1, seeds + 1):
             if (t.number, base_seed + s) not in have:
-                attrs = {records.REEVALUATION_OF: t.number, records.SEED: base_seed + s}
+                attrs = records.reevaluation_attrs(t.number, base_seed + s)
                 study.enqueue_trial(t.params, user_attrs=attrs)
                 queued += 1
     return queued
@@ -90,7 +90,7 @@ def summarize(study: optuna.Study, top: list[FrozenTrial]) -> list[dict[str, Any
         n = len(values)
         sem = statistics.stdev(values) / math.sqrt(n) if n > 1 else None
         half = _T95.get(n - 1, 1.96) * sem if sem is not None else None
-        seconds = [r.user_attrs.get(records.SECONDS, 0.0) for r in runs]
+        seconds = [records.seconds(r, 0.0) for r in runs]
         out.append(
             {
                 "trial": t.number,

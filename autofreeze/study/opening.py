@@ -44,7 +44,7 @@ def wait_for_study(
     while True:
         try:
             study = load_existing_study(url, name, storage=storage)
-            if records.CONFIG in study.user_attrs or time.monotonic() >= deadline:
+            if records.has_config(study) or time.monotonic() >= deadline:
                 return study  # stored_config() names a study that never got its config
         except StorageError:
             if time.monotonic() >= deadline:

@@ -28,7 +28,7 @@ from autofreeze.study import records
 
 def queue_order(trial: FrozenTrial) -> tuple[int, int]:
     """Retries and re-evaluations before any other waiting trial; otherwise first come."""
-    jumps = records.RETRY_OF in trial.user_attrs or records.reevaluation_of(trial) is not None
+    jumps = records.is_retry(trial) or records.reevaluation_of(trial) is not None
     return (0 if jumps else 1, trial.number)
 
 

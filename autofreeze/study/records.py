@@ -45,7 +45,10 @@ PRUNED_AT_EPOCH = "pruned_at_epoch"
 PHASE_EVENTS = "phase_events"
 HISTORY = "history"
 SECONDS = "seconds"  # the trial's wall time: building, caching and training
-COST = ("seconds", "train_examples_per_second", "trainable_params", "peak_memory_mb")
+EXAMPLES_PER_SECOND = "train_examples_per_second"
+TRAINABLE_PARAMS = "trainable_params"  # the most parameters trained at once
+PEAK_MEMORY_MB = "peak_memory_mb"
+COST = (SECONDS, EXAMPLES_PER_SECOND, TRAINABLE_PARAMS, PEAK_MEMORY_MB)  # a trial's cost attrs
 SEARCHED = "searched"  # the name of a trial the sampler chose (not a baseline)
 
 
@@ -73,9 +76,85 @@ def initial_design(trials: list[FrozenTrial]) -> int:
         1
         for t in trials
         if (baseline(t) or t.user_attrs.get(PRIOR))
-        and RETRY_OF not in t.user_attrs
+        and not is_retry(t)
         and reevaluation_of(t) is None
     )
+
+
+def retry_of(trial: FrozenTrial) -> int | None:
+    """The number of the trial this one re-runs (the first of a chain), or None."""
+    return trial.user_attrs.get(RETRY_OF)
+
+
+def is_retry(trial: FrozenTrial) -> bool:
+    """Whether the trial was queued to replace one cut short (it carries ``retry_of``)."""
+    return RETRY_OF in trial.user_attrs
+
+
+def seed(trial: FrozenTrial | optuna.Trial, default: int | None = None) -> int | None:
+    """The training seed a re-evaluation runs with; ``default`` for any other trial."""
+    return trial.user_attrs.get(SEED, default)
+
+
+def blocks(trial: FrozenTrial) -> list[str] | None:
+    """Every block's name, input first; None for a trial that never built its backbone (or of
+    an older version, which stored the frozen blocks only)."""
+    return trial.user_attrs.get(BLOCKS)
+
+
+def n_blocks(trial: FrozenTrial) -> int | None:
+    """How many blocks the trial's backbone has; None when it recorded none."""
+    return len(blocks(trial) or []) or None
+
+
+def frozen_blocks(trial: FrozenTrial) -> list[str] | None:
+    """The names of the blocks below the plan's boundary."""
+    return trial.user_attrs.get(FROZEN_BLOCKS)
+
+
+def frozen_fraction(trial: FrozenTrial) -> float | None:
+    """The share of the backbone's parameters below the plan's boundary."""
+    return trial.user_attrs.get(FROZEN_PARAM_FRACTION)
+
+
+def history(trial: FrozenTrial) -> list[dict[str, Any]]:
+    """Each epoch run (see :func:`write_history`); empty before the first one."""
+    return trial.user_attrs.get(HISTORY) or []
+
+
+def phase_events(trial: FrozenTrial) -> list[str]:
+    """The schedule's phase changes, in words, in the order they happened."""
+    return trial.user_attrs.get(PHASE_EVENTS) or []
+
+
+def pruned_at_epoch(trial: FrozenTrial) -> int | None:
+    """The epoch at which the pruner stopped the trial, if it did."""
+    return trial.user_attrs.get(PRUNED_AT_EPOCH)
+
+
+def seconds(trial: FrozenTrial, default: float | None = None) -> float | None:
+    """The trial's wall time (building, caching and training); ``default`` if not recorded."""
+    return trial.user_attrs.get(SECONDS, default)
+
+
+def cost_value(trial: FrozenTrial, name: str) -> Any:
+    """One of the trial's cost attrs (a name of :data:`COST`), None if not recorded."""
+    return trial.user_attrs.get(name)
+
+
+def cost(trial: FrozenTrial) -> dict[str, Any]:
+    """Every cost attr of :data:`COST` by name, None for those not recorded."""
+    return {k: cost_value(trial, k) for k in COST}
+
+
+def cache(trial: FrozenTrial) -> dict[str, Any] | None:
+    """The cached frozen work the trial used (see :func:`write_cache`, :func:`write_uncached`)."""
+    return trial.user_attrs.get(CACHE)
+
+
+def cache_kind(trial: FrozenTrial) -> str | None:
+    """``pooled``, ``prefix`` or ``none`` (could not be cached); None: no cache recorded."""
+    return (cache(trial) or {}).get("kind")
 
 
 def metric_value(trial: FrozenTrial) -> float | None:
@@ -147,6 +226,11 @@ def budget(trials: Iterable[FrozenTrial]) -> tuple[int, int]:
     return counted, running
 
 
+def reevaluation_attrs(number: int, seed: int) -> dict[str, Any]:
+    """The user attrs of a trial that re-runs the plan of trial ``number`` with ``seed``."""
+    return {REEVALUATION_OF: number, SEED: seed}
+
+
 def retry_attrs(trial: FrozenTrial) -> dict[str, Any]:
     """The user attrs of a trial that re-runs ``trial``: its recipe name and the link back."""
     attrs: dict[str, Any] = {RETRY_OF: trial.number}
@@ -159,6 +243,38 @@ def retry_attrs(trial: FrozenTrial) -> dict[str, Any]:
 def params_of(trial: FrozenTrial) -> dict[str, Any]:
     """The parameters a trial ran, or was enqueued with if it was cut short before asking."""
     return dict(trial.params or trial.system_attrs.get("fixed_params") or {})
+
+
+# -- reading a study ------------------------------------------------------------------------------
+def has_config(study: optuna.Study) -> bool:
+    """Whether the study's search has stored its config yet."""
+    return CONFIG in study.user_attrs
+
+
+def config(study: optuna.Study) -> dict[str, Any] | None:
+    """The resolved config the study runs, as stored (a dict; storage masked), or None."""
+    return study.user_attrs.get(CONFIG)
+
+
+def config_dir(study: optuna.Study) -> str:
+    """The folder the stored config's relative paths are resolved against (``.`` if none)."""
+    return study.user_attrs.get(CONFIG_DIR, ".")
+
+
+def metric_of(study: optuna.Study) -> str | None:
+    """The metric the study's stored config names, if it stored one."""
+    return ((config(study) or {}).get("study") or {}).get("metric")
+
+
+def choice(study: optuna.Study) -> dict[str, Any] | None:
+    """The plan named best after re-evaluation (trial, mean, 95 % half-width, runs,
+    candidates), or None before (or without) a re-evaluation."""
+    return study.user_attrs.get(CHOICE)
+
+
+def probe(study: optuna.Study) -> dict[str, Any] | None:
+    """The transferability probe's result (curve, quadrant, boundary), or None."""
+    return study.user_attrs.get(PROBE)
 
 
 # -- writing -------------------------------------------------------------------------------------
@@ -240,6 +356,11 @@ def say_once(study: optuna.Study | None, note: str) -> bool:
 
 def write_seconds(trial: optuna.Trial, seconds: float) -> None:
     trial.set_user_attr(SECONDS, round(seconds, 3))
+
+
+def mark_retry_of(trial: FrozenTrial, first: int) -> None:
+    """Link a copy of a stale trial, before Optuna re-queues it, to the trial it replaces."""
+    trial.user_attrs[RETRY_OF] = first
 
 
 def write_failure(trial: optuna.Trial, reason: str) -> None:

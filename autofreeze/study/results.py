@@ -22,7 +22,7 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     """The plan named best after re-evaluation if there was one, else the best single run of a
     trial that is not itself a re-evaluation (a lucky seed does not make a plan best)."""
     trials = study.get_trials(deepcopy=False)
-    choice = study.user_attrs.get(records.CHOICE)
+    choice = records.choice(study)
     if choice is not None:
         return trials[choice["trial"]]
     runs = [
@@ -41,8 +41,10 @@ def trial_plan(study: optuna.Study, number: int) -> FreezePlan:
     """The plan trial ``number`` ran (it must have run to the end, or been pruned)."""
     trials = study.get_trials(deepcopy=False)
     if not 0 <= number < len(trials) or not records.plan(trials[number]):
-        raise StorageError(f"study {study.study_name!r} has no trial {number} with a plan "
-                           "(see `autofreeze trials`)")  # fmt: skip
+        raise StorageError(
+            f"study {study.study_name!r} has no trial {number} with a plan "
+            "(see `autofreeze trials`)"
+        )
     return FreezePlan.from_dict(records.plan(trials[number]))
 
 

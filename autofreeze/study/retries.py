@@ -23,9 +23,7 @@ def requeue_lost(study: optuna.Study, progress: Progress) -> int:
     next run of the study runs every recipe it started with.
     """
     trials = study.get_trials(deepcopy=False)
-    handed_back = {
-        t.user_attrs[records.RETRY_OF] for t in trials if records.RETRY_OF in t.user_attrs
-    }
+    handed_back = {records.retry_of(t) for t in trials if records.is_retry(t)}
     for t in trials:
         handed_back.update(t.system_attrs.get("retry_history", ()))
     lost = [
@@ -66,7 +64,7 @@ def retry_callback() -> Any:
         def __call__(self, study: Any, trial: Any) -> None:
             trial = copy.deepcopy(trial)
             first = trial.system_attrs.get("failed_trial", trial.number)
-            trial.user_attrs[records.RETRY_OF] = first
+            records.mark_retry_of(trial, first)
             super().__call__(study, trial)
 
     with warnings.catch_warnings():

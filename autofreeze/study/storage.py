@@ -178,6 +178,49 @@ def set_heartbeat(storage: Any, interval: int) -> None:
     storage.heartbeat_stale_trial_callback = storage.failed_trial_callback = retry_callback()
 
 
+def _engine_setup(url: str, read_only: bool, progress: Any) -> tuple[str, dict[str, Any]]:
+    """The URL to open and its engine's arguments. A SQLite file is prepared for writing (or,
+    ``read_only``, opened as it is); several local workers share it, so a connection waits for
+    the file's lock instead of failing. A server's dropped connections are noticed before use.
+    """
+    if not url.startswith("sqlite:///"):
+        return url, {"pool_pre_ping": True}
+    path = Path(url.removeprefix("sqlite:///"))
+    if str(path) not in ("", ":memory:") and not str(path).startswith("file:"):
+        if read_only:
+            url = _readable_sqlite_url(path, progress)
+        else:
+            _prepare_sqlite(path)
+    return url, {"connect_args": {"timeout": 60}}
+
+
+def _rdb_storage(url: str, engine_kwargs: dict[str, Any], heartbeat: int | None) -> Any:
+    import optuna
+
+    storage = optuna.storages.RDBStorage(
+        url, engine_kwargs=engine_kwargs, skip_table_creation="immutable=1" in url
+    )
+    if url.startswith("sqlite"):
+        _serialize_sqlite_writes(storage.engine)
+    if heartbeat:
+        set_heartbeat(storage, heartbeat)
+    return storage
+
+
+def _unusable_url(url: str, exc: Exception) -> StorageError:
+    """A URL SQLAlchemy cannot parse, or whose driver is not installed, as one line."""
+    if isinstance(exc, ImportError):
+        return StorageError(
+            f"no database driver for {mask_url(url)!r}: install one (pip install "
+            f"'autofreeze[postgres]' for postgresql://, 'autofreeze[mysql]' and a "
+            f"mysql+pymysql:// URL for MySQL)"
+        )
+    return StorageError(
+        f"bad storage URL {mask_url(url)!r}: {_short(exc)} (expected e.g. "
+        f"sqlite:///studies/x.db or postgresql://user@host/db)"
+    )
+
+
 def open_storage(
     url: str,
     *,
@@ -198,7 +241,6 @@ def open_storage(
     import random
     import time
 
-    import optuna
     from sqlalchemy.exc import (
         ArgumentError,
         IntegrityError,
@@ -208,41 +250,14 @@ def open_storage(
     )
 
     progress = progress or stderr_progress
-    engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        if str(path) not in ("", ":memory:") and not str(path).startswith("file:"):
-            if read_only:
-                url = _readable_sqlite_url(path, progress)
-            else:
-                _prepare_sqlite(path)
-        # several local workers share the file: wait for the lock instead of failing
-        engine_kwargs["connect_args"] = {"timeout": 60}
-    else:
-        engine_kwargs["pool_pre_ping"] = True
+    url, engine_kwargs = _engine_setup(url, read_only, progress)
     attempt = races = 0
     while True:
         attempt += 1
         try:
-            storage = optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, skip_table_creation="immutable=1" in url
-            )
-            if url.startswith("sqlite"):
-                _serialize_sqlite_writes(storage.engine)
-            if heartbeat:
-                set_heartbeat(storage, heartbeat)
-            return storage
-        except (ArgumentError, NoSuchModuleError) as exc:
-            raise StorageError(
-                f"bad storage URL {mask_url(url)!r}: {_short(exc)} (expected e.g. "
-                f"sqlite:///studies/x.db or postgresql://user@host/db)"
-            ) from None
-        except ImportError:
-            raise StorageError(
-                f"no database driver for {mask_url(url)!r}: install one (pip install "
-                f"'autofreeze[postgres]' for postgresql://, 'autofreeze[mysql]' and a "
-                f"mysql+pymysql:// URL for MySQL)"
-            ) from None
+            return _rdb_storage(url, engine_kwargs, heartbeat)
+        except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+            raise _unusable_url(url, exc) from None
         except (IntegrityError, ProgrammingError, OperationalError) as exc:
             if _creation_race(exc) and races < CREATION_RETRIES:
                 races += 1  # another process is creating the same tables: let it finish

@@ -24,9 +24,18 @@ SAME_STUDY = {
 }
 
 
-RUNTIME_TRAINING = {"device", "amp", "channels_last", "compile", "eval_batch_size",
-                    "feature_cache", "cache_size", "seed", "data_memory",
-                    "decode_workers"}  # fmt: skip
+RUNTIME_TRAINING = {
+    "device",
+    "amp",
+    "channels_last",
+    "compile",
+    "eval_batch_size",
+    "feature_cache",
+    "cache_size",
+    "seed",
+    "data_memory",
+    "decode_workers",
+}
 
 
 def config_changes(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -47,11 +56,14 @@ def check_same_study(study: optuna.Study, cfg: StudyConfig) -> None:
     """A study that holds trials goes on only with the config they ran (metric and direction,
     backbone, data, search space, training); anything else would mix incomparable trials."""
     trials = study.get_trials(deepcopy=False)
-    stored = study.user_attrs.get(records.CONFIG)
+    stored = records.config(study)
     changes = config_changes(stored, cfg.to_dict()) if stored and trials else []
     if (has := [d.name.lower() for d in study.directions]) != cfg.study.directions:
-        changes.insert(0, f"the study {'/'.join(has)}s, [study] metric/objectives "
-                          f"{'/'.join(cfg.study.directions)}")  # fmt: skip
+        changes.insert(
+            0,
+            f"the study {'/'.join(has)}s, [study] metric/objectives "
+            f"{'/'.join(cfg.study.directions)}",
+        )
     if changes:
         more = f" (and {len(changes) - 2} more)" if len(changes) > 2 else ""
         raise ConfigError(
@@ -75,13 +87,13 @@ def stored_config(
 ) -> StudyConfig:
     """The config the study runs, as its search stored it; ``url`` is the storage's real URL
     (the stored one is masked)."""
-    stored = study.user_attrs.get(records.CONFIG)
+    stored = records.config(study)
     if stored is None:
         raise ConfigError(
             f"study {study.study_name!r} has no stored autofreeze config; "
             "run `autofreeze search CONFIG` to create it"
         )
-    folder = Path(study.user_attrs.get(records.CONFIG_DIR, "."))
+    folder = Path(records.config_dir(study))
     base = folder if folder.is_dir() else Path.cwd()
     return parse_config(
         stored,
