@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt $(wildcard plugins/*/pyproject.toml)
 	touch $(STAMP)
 
 test: $(STAMP)
-	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium for tests/test_browser.py"; \
+	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium for tests/review/test_browser.py"; \
 	  (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq chromium >/dev/null 2>&1 || \
 	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) </dev/null || \
 	  echo "chromium not installed: the browser tests will be skipped"; }

@@ -6,7 +6,7 @@ Run: .venv/bin/python benchmarks/soak.py [--rounds 10] [--storage sqlite|postgre
      [--seed 0] [--epochs 4] [--trials 10]
 Writes docs/benchmarks.md (section "Kill and resume soak"). PostgreSQL rounds need the server
 at 127.0.0.1:5432 (user postgres, trust auth); each round gets a database of its own, dropped
-after it. The test suite runs a short version (tests/test_faults.py).
+after it. The test suite runs a short version (tests/search/test_faults.py).
 
 Checked after each round (see :func:`violations`): exactly the budget counted, every baseline
 finished exactly once, nothing RUNNING or WAITING, every trial cut short re-run by a retry,

@@ -223,7 +223,7 @@ def forget_artifact(run: Any, artifact_id: str) -> None:
 
     Optuna has no public call for it: an artifact's entry is the study system attribute
     ``artifacts:<id>`` (``optuna.artifacts``), and optuna-dashboard skips entries set to
-    ``null``. tests/test_dashboard.py fails if a new Optuna lists a replaced report again.
+    ``null``. tests/review/test_dashboard.py fails if a new Optuna lists a replaced report again.
     """
     run.on.storage.set_study_system_attr(run.on.study_id, ARTIFACT_PREFIX + artifact_id, "null")
 

@@ -6,12 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 import autofreeze
-from autofreeze.cli import cli
 from autofreeze.plugins.builtin.datasets import digits
+from tests.commands import invoke
 
 CONFIG = """
 [study]
@@ -41,11 +40,6 @@ boundary = [2, 5]
 schedules = "static"
 init = "pretrained"
 """
-
-
-def invoke(*args: str):
-    result = CliRunner().invoke(cli, list(args))
-    return result
 
 
 @pytest.fixture(scope="module")

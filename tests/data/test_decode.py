@@ -22,7 +22,7 @@ from autofreeze.data.images import ImageSet, to_tensors
 from autofreeze.data.tensors import DiskImages, TensorSplit
 from autofreeze.errors import DatasetError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
 

@@ -39,7 +39,7 @@ pytestmark = pytest.mark.skipif(
     reason="chromium is not installed (make test installs it: apt-get install -y chromium)",
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 METRIC = "val_accuracy"
 IMAGE = re.compile(r"!\[[^\]]*\]\((/artifacts/[^)\s]+)\)")
 

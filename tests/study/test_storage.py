@@ -9,15 +9,10 @@ import sqlite3
 import subprocess
 
 import pytest
-from click.testing import CliRunner
 
-from autofreeze.cli import cli
 from autofreeze.study.storage import mask_url
+from tests.commands import invoke
 from tests.studies import write_study
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args))
 
 
 @pytest.mark.parametrize(

@@ -18,23 +18,18 @@ from pathlib import Path
 
 import optuna
 import pytest
-from click.testing import CliRunner
 from optuna.trial import TrialState, create_trial
 
-from autofreeze.cli import cli
 from autofreeze.review.format import duration
 from autofreeze.review.summary import COMPARISON_COLUMNS, TRIAL_COLUMNS
 from autofreeze.review.tables import LABELS
 from autofreeze.review.timing import eta
 from autofreeze.study import records
+from tests.commands import invoke
 from tests.studies import write_study
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def load(config: Path, name: str) -> optuna.Study:

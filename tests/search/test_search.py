@@ -11,14 +11,10 @@ from optuna.trial import TrialState
 
 from autofreeze.cli import cli
 from autofreeze.recipes import BASELINE_NAMES
+from tests.commands import invoke
 from tests.studies import write_study
 
 BASELINES = set(BASELINE_NAMES)
-
-
-def invoke(*args: str):
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    return result
 
 
 def load(config, name="tiny"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -11,29 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from autofreeze.cli import cli
 from autofreeze.plugins.registry import Registry
+from tests.commands import invoke, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``python -m autofreeze ...`` in a real subprocess (offline, as in conftest)."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    return subprocess.run(
-        [sys.executable, "-m", "autofreeze", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=timeout,
-    )
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args))
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def error_line(result, exit_code: int = 1) -> str:

@@ -17,15 +17,15 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from autofreeze.cli import cli
 from autofreeze.core.backbones import Backbone
 from autofreeze.data.images import ImageDataset, ImageSet
 from autofreeze.errors import PluginError, UnknownNameError
 from autofreeze.hookspecs import hookimpl
 from autofreeze.plugins.manager import DISABLE_ENV, make_plugin_manager
 from autofreeze.plugins.registry import Registry, get_registry
+from tests.commands import invoke
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATASETS_PLUGIN = "autofreeze.plugins.builtin.datasets"
 
 
@@ -73,10 +73,6 @@ class ExamplePlugin:
     @hookimpl
     def register_datasets(self, register):
         register("two-squares", two_squares, description="dark and bright squares")
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args))
 
 
 def one_error_line(result) -> str:

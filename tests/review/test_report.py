@@ -10,12 +10,10 @@ import re
 
 import optuna
 import pytest
-from click.testing import CliRunner
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 from plotly.offline import get_plotlyjs
 
-from autofreeze.cli import cli
 from autofreeze.config import load_config
 from autofreeze.progress import quiet
 from autofreeze.review import figures, story, study_story
@@ -24,13 +22,10 @@ from autofreeze.review.report import freeze_map_html, render_report, write_repor
 from autofreeze.review.trial_figures import phase_changes
 from autofreeze.search.run import run_search
 from autofreeze.study import best_trial, records
+from tests.commands import invoke
 from tests.studies import write_study
 
 METRIC = "val_accuracy"
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args))
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,12 @@ import shutil
 import subprocess
 
 import pytest
-from click.testing import CliRunner
 
-from autofreeze.cli import cli
 from autofreeze.config import load_config
+from tests.commands import invoke
 from tests.studies import write_study
 
 CUDA = __import__("torch").cuda.is_available()
-
-
-def run_cli(*args: str):
-    return CliRunner().invoke(cli, list(args))
 
 
 def assert_one_line_error(result, *needles: str, code: int = 1) -> str:
@@ -42,7 +37,7 @@ def existing(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("cfg")
     config = write_study(folder, "keep", n_trials=2, study_extra="baselines = false")
-    assert run_cli("search", str(config)).exit_code == 0
+    assert invoke("search", str(config)).exit_code == 0
     (folder / "garbage.pth").write_bytes(b"\x00\x01 not a checkpoint " * 8)
     torch.save({"state_dict": {}, "args": argparse.Namespace(lr=0.1)}, folder / "namespace.pth")
     other = Registry().create_backbone("test_resnet", num_classes=3).model.state_dict()
@@ -163,7 +158,7 @@ def test_bad_input_is_one_line_and_leaves_the_study_byte_identical(
         args[args.index(IMMUTABLE)] = f"sqlite:///{copy}"
     before = study_bytes(existing)
     files = sorted(p.name for p in folder.rglob("*"))
-    result = run_cli("search", str(bad), *args)
+    result = invoke("search", str(bad), *args)
     assert_one_line_error(result, *needles, code=code)
     assert study_bytes(existing) == before, what
     assert sorted(p.name for p in folder.rglob("*")) == files, "a bad input left a file behind"
@@ -176,25 +171,25 @@ def test_the_bad_input_table_covers_every_kind():
 def test_not_toml_and_missing_file(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[study\nname = 1")
-    assert_one_line_error(run_cli("search", str(bad)), "not valid TOML")
-    assert_one_line_error(run_cli("search", str(tmp_path / "nope.toml")), "not found")
+    assert_one_line_error(invoke("search", str(bad)), "not valid TOML")
+    assert_one_line_error(invoke("search", str(tmp_path / "nope.toml")), "not found")
 
 
 def test_storage_that_cannot_be_opened_masks_the_password(tmp_path):
     config = write_study(tmp_path, n_trials=1)
     url = "postgresql://autofreeze:s3cret@127.0.0.1:1/nowhere"
-    out = assert_one_line_error(run_cli("search", str(config), "--storage", url), "cannot open")
+    out = assert_one_line_error(invoke("search", str(config), "--storage", url), "cannot open")
     assert "s3cret" not in out and "***" in out
     out = assert_one_line_error(
-        run_cli("best", "--storage", "nosuchdb://x", "--study-name", "a"), "bad storage URL"
+        invoke("best", "--storage", "nosuchdb://x", "--study-name", "a"), "bad storage URL"
     )
 
 
 def test_usage_errors_exit_2(tmp_path):
     config = write_study(tmp_path, n_trials=1)
-    assert run_cli("search", str(config), "--n-trials", "0").exit_code == 2
-    assert run_cli("best").exit_code == 2
-    assert run_cli("train", str(config), "--out", "x.safetensors").exit_code == 2
+    assert invoke("search", str(config), "--n-trials", "0").exit_code == 2
+    assert invoke("best").exit_code == 2
+    assert invoke("train", str(config), "--out", "x.safetensors").exit_code == 2
 
 
 def test_cli_flags_override_config_values(tmp_path):
