@@ -7,6 +7,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SRC := $(wildcard autofreeze tests plugins benchmarks)
+# test processes side by side (pytest-xdist), each test file on one of them; each uses one torch
+# thread then (tests/conftest.py), so two of them fill two cores instead of fighting over them
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: test check quickstart lint venv clean constraints
 
@@ -25,13 +29,13 @@ test: $(STAMP)
 	  echo "chromium not installed: the browser tests will be skipped"; }
 	$(BIN)/ruff check $(SRC)
 	$(BIN)/ruff format --check $(SRC)
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # the fast tier: lint, then every test not marked slow (under 3 minutes on 2 cores)
 check: $(STAMP)
 	$(BIN)/ruff check $(SRC)
 	$(BIN)/ruff format --check $(SRC)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # record the versions of the venv (after `pip install -U ...` and a `make test` that passed)
 constraints: $(STAMP)

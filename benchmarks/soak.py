@@ -113,10 +113,17 @@ def _wait_gone(pids: list[int], timeout: float) -> None:
         time.sleep(0.2)
 
 
-def soak_round(
-    folder: Path, index: int, storage: str, rng: random.Random, trials: int, epochs: int
+def soak_round(  # noqa: PLR0913 - one round's settings, each from soak()'s command line
+    folder: Path,
+    index: int,
+    storage: str,
+    rng: random.Random,
+    trials: int,
+    epochs: int,
+    latest: float = 20.0,
 ) -> Round:
-    """One study: a search with one fault at a random moment, then the same search resumed."""
+    """One study: a search with one fault at a random moment (1 to ``latest`` seconds after
+    its workers started), then the same search resumed."""
     url = f"sqlite:///{folder}/soak{index}.db" if storage == "sqlite" else new_pg_database()
     name = f"soak{index}"
     # the product's default: the dashboard output on, so faults meet it too
@@ -129,7 +136,7 @@ def soak_round(
         study_extra="heartbeat = 2",
         dashboard=True,
     )
-    r = Round(storage, rng.choice(TARGETS), rng.choice(list(SIGNALS)), rng.uniform(1.0, 20.0))
+    r = Round(storage, rng.choice(TARGETS), rng.choice(list(SIGNALS)), rng.uniform(1.0, latest))
     t0 = time.perf_counter()
     try:
         proc = _search(config, url, folder / f"{name}.log")
@@ -168,13 +175,14 @@ def soak(
     trials: int = 10,
     epochs: int = 4,
     progress=print,
+    latest: float = 20.0,
 ) -> list[Round]:
     rng = random.Random(seed)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(rounds):
             storage = storages[i % len(storages)]
-            r = soak_round(Path(tmp), i, storage, rng, trials, epochs)
+            r = soak_round(Path(tmp), i, storage, rng, trials, epochs, latest)
             progress(
                 f"round {i + 1}/{rounds} {storage}: {r.signal} to the {r.target} after "
                 f"{r.after:.1f}s -> exit {r.exit_code}, resumed {r.resumed_code}, "

@@ -15,7 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def _few_threads():
     import torch
 
-    torch.set_num_threads(2)
+    # one thread per test process when pytest-xdist runs two of them side by side
+    torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture

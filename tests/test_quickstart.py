@@ -7,6 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the real quickstart config: the full suite, not `make check`
+
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

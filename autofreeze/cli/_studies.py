@@ -226,7 +226,8 @@ def worker(
             connect_attempts=connect_attempts,
             wait=wait,
             progress=display,
-            observers=[display, Publisher(display)],
+            # a worker of `autofreeze search` leaves the study's view to the search
+            observers=[display, Publisher(display, study_view=not relay)],
         )
     (display.detail if relay else display.print)(f"worker done: {ran} trials run")
 

@@ -54,8 +54,11 @@ class Publisher:
     it writes by comes from the storage's public lookups (``run.on``).
     """
 
-    def __init__(self, progress: Progress = quiet) -> None:
+    def __init__(self, progress: Progress = quiet, *, study_view: bool = True) -> None:
+        """``study_view=False``: a worker whose search writes the study's view when all its
+        workers are done (``autofreeze worker --relay``) leaves it to the search."""
         self.progress = progress
+        self.study_view = study_view
         self.cfg: Any = None
         self.enabled = False
         self._store: Any = None
@@ -148,7 +151,7 @@ class Publisher:
 
     def ended(self, run: Any) -> None:
         """The study's note, figures and report (at the end of a run, by any worker)."""
-        if not self.enabled:
+        if not self.enabled or not self.study_view:
             return
         from optuna_dashboard import save_note, save_plotly_graph_object
 

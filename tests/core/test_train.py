@@ -140,6 +140,7 @@ def test_lr_factor_warms_up_linearly_then_decays_on_a_cosine_to_zero():
     assert factors == sorted(factors, reverse=True)
 
 
+@pytest.mark.slow
 def test_compiled_training_stays_correct_at_phase_changes(monkeypatch):
     """With ``[training] compile = true``, blocks that gradual unfreezing releases do get
     gradients and train, and frozen ones do not; the trainer compiles once per phase. (Dynamo

@@ -132,6 +132,7 @@ def writer(folder: Path, paths: list[str], slow: bool) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_a_crash_while_writing_leaves_nothing_that_is_later_read(tmp_path):
     images = pictures(tmp_path / "img", 40)
     store = tmp_path / "store"
@@ -155,6 +156,7 @@ def test_a_crash_while_writing_leaves_nothing_that_is_later_read(tmp_path):
     assert f"sum {int(expected)}" in out
 
 
+@pytest.mark.slow
 def test_two_processes_started_together_decode_once(tmp_path):
     images = pictures(tmp_path / "img", 30)
     store = tmp_path / "store"
@@ -204,6 +206,7 @@ print((peak - before) // 2**20, round(total, 1))
 BOUND_MB = 128
 
 
+@pytest.mark.slow
 def test_a_split_larger_than_the_bound_streams_with_flat_memory(tmp_path):
     """A 287 MB uint8 file (2.2x a bound of 128 MB) read by random batches and in order:
     the process grows by less than the bound (resident memory sampled at every batch), while

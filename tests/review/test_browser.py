@@ -34,10 +34,13 @@ from autofreeze.search.run import run_search
 from tests.browser import CHROMIUM, dashboard, hex_rgb, render, screenshot_colours, visible_text
 from tests.studies import write_study
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="chromium is not installed (make test installs it: apt-get install -y chromium)",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="chromium is not installed (make test installs it: apt-get install -y chromium)",
+    ),
+]
 
 REPO = Path(__file__).resolve().parents[2]
 METRIC = "val_accuracy"

@@ -82,6 +82,7 @@ def test_quiet_prints_nothing_on_stderr_and_verbose_prints_every_epoch(folder):
     assert invoke("search", str(loud), "-q", "-v").exit_code == 2
 
 
+@pytest.mark.slow
 def test_the_parent_of_workers_shows_none_of_their_epoch_lines(folder):
     config = write_study(folder, "pair", n_trials=4, epochs=2)
     result = invoke("search", str(config), "--workers", "2")
@@ -93,6 +94,7 @@ def test_the_parent_of_workers_shows_none_of_their_epoch_lines(folder):
 
 
 # -- a terminal: the live area -----------------------------------------------------------------
+@pytest.mark.slow
 def test_on_a_terminal_the_live_area_shows_the_running_trial_and_the_best(folder):
     config = write_study(folder, "live", n_trials=3, epochs=6, per_class=12)
     master, slave = os.openpty()

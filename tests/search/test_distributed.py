@@ -14,37 +14,30 @@ from tests.processes import (
     assert_budget_kept,
     start,
     trials,
-    trials_per_minute,
     wait_for,
 )
 from tests.studies import write_study
 
+pytestmark = pytest.mark.slow  # real processes: the full suite, not `make check`
 
-def test_two_cpu_workers_on_sqlite_beat_one(tmp_path):
-    rates = {}
-    for workers in (1, 2):
-        # enough work per trial (32 px, 144 images) that training, not bookkeeping, dominates
-        config = write_study(
-            tmp_path, f"w{workers}", n_trials=12, epochs=3, pruner="none", per_class=48, size=32
-        )
-        log = tmp_path / f"w{workers}.log"
-        # -v: the workers' trial lines reach the log, labelled by worker
-        proc = start("search", str(config), "--workers", str(workers), "-v", log=log)
-        assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
-        found = trials(f"sqlite:///{tmp_path}/w{workers}.db", f"w{workers}")
-        assert len(found) == 12
-        assert_budget_kept(found, 12)
-        rates[workers] = trials_per_minute(found)
-        if workers == 2:
-            text = log.read_text()
-            assert "[cpu0]" in text and "[cpu1]" in text
-            # each worker samples with a seed of its own: no two searched trials are the same
-            searched = [
-                tuple(sorted(t.params.items())) for t in found if "baseline" not in t.user_attrs
-            ]
-            assert len(searched) == 6 and len(set(searched)) == 6, searched
-    print(f"trials per minute: 1 worker {rates[1]:.1f}, 2 workers {rates[2]:.1f}")
-    assert rates[2] > rates[1]
+
+def test_two_cpu_workers_share_one_sqlite_study(tmp_path):
+    """Two worker processes on one SQLite study: both run trials (their lines are labelled),
+    the budget holds, and each samples with a seed of its own. Whether two workers beat one is
+    a measurement, not a test: benchmarks/distributed.py measures it side by side."""
+    config = write_study(tmp_path, "w2", n_trials=12, epochs=2, pruner="none")
+    log = tmp_path / "w2.log"
+    # -v: the workers' epoch lines reach the log, labelled by worker
+    proc = start("search", str(config), "--workers", "2", "-v", log=log)
+    assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
+    found = trials(f"sqlite:///{tmp_path}/w2.db", "w2")
+    assert len(found) == 12
+    assert_budget_kept(found, 12)
+    text = log.read_text()
+    assert "[cpu0]" in text and "[cpu1]" in text
+    # each worker samples with a seed of its own: no two searched trials are the same
+    searched = [tuple(sorted(t.params.items())) for t in found if "baseline" not in t.user_attrs]
+    assert len(searched) == 6 and len(set(searched)) == 6, searched
 
 
 def test_postgres_study_with_a_second_machine_worker(tmp_path, pg_url):
