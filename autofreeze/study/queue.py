@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import optuna
 from optuna.storages import BaseStorage
@@ -40,8 +41,9 @@ class StudyOnStorage:
     study: optuna.Study
     storage: BaseStorage
 
-    @property
+    @cached_property
     def study_id(self) -> int:
+        """The study's id in the storage (looked up once: a study keeps its id)."""
         return self.storage.get_study_id_from_name(self.study.study_name)
 
     def trial_id(self, number: int) -> int:
