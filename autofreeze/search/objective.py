@@ -30,6 +30,7 @@ from autofreeze.progress import Progress, detail, quiet
 from autofreeze.runs.prepare import Prepared
 from autofreeze.search.space import SearchSpace
 from autofreeze.study import records
+from autofreeze.study.retries import requeue_over_budget
 
 
 class TrialFailed(RuntimeError):
@@ -218,10 +219,7 @@ class Objective:
         if records.claimed_ahead(trials, trial.number) < n_trials:
             return
         trial.set_user_attr(records.OVER_BUDGET, True)
-        frozen = next(t for t in trials if t.number == trial.number)
-        queued = frozen.system_attrs.get("fixed_params")
-        if queued:
-            study.enqueue_trial(queued, user_attrs=records.retry_attrs(frozen))
+        requeue_over_budget(study, next(t for t in trials if t.number == trial.number))
         raise OverBudget(f"trial {trial.number}: the budget of {n_trials} was taken by others")
 
     @staticmethod

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from autofreeze.study.opening import open_study, wait_for_study
 from autofreeze.study.results import best_plan, best_trial, budget, pareto_front, trial_plan
-from autofreeze.study.retries import requeue_interrupted, requeue_lost
+from autofreeze.study.retries import requeue_interrupted, requeue_lost, requeue_over_budget
 from autofreeze.study.sampling import (
     make_pruner,
     make_sampler,
@@ -29,6 +29,7 @@ __all__ = [
     "pareto_front",
     "requeue_interrupted",
     "requeue_lost",
+    "requeue_over_budget",
     "run_stream",
     "sampler_seed",
     "store_config",

@@ -9,7 +9,7 @@ import warnings
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from autofreeze.progress import Progress
 from autofreeze.study import records
@@ -54,6 +54,14 @@ def requeue_interrupted(study: optuna.Study, number: int | None, progress: Progr
 
 
 MAX_RETRY = 3  # re-runs of one trial whose worker died before it is left failed
+
+
+def requeue_over_budget(study: optuna.Study, trial: FrozenTrial) -> None:
+    """A queued plan (a recipe, a prior) whose trial lost the race for the last of the budget
+    never ran: it goes back to the queue, linked to the trial it replaces."""
+    queued = trial.system_attrs.get("fixed_params")  # the plan enqueue_trial stored
+    if queued:
+        study.enqueue_trial(queued, user_attrs=records.retry_attrs(trial))
 
 
 def retry_callback() -> Any:
