@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 
 import pytest
@@ -9,6 +10,12 @@ from autofreeze.testing import tiny_split as tensor_split
 from tests.processes import STARTED, drop_pg_database, new_pg_database
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# A suite started in the background by a shell without job control (`make test &` in a
+# script) inherits SIGINT ignored, and so would every process a test starts: the tests that
+# press Ctrl-C on a search need what a terminal gives, Python's KeyboardInterrupt.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
