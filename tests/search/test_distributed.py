@@ -31,12 +31,15 @@ def test_two_cpu_workers_share_one_sqlite_study(tmp_path):
     proc = start("search", str(config), "--workers", "2", "-v", log=log)
     assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
     found = trials(f"sqlite:///{tmp_path}/w2.db", "w2")
-    assert len(found) == 12
+    # twelve trials ran; a worker that lost the race for the last place records a trial that
+    # never ran (over_budget), which happens or not depending on the timing
+    ran = [t for t in found if not t.user_attrs.get("over_budget")]
+    assert len(ran) == 12
     assert_budget_kept(found, 12)
     text = log.read_text()
     assert "[cpu0]" in text and "[cpu1]" in text
     # each worker samples with a seed of its own: no two searched trials are the same
-    searched = [tuple(sorted(t.params.items())) for t in found if "baseline" not in t.user_attrs]
+    searched = [tuple(sorted(t.params.items())) for t in ran if "baseline" not in t.user_attrs]
     assert len(searched) == 6 and len(set(searched)) == 6, searched
 
 
