@@ -73,3 +73,11 @@ def mysql_url():
         with admin.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
         admin.close()
+
+
+def pytest_collection_modifyitems(items):
+    """Files with slow tests run first, each file kept whole (its module fixtures built once):
+    with two xdist processes the long files start at once and the short ones fill in behind
+    them, instead of one long file starting last while the other process has nothing left."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # a stable sort
