@@ -163,13 +163,15 @@ def run_search(
     run = Run(on, cfg, workers=len(specs), reevaluate=True)
     told = Observers(observers, progress)
     told.started(run)
-    objective = Objective(prepared, space, progress)
+    objective: Objective | None = None  # built where this process trains: trials, re-runs
     if len(specs) == 1 and specs[0].device == "cpu":
+        objective = Objective(prepared, space, progress)
         run_trials(run, objective, told, progress)
     else:
         run_workers(specs, cfg.study.name, cfg.storage_url, progress)
     # the budget is spent: name the best (a multi-objective study keeps its Pareto front)
     if budget(study)[0] >= (cfg.study.n_trials or 0) and not cfg.study.objectives:
+        objective = objective or Objective(prepared, space, progress)
         reevaluate(
             study,
             cfg.study.reevaluate,
