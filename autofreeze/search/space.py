@@ -6,6 +6,12 @@ itself, whether it contains a value, and the nearest value it allows (what a bas
 clamped to). :class:`SearchSpace` reads like docs/search_space.md: the boundary, the schedule
 and its own knobs (conditional on the schedule), the learning rates per group, BatchNorm
 handling and the initialisation. Fixed entries are not suggested; they are still in the plan.
+
+The space is conditional on the boundary (Optuna's define-by-run): the boundary is suggested
+first, then only what can change training at that boundary. A parameter that cannot (the
+backbone LR ratio when no block trains, say) is not suggested and takes its value in
+:data:`DEFAULT` moved into the configured range; with every block frozen the plan is static and
+pretrained (:meth:`SearchSpace.structure`), so no plan contradicts itself.
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ from autofreeze.errors import ConfigError
 from autofreeze.plan import FreezePlan
 from autofreeze.plugins.registry import Registry
 from autofreeze.schedules import Budget, Knob
+
+# what a plan says where a parameter cannot change its training: the plan's own defaults
+# (static, pretrained, eval, no layer decay), numbers moved into the configured ranges
+DEFAULT = FreezePlan(boundary=0)
 
 
 class Dimension(Protocol):
@@ -175,10 +185,31 @@ def boundary_dimension(boundary: Any, n_blocks: int) -> Dimension:
     return numbers(low, high, integer=True)
 
 
+def below_head_only(boundary: Dimension, n_blocks: int, notes: list[str]) -> Dimension:
+    """``boundary`` without ``n_blocks``, for a space whose only init is ``scratch``: a head
+    trained on random frozen blocks learns nothing the backbone could transfer."""
+    high = getattr(boundary, "high", getattr(boundary, "value", 0))
+    low = getattr(boundary, "low", high)
+    if high < n_blocks:
+        return boundary
+    if low >= n_blocks:
+        raise ConfigError(
+            f'[search] boundary = {n_blocks} freezes every block and init = "scratch" makes them '
+            f'random: the head would train on random features; allow init = "pretrained" or a '
+            f"boundary below {n_blocks}"
+        )
+    notes.append(
+        f'[search] init = "scratch": boundary {n_blocks} (every block frozen) would train the '
+        f"head on random features; searching boundary {low}..{n_blocks - 1}"
+    )
+    return numbers(low, n_blocks - 1, integer=True)
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """The search space of one study on one backbone, every entry parsed and checked."""
 
+    n_blocks: int  # boundary n_blocks freezes every block: the head trains alone
     boundary: Dimension
     schedule: Dimension
     knobs: dict[str, dict[str, Dimension]]  # schedule -> knob -> dimension
@@ -209,10 +240,13 @@ class SearchSpace:
                     f"[search.knobs.{sched}]: schedule {sched!r} is not in [search] schedules "
                     f"{search.schedules}"
                 )
+        notes: list[str] = []
         boundary = boundary_dimension(search.boundary, n_blocks)
+        init = choices(search.init)
+        if DEFAULT.init not in init:
+            boundary = below_head_only(boundary, n_blocks, notes)
         lowest = int(getattr(boundary, "low", getattr(boundary, "value", 0)))
         budget = Budget(epochs, n_blocks, lowest) if epochs else None
-        notes: list[str] = []
         knobs = {}
         for sched in search.schedules:
             declared = registry.get_schedule(sched).knobs
@@ -228,6 +262,7 @@ class SearchSpace:
                 k.name: knob_dimension(k, given.get(k.name), where, budget, notes) for k in declared
             }
         return cls(
+            n_blocks=n_blocks,
             boundary=boundary,
             schedule=choices(search.schedules),
             knobs=knobs,
@@ -242,45 +277,93 @@ class SearchSpace:
             layer_decay=_float(search.layer_decay),
             weight_decay=_float(search.weight_decay),
             bn_mode=choices(search.bn_mode),
-            init=choices(search.init),
+            init=init,
             augment=Fixed(None) if search.augment is None else choices(search.augment),
             notes=tuple(notes),
         )
 
+    def structure(self, boundary: int) -> tuple[Dimension, Dimension]:
+        """The schedule and init dimensions at ``boundary``.
+
+        With every block frozen there is nothing to unfreeze: whatever the schedule, the head
+        trains alone, so the plan is the static one (an LP-FT here is a linear probe with an LR
+        drop, gradual unfreezing or FreezeOut a static probe). And a head on random frozen
+        blocks learns nothing the backbone could transfer, so the init is pretrained.
+        """
+        if boundary == self.n_blocks:
+            return Fixed(DEFAULT.schedule), Fixed(DEFAULT.init)
+        return self.schedule, self.init
+
+    def knobs_of(self, schedule: str) -> dict[str, Dimension]:
+        """The knobs of ``schedule`` (none for the static plan of a head-only boundary, also
+        where ``static`` is not among the configured schedules)."""
+        return self.knobs.get(schedule, {})
+
+    def numbers(self, boundary: int, schedule: str) -> dict[str, Dimension]:
+        """The LRs, weight decay, BatchNorm mode and augmentation at ``boundary`` under
+        ``schedule``; one that cannot change training there is fixed at :data:`DEFAULT`'s value
+        moved into its dimension.
+
+        No block trains at ``n_blocks``: the backbone LR ratio has nothing to scale. With one
+        trainable block, layer decay has no second block to decay toward. At boundary 0 under
+        the static schedule no block is ever frozen, so the BatchNorm mode of frozen blocks has
+        nothing to apply to (elsewhere it matters, also with every block frozen: ``train`` and
+        ``frozen`` normalise with batch statistics, ``eval`` with the running ones).
+        """
+        dims = {
+            "head_lr": self.head_lr,
+            "backbone_lr_ratio": self.backbone_lr_ratio,
+            "layer_decay": self.layer_decay,
+            "weight_decay": self.weight_decay,
+            "bn_mode": self.bn_mode,
+            "augment": self.augment,
+        }
+        trained = self.n_blocks - boundary  # blocks that ever train
+        idle = {
+            "backbone_lr_ratio": trained == 0,
+            "layer_decay": trained <= 1,
+            "bn_mode": boundary == 0 and schedule == DEFAULT.schedule,
+        }
+        return {
+            name: Fixed(dim.clamp(getattr(DEFAULT, name))) if idle.get(name) else dim
+            for name, dim in dims.items()
+        }
+
     def suggest(self, trial: optuna.Trial) -> FreezePlan:
-        """Ask ``trial`` for one freeze plan (parameter names as in ``FreezePlan.to_params``)."""
-        schedule = self.schedule.suggest(trial, "schedule")
+        """Ask ``trial`` for one freeze plan (parameter names as in ``FreezePlan.to_params``):
+        the boundary first, then only what can change training at that boundary."""
+        boundary = self.boundary.suggest(trial, "boundary")
+        schedules, inits = self.structure(boundary)
+        schedule = schedules.suggest(trial, "schedule")
         return FreezePlan(
-            boundary=self.boundary.suggest(trial, "boundary"),
+            boundary=boundary,
             schedule=schedule,
             schedule_params={
                 name: dim.suggest(trial, f"{schedule}.{name}")
-                for name, dim in self.knobs[schedule].items()
+                for name, dim in self.knobs_of(schedule).items()
             },
-            head_lr=self.head_lr.suggest(trial, "head_lr"),
-            backbone_lr_ratio=self.backbone_lr_ratio.suggest(trial, "backbone_lr_ratio"),
-            layer_decay=self.layer_decay.suggest(trial, "layer_decay"),
-            weight_decay=self.weight_decay.suggest(trial, "weight_decay"),
-            bn_mode=self.bn_mode.suggest(trial, "bn_mode"),
-            init=self.init.suggest(trial, "init"),
-            augment=self.augment.suggest(trial, "augment"),
+            init=inits.suggest(trial, "init"),
+            **{
+                name: dim.suggest(trial, name)
+                for name, dim in self.numbers(boundary, schedule).items()
+            },
         )
 
     def clamp(self, plan: FreezePlan) -> FreezePlan | None:
         """The plan moved into the space, or ``None`` if its structure is outside it.
 
         The structure (boundary, schedule, init) is what a recipe is; it is kept or the plan
-        is rejected. Numbers and the BatchNorm mode move to the nearest allowed value.
+        is rejected (a head-only plan must be static and pretrained). Numbers and the BatchNorm
+        mode move to the nearest allowed value, or to the value :meth:`suggest` fixes where
+        they cannot change training: enqueued, the plan runs exactly as returned.
         """
-        structure = (
-            (self.boundary, plan.boundary),
-            (self.schedule, plan.schedule),
-            (self.init, plan.init),
-        )
-        if not all(value in dim for dim, value in structure):
+        if plan.boundary not in self.boundary:
+            return None
+        schedules, inits = self.structure(plan.boundary)
+        if plan.schedule not in schedules or plan.init not in inits:
             return None
         knobs = {}
-        for name, dim in self.knobs[plan.schedule].items():
+        for name, dim in self.knobs_of(plan.schedule).items():
             if name in plan.schedule_params:
                 knobs[name] = dim.clamp(plan.schedule_params[name])
             elif isinstance(dim, Fixed):  # a knob the recipe leaves open, fixed by the config
@@ -289,11 +372,9 @@ class SearchSpace:
             boundary=plan.boundary,
             schedule=plan.schedule,
             schedule_params=knobs,
-            head_lr=self.head_lr.clamp(plan.head_lr),
-            backbone_lr_ratio=self.backbone_lr_ratio.clamp(plan.backbone_lr_ratio),
-            layer_decay=self.layer_decay.clamp(plan.layer_decay),
-            weight_decay=self.weight_decay.clamp(plan.weight_decay),
-            bn_mode=self.bn_mode.clamp(plan.bn_mode),
             init=plan.init,
-            augment=self.augment.clamp(plan.augment),  # a recipe takes the first policy listed
+            **{  # a recipe takes the first augmentation policy listed
+                name: dim.clamp(getattr(plan, name))
+                for name, dim in self.numbers(plan.boundary, plan.schedule).items()
+            },
         )

@@ -251,3 +251,142 @@ def test_the_head_lr_is_searched_only_where_the_head_can_move():
     narrow = SearchSection.model_validate({"head_lr": [1e-5, 1e-4]})  # all below: the top
     s = SearchSpace.from_config(narrow, REGISTRY, 5, 8, head_lr_floor=floor)
     assert s.head_lr == Fixed(1e-4)
+
+
+ALL_SCHEDULES = ["static", "gradual", "lp_ft", "freezeout", "autofreeze"]
+
+
+def conditional_space(**search) -> SearchSpace:
+    search = {"schedules": ALL_SCHEDULES, "bn_mode": ["eval", "train", "frozen"], **search}
+    return budget_space(12, **search)
+
+
+def sampled(s: SearchSpace, n: int, sampler: optuna.samplers.BaseSampler) -> list:
+    """``n`` plans of a real in-memory study, each told, with the params the trial was asked."""
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    out = []
+    for i in range(n):
+        trial = study.ask()
+        plan = s.suggest(trial)
+        study.tell(trial, (i * 0.37) % 1.0)
+        out.append((plan, study.trials[-1].params))
+    return out
+
+
+def test_no_sampled_plan_contradicts_itself_and_every_choice_still_appears():
+    s = conditional_space()
+    plans = sampled(s, 300, optuna.samplers.RandomSampler(seed=0))
+    for plan, params in plans:
+        plan.check(5)
+        if plan.boundary == 5:  # every block frozen: a linear probe of pretrained features
+            assert (plan.schedule, plan.schedule_params, plan.init) == ("static", {}, "pretrained")
+            assert set(params) == {"boundary", "head_lr", "weight_decay", "bn_mode"}
+            assert (plan.backbone_lr_ratio, plan.layer_decay) == (0.1, 1.0)  # in no LR
+        else:
+            assert {"schedule", "init", "backbone_lr_ratio"} <= set(params)
+        assert ("layer_decay" in params) == (plan.boundary <= 3)  # a second block to decay to
+        no_frozen_block = plan.boundary == 0 and plan.schedule == "static"
+        assert ("bn_mode" in params) != no_frozen_block
+    assert {p.boundary for p, _ in plans} == set(range(6))
+    assert {p.schedule for p, _ in plans} == set(ALL_SCHEDULES)
+    assert {p.init for p, _ in plans} == {"pretrained", "scratch"}
+    assert {p.bn_mode for p, _ in plans} == {"eval", "train", "frozen"}
+    for schedule in ALL_SCHEDULES[1:]:  # every unfreezing schedule also at the edges it allows
+        assert {p.boundary for p, _ in plans if p.schedule == schedule} == set(range(5))
+    assert any(p.boundary == 4 and p.init == "scratch" for p, _ in plans)
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_tpe_as_autofreeze_configures_it_samples_the_conditional_space():
+    s = conditional_space()
+    sampler = optuna.samplers.TPESampler(
+        seed=1, multivariate=True, group=True, n_startup_trials=10, constant_liar=True
+    )
+    for plan, _ in sampled(s, 40, sampler):
+        assert plan.boundary < 5 or (plan.schedule, plan.init) == ("static", "pretrained")
+
+
+def test_a_plan_that_contradicts_itself_is_outside_the_space():
+    s = conditional_space()
+    assert s.clamp(FreezePlan(boundary=5, init="scratch")) is None
+    assert s.clamp(FreezePlan(boundary=5, schedule="lp_ft")) is None
+    assert s.clamp(FreezePlan(boundary=5, schedule="gradual")) is None
+    # what cannot change training moves to the value the space fixes there
+    probe = s.clamp(FreezePlan(boundary=5, backbone_lr_ratio=0.3, layer_decay=0.6))
+    assert (probe.backbone_lr_ratio, probe.layer_decay) == (0.1, 1.0)
+    assert s.clamp(FreezePlan(boundary=4, layer_decay=0.6)).layer_decay == 1.0
+    assert s.clamp(FreezePlan(boundary=3, layer_decay=0.6)).layer_decay == 0.6
+    assert s.clamp(FreezePlan(boundary=0, bn_mode="train")).bn_mode == "eval"
+    assert s.clamp(FreezePlan(boundary=0, schedule="gradual", bn_mode="train")).bn_mode == "train"
+
+
+@pytest.mark.parametrize(
+    "search",
+    [
+        {},
+        {"schedules": ["gradual", "lp_ft"]},  # no static: a head-only plan is static all the same
+        {"bn_mode": ["train", "frozen"], "layer_decay": [0.6, 0.9]},
+        {"boundary": [0, 4], "init": "pretrained", "backbone_lr_ratio": [0.2, 0.5]},
+        {"augment": ["flip", "crop"], "knobs": {"lp_ft": {"lp_epochs": [2, 3]}}},
+    ],
+)
+def test_every_recipe_and_prior_clamped_and_enqueued_runs_exactly_its_plan(search):
+    from autofreeze.search.baselines import baseline_plans
+
+    s = conditional_space(**search)
+    named = baseline_plans(s, 5, 12)
+    priors = [FreezePlan(boundary=k, head_lr=3e-3, backbone_lr_ratio=0.3) for k in range(6)]
+    named += [(f"probe_k{p.boundary}", c) for p in priors if (c := s.clamp(p)) is not None]
+    assert len(named) >= 4  # without static: 3 recipes and the head-only prior
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _, plan in named:
+        study.enqueue_trial(plan.to_params())
+    for name, plan in named:
+        trial = study.ask()
+        assert s.suggest(trial) == plan, name
+        study.tell(trial, 0.5)
+
+
+def test_the_linear_probe_recipe_runs_where_static_is_not_listed():
+    from autofreeze.search.baselines import baseline_plans
+
+    got = dict(baseline_plans(conditional_space(schedules=["gradual"]), 5, 12))
+    assert set(got) == {"linear_probe", "gradual_unfreezing"}
+    assert got["linear_probe"].schedule == "static"
+
+
+def test_a_scratch_only_space_never_trains_a_head_on_random_frozen_blocks():
+    s = space(init="scratch")
+    assert s.boundary == Range(0, 4, integer=True)
+    assert any('init = "scratch"' in n and "boundary 0..4" in n for n in s.notes)
+    with pytest.raises(ConfigError, match="random features"):
+        space(init="scratch", boundary=5)
+    assert space(init="scratch", boundary=[1, 3]).notes == ()
+
+
+def test_a_study_begun_by_the_unconditional_space_resumes():
+    # before the space was conditional every trial had every parameter, also a head-only
+    # trial with a schedule and init that contradicted it; its plan is in its user attrs
+    s = conditional_space()
+    old = FreezePlan(boundary=5, schedule="lp_ft", schedule_params={"lp_epochs": 2}, init="scratch")
+    dists = {
+        "boundary": optuna.distributions.IntDistribution(0, 5),
+        "schedule": optuna.distributions.CategoricalDistribution(ALL_SCHEDULES),
+        "lp_ft.lp_epochs": optuna.distributions.IntDistribution(1, 11),
+        "init": optuna.distributions.CategoricalDistribution(["pretrained", "scratch"]),
+        "backbone_lr_ratio": optuna.distributions.FloatDistribution(0.01, 1.0, log=True),
+    }
+    params = {k: v for k, v in old.to_params().items() if k in dists}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=params, distributions=dists, value=0.4, user_attrs={"plan": old.to_dict()}
+        )
+    )
+    for _ in range(30):
+        trial = study.ask()
+        s.suggest(trial)  # the same names and choices: Optuna accepts them
+        study.tell(trial, 0.5)
+    from autofreeze.study import records
+
+    assert FreezePlan.from_dict(records.plan(study.trials[0])) == old
