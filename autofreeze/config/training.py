@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from autofreeze.config.base import Strict
 from autofreeze.plan import Augment
@@ -45,6 +45,12 @@ class TrainConfig(Strict):
     skip_bad_images: bool = False  # images that do not decode are left out (and said), not fatal
     data_memory: int | None = Field(default=None, ge=1)  # MiB; larger splits stream from disk
     decode_workers: int | None = Field(default=None, ge=1, le=64)  # default: cores, at most 8
+    # the key ``validate`` (pydantic's BaseModel has a method of that name): "rungs" validates
+    # only at the epochs whose value is read (the pruner's, the last; see
+    # autofreeze.study.sampling.validation_epochs), "every_epoch" keeps full validation curves
+    validation: Literal["rungs", "every_epoch"] = Field(default="rungs", alias="validate")
+
+    model_config = ConfigDict(validate_by_name=True, serialize_by_alias=True)
 
     @field_validator("augment", mode="before")
     @classmethod

@@ -3,8 +3,9 @@
 Its settings are :class:`autofreeze.config.TrainConfig` (the study config's ``[training]``
 table, re-exported here). Data are held as tensors (small datasets are decoded once, not every
 epoch). Each epoch asks the schedule which blocks train, syncs ``requires_grad`` and the
-optimizer's param groups, trains, evaluates on validation and calls ``callback(EpochResult)``;
-the callback may raise to stop the run (the objective raises ``optuna.TrialPruned`` there).
+optimizer's param groups, trains, evaluates on validation where asked (``validate_at``: only
+the epochs whose value is read; the last always) and calls ``callback(EpochResult)``; the
+callback may raise to stop the run (the objective raises ``optuna.TrialPruned`` there).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,13 +43,17 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class EpochResult:
+    """One epoch: ``val_loss`` and ``val_accuracy`` are None where it was not validated (see
+    ``validate_at`` of :meth:`Trainer.fit`), ``val_seconds`` then 0; ``seconds`` includes it."""
+
     epoch: int
     phase: str
     first_trainable: int
     train_loss: float
-    val_loss: float
-    val_accuracy: float
+    val_loss: float | None
+    val_accuracy: float | None
     seconds: float
+    val_seconds: float = 0.0
     lrs: dict[str, float] = field(default_factory=dict)
     event: str = ""  # the phase change at the start of this epoch, if any
     cached: int = 0  # blocks 0..cached-1 ran from a cache this epoch (n_blocks: head only)
@@ -62,6 +67,7 @@ class FitResult:
 
     @property
     def final(self) -> EpochResult:
+        """The last epoch: always validated."""
         return self.history[-1]
 
 
@@ -261,9 +267,11 @@ class Trainer:
         train: TensorSplit,
         val: TensorSplit,
         callback: Callable[[EpochResult], None] | None = None,
+        validate_at: Collection[int] | None = None,
     ) -> FitResult:
         """Train for ``cfg.epochs``; ``train``/``val`` are images, or features after
-        :meth:`use_features`."""
+        :meth:`use_features`. ``validate_at``: the 1-based epochs to evaluate ``val`` after
+        (None: every epoch); the last epoch is always evaluated."""
         cfg = self.cfg
         train, val = self._on_device(train), self._on_device(val)
         generator = torch.Generator().manual_seed(cfg.seed)
@@ -273,7 +281,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         history: list[EpochResult] = []
-        step, train_seconds, max_trainable = 0, 0.0, 0
+        step, train_seconds, val_seconds, max_trainable = 0, 0.0, 0.0, 0
         t_start = time.perf_counter()
         for epoch in range(cfg.epochs):
             t0 = time.perf_counter()
@@ -284,7 +292,12 @@ class Trainer:
             max_trainable = max(max_trainable, parameter_count(self.model, trainable_only=True))
             train_loss, step = self.train_epoch(train, step, total, warmup, lr_scale, generator)
             train_seconds += time.perf_counter() - t0
-            val_loss, val_acc = self.evaluate(val)
+            val_loss, val_acc, t_val = None, None, 0.0
+            if validate_at is None or epoch + 1 in validate_at or epoch + 1 == cfg.epochs:
+                t_val = time.perf_counter()
+                val_loss, val_acc = self.evaluate(val)
+                t_val = time.perf_counter() - t_val
+                val_seconds += t_val
             assert self.optimizer is not None
             result = EpochResult(
                 epoch=epoch + 1,
@@ -294,6 +307,7 @@ class Trainer:
                 val_loss=val_loss,
                 val_accuracy=val_acc,
                 seconds=time.perf_counter() - t0,
+                val_seconds=t_val,
                 event="; ".join(self.events[n_events:]),
                 cached=self.cached,
                 lrs={
@@ -306,6 +320,7 @@ class Trainer:
                 callback(result)
         cost = {
             "seconds": time.perf_counter() - t_start,
+            "validation_seconds": val_seconds,  # evaluating val, within "seconds"
             "train_examples_per_second": len(train) * cfg.epochs / max(train_seconds, 1e-9),
             "trainable_params": float(max_trainable),
             "total_params": float(parameter_count(self.model)),
@@ -341,6 +356,8 @@ def fit(
     val: TensorSplit,
     cfg: TrainConfig,
     callback: Callable[[EpochResult], None] | None = None,
+    *,
+    validate_at: Collection[int] | None = None,
     **cached: Any,
 ) -> FitResult:
     """Train ``backbone`` under ``plan`` and ``schedule``; see :class:`Trainer`.
@@ -358,6 +375,8 @@ def fit(
         val: the validation images.
         cfg: the ``[training]`` settings.
         callback: called with each epoch's result; it may raise to stop the run.
+        validate_at: the 1-based epochs whose validation is read (None: every epoch); the
+            last is always validated, the others have ``val_loss = val_accuracy = None``.
         **cached: the fields of :class:`CachedInputs` by name (``features``, ``prefix``,
             ``refreeze``), each None by default.
     """
@@ -370,4 +389,4 @@ def fit(
     elif inputs.prefix is not None:
         split, train, val = inputs.prefix
         trainer.use_prefix(split)
-    return trainer.fit(train, val, callback)
+    return trainer.fit(train, val, callback, validate_at)

@@ -45,6 +45,7 @@ PRUNED_AT_EPOCH = "pruned_at_epoch"
 PHASE_EVENTS = "phase_events"
 HISTORY = "history"
 SECONDS = "seconds"  # the trial's wall time: building, caching and training
+VALIDATION_SECONDS = "validation_seconds"  # of the training loop's time, evaluating val
 EXAMPLES_PER_SECOND = "train_examples_per_second"
 TRAINABLE_PARAMS = "trainable_params"  # the most parameters trained at once
 PEAK_MEMORY_MB = "peak_memory_mb"
@@ -118,7 +119,9 @@ def frozen_fraction(trial: FrozenTrial) -> float | None:
 
 
 def history(trial: FrozenTrial) -> list[dict[str, Any]]:
-    """Each epoch run (see :func:`write_history`); empty before the first one."""
+    """Each epoch run (see :func:`write_history`); empty before the first one. An epoch that
+    was not validated has ``val_loss`` and ``val_accuracy`` None (the last one always has them).
+    """
     return trial.user_attrs.get(HISTORY) or []
 
 
@@ -301,15 +304,20 @@ def write_result(trial: optuna.Trial, result: FitResult) -> None:
 
 
 def write_history(trial: optuna.Trial, history: list[Any]) -> None:
-    """The learning curves and freeze state of each epoch run (also of a pruned trial)."""
+    """The learning curves and freeze state of each epoch run (also of a pruned trial); the
+    val_* of an epoch not validated are null (JSON null, never NaN: a browser reads it)."""
+
+    def val(v: float | None) -> float | None:
+        return None if v is None else round(v, 5)
+
     trial.set_user_attr(
         HISTORY,
         [
             {
                 "epoch": e.epoch,
                 "phase": e.phase,
-                "val_accuracy": round(e.val_accuracy, 5),
-                "val_loss": round(e.val_loss, 5),
+                "val_accuracy": val(e.val_accuracy),
+                "val_loss": val(e.val_loss),
                 "train_loss": round(e.train_loss, 5),
                 "trainable_from": e.first_trainable,  # blocks below it were frozen
                 "cached": e.cached,  # blocks below it ran from a cache

@@ -1,5 +1,6 @@
 """The sampler and the pruner of a study: seeded per worker and run, TPE's start-up sized to the
-plans the study starts with, the pruner's warm-up from ``[study] prune_after``."""
+plans the study starts with, the pruner's warm-up from ``[study] prune_after``, and the epochs
+whose validation the pruner reads."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ STARTUP_TRIALS = 5  # TPE's random start-up when a study has no enqueued plans
 
 
 EXPLORE_TRIALS = 3  # random trials after the enqueued ones, where the recipes never go
+REDUCTION_FACTOR = 3  # Hyperband's (Optuna's default): its rungs are W * 3**k
 
 
 def sampler_seed(study_seed: int, stream: str) -> int:
@@ -102,5 +104,33 @@ def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
             study.prune_percentile, n_startup_trials=3, n_warmup_steps=warm
         )
     if study.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=warm, max_resource=max(warm, epochs))
+        return optuna.pruners.HyperbandPruner(
+            min_resource=warm, max_resource=max(warm, epochs), reduction_factor=REDUCTION_FACTOR
+        )
     return optuna.pruners.NopPruner()
+
+
+def validation_epochs(cfg: StudyConfig, *, compared: bool = True) -> set[int] | None:
+    """The 1-based epochs whose validation some reader uses, for ``fit(validate_at=...)``;
+    None (every epoch) with ``[training] validate = "every_epoch"``.
+
+    The last epoch always (the trial's value); with ``compared`` (a trial the pruner judges or
+    compares others with, as the percentile pruner does a baseline) also the epochs where
+    :func:`make_pruner`'s pruner reads it: ``percentile`` and ``median`` every epoch from the
+    warm-up ``W`` on; ``hyperband`` its rungs ``W * REDUCTION_FACTOR**k``, where Optuna's
+    successive halving judges a trial (a bracket ``b`` starts at rung ``k = b``). A
+    multi-objective study reports nothing before the end: the last epoch only.
+    """
+    study, epochs = cfg.study, cfg.training.epochs
+    if cfg.training.validation == "every_epoch":
+        return None
+    if not compared or study.objectives or study.pruner == "none":
+        return {epochs}
+    warm = warmup_steps(study.prune_after, epochs)
+    if study.pruner in ("median", "percentile"):
+        return set(range(warm, epochs + 1)) | {epochs}
+    rungs, rung = {epochs}, warm  # hyperband
+    while rung < epochs:
+        rungs.add(rung)
+        rung *= REDUCTION_FACTOR
+    return rungs

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from autofreeze.core.train import TrainingDiverged, lr_factor
+from autofreeze.core.train import TrainConfig, Trainer, TrainingDiverged, lr_factor
 from autofreeze.plan import FreezePlan
 from autofreeze.schedules import Gradual, LinearProbeFinetune, Static
 from tests.models import block_sums, make, run
@@ -92,6 +92,37 @@ def test_cost_figures_are_recorded(tiny_data):
     frozen_params = sum(bb.block_param_count(b) for b in bb.blocks[:3])
     assert fit.cost["trainable_params"] == fit.cost["total_params"] - frozen_params
     assert fit.cost["train_examples_per_second"] > 0 and fit.cost["peak_memory_mb"] > 0
+
+
+def _fit_validating(data, validate_at):
+    """A 3-epoch run validating at ``validate_at``, and how many times it evaluated."""
+    bb = make()
+    schedule = Static(boundary=2, n_blocks=bb.n_blocks, epochs=3)
+    trainer = Trainer(bb, FreezePlan(boundary=2), schedule, TrainConfig(epochs=3, batch_size=8))
+    calls = []
+    evaluate = trainer.evaluate
+    trainer.evaluate = lambda split: calls.append(split) or evaluate(split)
+    return trainer.fit(*data, validate_at=validate_at), len(calls)
+
+
+def test_validation_runs_only_at_the_asked_epochs_and_the_last_and_changes_no_training(tiny_data):
+    sparse, sparse_calls = _fit_validating(tiny_data, {2})
+    every, every_calls = _fit_validating(tiny_data, None)
+    assert (sparse_calls, every_calls) == (2, 3)
+    skipped, *validated = sparse.history
+    assert skipped.val_loss is None and skipped.val_accuracy is None and skipped.val_seconds == 0
+    assert [e.epoch for e in validated] == [2, 3] and all(e.val_seconds > 0 for e in validated)
+    assert [e.train_loss for e in sparse.history] == [e.train_loss for e in every.history]
+    for mine, full in zip(validated, every.history[1:], strict=True):
+        assert (mine.val_loss, mine.val_accuracy) == (full.val_loss, full.val_accuracy)
+    assert sparse.cost["validation_seconds"] == pytest.approx(sum(e.val_seconds for e in validated))
+    assert every.cost["validation_seconds"] == pytest.approx(
+        sum(e.val_seconds for e in every.history)
+    )
+    assert 0 < sparse.cost["validation_seconds"] < sparse.cost["seconds"]
+    # with none asked, the last epoch still is: the run's value
+    last_only, calls = _fit_validating(tiny_data, set())
+    assert calls == 1 and last_only.final.val_accuracy == every.final.val_accuracy
 
 
 class _FreezeMore(Static):
