@@ -16,7 +16,7 @@ import optuna
 import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 
-from autofreeze.review import story
+from autofreeze.review import story, study_story
 
 # a trial's figures, re-exported: figures.trial_figure, figures.trial_png
 from autofreeze.review.trial_figures import COLOURS as COLOURS
@@ -127,12 +127,16 @@ def value_vs_boundary(study: optuna.Study, metric: str) -> go.Figure | None:
 
 
 def baselines_vs_best(study: optuna.Study, metric: str) -> go.Figure | None:
-    """A bar per textbook recipe and for the best searched plan; re-evaluated plans show the
-    mean over their seeds with its 95 % interval."""
+    """A bar per textbook recipe, for the best searched plan (the sampler's best trial) and for
+    the probe's best plan, each named by what it is, the chosen plan in red; re-evaluated plans
+    show the mean over their seeds with its 95 % interval."""
     top = best_trial(study)
-    searched = [t for t in runs(study) if not records.baseline(t)]
-    ranked = sorted(searched, key=value, reverse=records.maximizes(study))[:1]
-    bars = {t.number: t for t in [*baselines(study), *ranked, *([top] if top else [])]}
+    pick = max if records.maximizes(study) else min
+    done = runs(study)
+    sampled = [t for t in done if study_story.searched(t)]
+    priors = [t for t in done if not records.baseline(t) and not study_story.searched(t)]
+    bests = [pick(ts, key=value) for ts in (sampled, priors) if ts]
+    bars = {t.number: t for t in [*baselines(study), *bests, *([top] if top else [])]}
     bars = {n: t for n, t in bars.items() if value(t) is not None}  # the chosen plan among them
     if top is None or len(bars) < 2:
         return None
@@ -141,9 +145,12 @@ def baselines_vs_best(study: optuna.Study, metric: str) -> go.Figure | None:
     rows = []
     for t in bars.values():
         mean = means.get(t.number)
-        kind = "best" if t.number == top.number else _kind(t)
-        name = "chosen plan" if t.number == top.number else "best searched"
-        label = f"{records.baseline(t) or name} (#{t.number})"
+        enqueued = "searched" if study_story.searched(t) else "baseline"  # the probe's: green
+        kind = "best" if t.number == top.number else enqueued
+        name = records.baseline(t) or (
+            "best searched" if study_story.searched(t) else study_story.trial_kind(t)
+        )
+        label = f"{'chosen plan: ' if t.number == top.number else ''}{name} (#{t.number})"
         x = mean["mean"] if mean else value(t)
         runs_word = f" (mean of {len(mean['values'])} runs)" if mean else ""
         rows.append((x, label, kind, (mean or {}).get("ci95") or 0.0, hover(t, metric) + runs_word))
@@ -161,10 +168,12 @@ def baselines_vs_best(study: optuna.Study, metric: str) -> go.Figure | None:
             hoverinfo="text",
         )
     )
-    named = f"; red: the chosen plan, trial {top.number}"
+    shown = ["each textbook recipe"] + ["the best searched plan"] * bool(sampled)
+    shown += ["the probe's best plan (prior)"] * bool(priors)
+    named = f"; red: the chosen plan, trial {top.number} ({study_story.trial_kind(top)})"
     fig.update_layout(
         **{**LAYOUT, "height": max(300, 60 + 45 * len(rows))},
-        title=f"{metric} of each textbook recipe and the best searched plan{named}",
+        title=f"{metric} of {', '.join(shown)}{named}",
         xaxis_title=metric + (" (mean over seeds with 95 % interval where re-run)" * bool(means)),
     )
     return fig
@@ -288,8 +297,9 @@ def history(study: optuna.Study, metric: str) -> go.Figure | None:
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=line, name="best so far"))
     fig.update_layout(
         **LAYOUT,
-        title=f"{metric} by trial: a best-so-far line still rising means the search had not "
-        "settled",
+        title=f"{metric} by trial and the best so far: "
+        f"{sum(study_story.searched(t) for t in counted)} of {len(counted)} trials searched, "
+        "the others enqueued (textbook recipes, the probe's plans)",
         xaxis_title="trial number",
         yaxis_title=metric,
     )

@@ -9,39 +9,87 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from autofreeze.review.story import md_table, plan_words, trial_title
 from autofreeze.study import records
 
 
+def searched(t: FrozenTrial) -> bool:
+    """Whether the sampler chose the trial: not a textbook recipe, not one of the probe's
+    plans (both enqueued), not a re-run."""
+    return records.name(t) == records.SEARCHED
+
+
+def trial_kind(t: FrozenTrial) -> str:
+    """What a trial is, for a label: ``searched`` (the sampler chose it), ``recipe lp_ft`` (a
+    textbook recipe), ``probe plan probe_k3 (prior)`` or ``re-run of trial 4`` (no quote
+    marks: the report escapes them)."""
+    again = records.reevaluation_of(t)
+    if again is not None:
+        return f"re-run of trial {again}"
+    if records.baseline(t):
+        return f"recipe {records.baseline(t)}"
+    return "searched" if searched(t) else f"probe plan {records.name(t)} (prior)"
+
+
+# "settled" needs this many searched trials in all, and a quarter of them (at least 3) after
+# the last better plan: the enqueued recipes and priors are the same in every study and say
+# nothing about whether the sampler still finds better plans
+SETTLED_MIN_SEARCHED = 5
+
+
+def settled_after(n_searched: int) -> int:
+    """How many searched trials without a better plan say the search had settled."""
+    return max(3, n_searched // 4)
+
+
 def improving(study: optuna.Study) -> str:
-    """Whether the search was still finding better plans when it stopped, in words."""
-    counted = [
+    """Whether the search was still finding better plans when it stopped, in words.
+
+    Only trials the sampler chose count as searching; "settled" is said when at least
+    :data:`SETTLED_MIN_SEARCHED` of them ran and :func:`settled_after` of them ran after the
+    last better plan, and a search too short to tell says so.
+    """
+    finished = [
         t
         for t in study.get_trials(deepcopy=False)
         if records.counts(t) and records.metric_value(t) is not None
     ]
-    if not counted:
+    if not finished:
         return "no finished trial yet"
     sign = 1 if records.maximizes(study) else -1
     best, last_gain, gains = None, 0, 0
-    for i, t in enumerate(counted):
+    for i, t in enumerate(finished):
         v = records.metric_value(t)
-        if best is None or sign * (v - best) > 0:
+        # a pruned trial's value is where it stopped: never the best single run
+        if t.state == TrialState.COMPLETE and (best is None or sign * (v - best) > 0):
             best, last_gain, gains = v, i + 1, gains + 1
-    n = len(counted)
-    since = n - last_gain
-    verdict = (
-        "still improving: raise the budget (--n-trials) to search on"
-        if since < max(3, n // 4)
-        else "it had settled: no better plan in the last trials"
-    )
+    if not gains:
+        return "no trial has run to the end yet"
+    n = len(finished)
+    found = trial_kind(finished[last_gain - 1])
+    n_searched = sum(searched(t) for t in finished)
+    since = sum(searched(t) for t in finished[last_gain:])
     return (
-        f"the best single-run value was found at finished trial {last_gain} of {n} "
-        f"({gains} better plan{'s' if gains != 1 else ''} in all); "
-        f"{since} trials since; {verdict}"
+        f"the best single-run value was found at finished trial {last_gain} of {n} ({found}; "
+        f"{gains} better plan{'s' if gains != 1 else ''} in all); {since} searched "
+        f"trial{'s' if since != 1 else ''} since; {verdict(n, n_searched, since)}"
     )
+
+
+def verdict(n: int, n_searched: int, since: int) -> str:
+    """Settled, still improving, or too short to tell, from the searched trials' counts."""
+    if n_searched < SETTLED_MIN_SEARCHED:
+        return (
+            f"only {n_searched} trial{'s' if n_searched != 1 else ''} of {n} "
+            f"{'was' if n_searched == 1 else 'were'} searched (the others ran enqueued plans: "
+            "textbook recipes and the plans of the probe): too few to tell whether the search "
+            "had settled; raise n_trials (--n-trials)"
+        )
+    if since < settled_after(n_searched):
+        return "still improving: raise the budget (--n-trials) to search on"
+    return f"it had settled: no better plan in the last {since} searched trials"
 
 
 DIFF_FIELDS = (

@@ -9,6 +9,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autofreeze.review.format import duration, number
+from autofreeze.review.study_story import trial_kind
 from autofreeze.review.tables import short_plan
 from autofreeze.review.timing import eta
 from autofreeze.study import best_trial, records
@@ -96,12 +97,15 @@ def best_summary(study: optuna.Study) -> dict[str, Any]:
 
 
 def comparison(study: optuna.Study) -> list[dict[str, Any]]:
-    """The best searched plan next to every baseline (what the search bought)."""
+    """The best plan next to every baseline (what the search bought), named by what it is:
+    ``BEST (trial 9): searched`` when the sampler chose it, ``BEST (trial 0): recipe
+    linear_probe`` or ``BEST (trial 6): probe plan probe_k3 (prior)`` when it was enqueued."""
     trials = study.get_trials(deepcopy=False)
     rows = [{**trial_row(t), "recipe": records.baseline(t)} for t in trials if records.baseline(t)]
     best = best_trial(study)
     if best is not None:
-        rows.insert(0, {**trial_row(best), "recipe": f"BEST (trial {best.number})"})
+        label = f"BEST (trial {best.number}): {trial_kind(best)}"
+        rows.insert(0, {**trial_row(best), "recipe": label})
     finished = sum(
         t.state in (TrialState.COMPLETE, TrialState.PRUNED) and records.reevaluation_of(t) is None
         for t in trials
