@@ -1,22 +1,24 @@
-"""Search quality on held-out test data: the textbook recipes, a vanilla Optuna loop and
-autofreeze, side by side on offline transfer tasks.
+"""Search quality at equal wall time: does autofreeze hand over a better model (accuracy on a
+held-out test split that no search sees) than the Optuna loops a user would write?
 
-Run: .venv/bin/python benchmarks/search_quality.py [--trials 20] [--epochs 8] [--tasks a,b]
-Writes the section "Search quality" of docs/benchmarks.md.
+Run (the whole benchmark, about an hour on 2 cores; see docs/benchmarks.md):
+    .venv/bin/python benchmarks/search_quality.py
+    .venv/bin/python benchmarks/search_quality.py --report
+or in chunks that append to the results file (re-running a chunk skips what it holds):
+    .venv/bin/python benchmarks/search_quality.py --tasks small_similar,photos --seeds 0
+    .venv/bin/python benchmarks/search_quality.py --methods autofreeze --again
+``--report`` writes the section "Search quality" of docs/benchmarks.md and the figure
+docs/figures/search_quality_anytime.png from the results file alone (no training); with
+``--pruning`` it also saves the vanilla loops' learning curves for benchmarks/pruning.py and
+rewrites its section.
 
-The source backbone is the quickstart's: resnet10t trained on scikit-learn's digits 0-4
-(made by the quickstart's pretrain recipe if missing). Each target task has a test split that no
-search sees. For each task, in one run:
-
-- autofreeze: a study with the default search space, pruner, probe and re-evaluation;
-- the best recipe: the textbook baseline with the best validation value in that study;
-- vanilla: what a user writes from Optuna's PyTorch example: TPE over the boundary, the head LR
-  and the backbone LR ratio, static schedule, no pruning, no baselines, no probe, no feature
-  cache, no re-evaluation (run by autofreeze's trainer, so training itself is identical).
-
-Each chosen plan is trained again on the training split (the trial's seed) and evaluated on
-the test split. The vanilla studies keep full learning curves: the rank correlation of each
-epoch's validation accuracy with the final one is what a pruner's warm-up should be set from.
+For each task and seed, one method at a time: the vanilla loop runs first (a fixed number of
+trials, per task); its wall time T is the budget of every other method on that task and seed.
+Methods (benchmarks/_quality_methods.py): vanilla, random, tpe_hyperband, top_after_one_epoch
+and autofreeze. Each search sees only the train and validation splits. After every finished
+trial each method's current choice is recorded; the choices at 1/6, 1/3, 1/2, 2/3 and all of T
+(and at the method's own end) are trained again on the train split and evaluated on the test
+split, each distinct plan once per task and seed.
 """
 
 from __future__ import annotations
@@ -31,250 +33,197 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._report import write_section  # noqa: E402
+from benchmarks._quality_methods import (  # noqa: E402
+    METHODS,
+    MethodRun,
+    Setup,
+    load_study,
+    run_autofreeze,
+    run_user_loop,
+)
+from benchmarks._quality_tasks import TASKS, Plugin, missing  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "search_quality.json"
-
-# name -> (dataset options, what the task tests)
-TASKS: dict[str, tuple[dict[str, Any], str]] = {
-    "small_similar": (
-        {"classes": [5, 6, 7, 8, 9], "train_per_class": 15},
-        "digits 5-9, 15 images per class: a small target like the source",
-    ),
-    "larger_similar": (
-        {"classes": [5, 6, 7, 8, 9], "train_per_class": 40},
-        "digits 5-9, 40 images per class: a larger target (scratch may do well)",
-    ),
-    "inverted": (
-        {"classes": [5, 6, 7, 8, 9], "train_per_class": 15, "transform": "invert"},
-        "digits 5-9 with inverted intensities: inputs differ from the source",
-    ),
-    "rotated": (
-        {"classes": [5, 6, 7, 8, 9], "train_per_class": 15, "transform": "rotate"},
-        "digits 5-9 rotated by 90 degrees: inputs differ from the source",
-    ),
-    "parity": (
-        {"classes": [5, 6, 7, 8, 9], "train_per_class": 15, "transform": "parity"},
-        "digits 5-9 labelled even/odd: the labels differ from any digit identity",
-    ),
-}
+FRACTIONS = (1 / 6, 1 / 3, 1 / 2, 2 / 3, 1.0)  # of T, where the test accuracy is measured
+VERSION = 2  # of the results file; version 1 (one row per task) is replaced, not appended to
 
 
-TEST_IMAGES = 60 * 5  # test_per_class x the five target digits, in every task
+# -- the results file ----------------------------------------------------------------------------
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What must be equal for runs to sit in one results file."""
+    return {
+        "epochs": args.epochs,
+        "trials": args.trials,
+        "test_seeds": args.test_seeds,
+        "threads": args.threads,
+    }
 
 
-def digits_variant(
-    *,
-    classes: list[int],
-    train_per_class: int,
-    val_per_class: int = 30,
-    test_per_class: int = 60,
-    transform: str = "none",
-    seed: int = 0,
-) -> Any:
-    """Digits with a held-out test split, their inputs or labels changed."""
-    from autofreeze.data.images import ImageDataset, ImageSet
-    from autofreeze.plugins.builtin.datasets import digits
-
-    ds = digits(
-        classes=classes,
-        train_per_class=train_per_class,
-        val_per_class=val_per_class,
-        test_per_class=test_per_class,
-        seed=seed,
-    )
-
-    def change(images: ImageSet) -> ImageSet:
-        pictures = list(images.images)
-        labels = list(images.labels)
-        if transform == "invert":
-            pictures = [255 - p for p in pictures]
-        elif transform == "rotate":
-            pictures = [np.ascontiguousarray(np.rot90(p)) for p in pictures]
-        elif transform == "parity":
-            labels = [classes[y] % 2 for y in labels]
-        return ImageSet(pictures, labels)
-
-    names = ["even", "odd"] if transform == "parity" else ds.classes
-    return ImageDataset("digits_variant", names, change(ds.train), change(ds.val), change(ds.test))
+def load_results(path: Path, wanted: dict[str, Any]) -> dict[str, Any]:
+    """The results so far, or a new file; refuse to mix runs of other settings."""
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("version") == VERSION:
+            if saved["settings"] != wanted:
+                raise SystemExit(
+                    f"{path} holds runs with settings {saved['settings']}, not {wanted}: use "
+                    "the same --epochs/--trials/--test-seeds, or another --results file"
+                )
+            return saved
+        print(f"{path}: an older format; starting a new file", file=sys.stderr)
+    return {"version": VERSION, "settings": wanted, "machine": machine(), "runs": {}, "tests": {}}
 
 
-class Plugin:
-    from autofreeze.hookspecs import hookimpl
-
-    @hookimpl
-    def register_datasets(self, register: Any) -> None:
-        register("digits_variant", digits_variant, "benchmark: digits with a changed task")
-
-
-def study_toml(
-    name: str,
-    weights: str,
-    options: dict[str, Any],
-    trials: int,
-    epochs: int,
-    vanilla: bool,
-    seed: int = 0,
-) -> str:
-    dataset = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in options.items())
-    study = (
-        'sampler = "tpe"\npruner = "none"\nbaselines = false\nprobe = false\nreevaluate = 0'
-        if vanilla
-        else ""  # the defaults
-    )
-    search = (
-        'schedules = "static"\nlayer_decay = 1.0\nweight_decay = 0.05\ninit = "pretrained"\n'
-        'bn_mode = "eval"\nfit_to_budget = false'
-        if vanilla
-        else ""
-    )
-    cache = "feature_cache = false" if vanilla else ""
-    return f"""
-[study]
-name = "{name}"
-n_trials = {trials}
-seed = {seed}
-{study}
-
-[backbone]
-name = "resnet10t"
-weights = "{weights}"
-
-[dataset]
-name = "digits_variant"
-{dataset}
-
-[training]
-epochs = {epochs}
-batch_size = 25
-image_size = 32
-seed = {seed}
-{cache}
-
-[search]
-{search}
-"""
+def save(path: Path, results: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results) + "\n")
+    tmp.replace(path)
 
 
-def spearman(a: list[float], b: list[float]) -> float:
-    ra = np.argsort(np.argsort(a)).astype(float)
-    rb = np.argsort(np.argsort(b)).astype(float)
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def test_accuracy(cfg: Any, plan: Any, out: Path, seeds: int) -> float:
-    """Mean test accuracy of ``plan`` trained on the training split with ``seeds`` seeds (the
-    study's and the next ones): one retraining is as noisy as one trial."""
-    from autofreeze.progress import quiet
-    from autofreeze.runs.checkpoint import train_checkpoint
-
-    values = []
-    for s in range(seeds):
-        run = cfg.model_copy(
-            update={"training": cfg.training.model_copy(update={"seed": cfg.training.seed + s})}
-        )
-        info = train_checkpoint(run, plan, out, on="train", progress=quiet)
-        values.append(float(info["metrics"]["test_accuracy"]))
-    return float(np.mean(values))
-
-
-def run_once(
-    name: str, options: dict[str, Any], args: Any, weights: str, folder: Path, repeat: int
-) -> dict[str, Any]:
-    """Each method once on one task, with search and training seed ``repeat``."""
-    from autofreeze.config import load_config
-    from autofreeze.plan import FreezePlan
-    from autofreeze.progress import quiet
-    from autofreeze.search.run import run_search
-    from autofreeze.study import best_trial, records
-
-    row: dict[str, Any] = {}
-    for kind in args.methods.split(","):
-        study_name = f"{name}_{kind}_{repeat}"
-        path = folder / f"{study_name}.toml"
-        text = study_toml(
-            study_name, weights, options, args.trials, args.epochs, kind == "vanilla", repeat
-        )
-        path.write_text(text)
-        cfg = load_config(path)
-        t0 = time.perf_counter()
-        study = run_search(cfg, progress=quiet).study
-        row[f"{kind}_seconds"] = time.perf_counter() - t0
-        best = best_trial(study)
-        assert best is not None
-        row[f"{kind}_test"] = test_accuracy(
-            cfg,
-            FreezePlan.from_dict(records.plan(best)),
-            folder / "model.safetensors",
-            args.test_seeds,
-        )
-        if kind == "autofreeze":
-            row["winner"] = records.name(best)
-            row["boundary"] = records.plan(best)["boundary"]
-            row["probe_boundary"] = study.user_attrs[records.PROBE]["boundary"]
-            recipes = [t for t in study.trials if records.baseline(t) and t.value is not None]
-            recipe = max(recipes, key=lambda t: t.value)
-            row["recipe"] = records.baseline(recipe)
-            row["recipe_test"] = test_accuracy(
-                cfg,
-                FreezePlan.from_dict(records.plan(recipe)),
-                folder / "model.safetensors",
-                args.test_seeds,
-            )
-        else:  # full learning curves: how well does epoch e rank the trials?
-            done = [t for t in study.trials if len(t.intermediate_values) == args.epochs]
-            row["curves"] = [
-                [t.intermediate_values[e] for e in range(1, args.epochs + 1)] for t in done
-            ]
-    return row
-
-
-def run_task(name: str, options: dict[str, Any], args: Any, weights: str, folder: Path) -> dict:
-    """The task's repeats and their means: test accuracies, wall times, winners, curves."""
-    runs = [run_once(name, options, args, weights, folder, r) for r in range(args.repeats)]
-    row: dict[str, Any] = {"task": name, "runs": runs}
-    for key in runs[0]:
-        if key.endswith(("_test", "_seconds")):
-            row[key] = float(np.mean([r[key] for r in runs]))
-    if "curves" in runs[0]:
-        row["curves"] = [c for r in runs for c in r["curves"]]
-        final = [c[-1] for c in row["curves"]]
-        row["rank_corr"] = [
-            spearman([c[e] for c in row["curves"]], final) for e in range(args.epochs)
+def machine() -> str:
+    model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in cpuinfo.read_text().splitlines()
+            if ln.startswith("model name")
         ]
-    return row
+        model = f" ({names[0]})" if names else ""
+    return f"{platform.machine()}{model}, {os.cpu_count()} cores, CPU only"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--tasks", default=",".join(TASKS))
-    parser.add_argument("--test-seeds", type=int, default=3, help="retrainings per chosen plan")
-    parser.add_argument("--repeats", type=int, default=1, help="search seeds per method")
-    parser.add_argument(
-        "--report", action="store_true", help=f"only rewrite the section from {RESULTS.name}"
-    )
-    parser.add_argument("--keep", help="keep the studies (SQLite files) in this new folder")
-    parser.add_argument(
-        "--reuse-vanilla",
-        action="store_true",
-        help=f"with --methods autofreeze: take the vanilla loop's figures from {RESULTS.name}",
-    )
-    parser.add_argument(
-        "--methods", default="autofreeze,vanilla", help="vanilla alone: the curves for pruning.py"
-    )
-    args = parser.parse_args()
-    if args.report:
-        return report_saved()
+def run_key(task: str, seed: int, method: str) -> str:
+    return f"{task}|{seed}|{method}"
 
+
+# -- the test split ------------------------------------------------------------------------------
+def choice_at(run: dict[str, Any], seconds: float) -> dict[str, Any] | None:
+    """The plan ``run`` would hand over if stopped at ``seconds`` (None: none yet)."""
+    choice = None
+    for event in run["events"]:
+        if event["seconds"] > seconds:
+            break
+        choice = event["choice"]
+    return choice
+
+
+def plan_key(task: str, seed: int, plan: dict[str, Any]) -> str:
+    return f"{task}|{seed}|{json.dumps(plan, sort_keys=True)}"
+
+
+class TestSplit:
+    """Test accuracies of plans, each (task, seed, plan) trained once and kept in the results."""
+
+    def __init__(self, results: dict[str, Any], seeds: int, said: set[str]) -> None:
+        self.tests, self.seeds, self.said = results["tests"], seeds, said
+
+    def accuracy(self, setup: Setup, plan: dict[str, Any]) -> float:
+        key = plan_key(setup.name, setup.seed, plan)
+        if key not in self.tests:
+            self.tests[key] = self._train(setup, plan)
+        return self.tests[key]
+
+    def _train(self, setup: Setup, plan: dict[str, Any]) -> float:
+        """The plan trained again on the train split with the task's seed (the trial's) and
+        the next ``seeds - 1``, on the vanilla loop's config (no cache): the mean accuracy."""
+        from autofreeze.plan import FreezePlan
+        from autofreeze.progress import quiet
+        from autofreeze.runs.checkpoint import train_checkpoint
+
+        cfg = load_study(setup, {"n_trials": 1}, user=True, said=self.said)
+        values = []
+        for s in range(self.seeds):
+            training = cfg.training.model_copy(update={"seed": setup.seed + s})
+            run = cfg.model_copy(update={"training": training})
+            info = train_checkpoint(
+                run, FreezePlan.from_dict(plan), setup.folder / "model", progress=quiet
+            )
+            values.append(float(info["metrics"]["test_accuracy"]))
+        return sum(values) / len(values)
+
+    def measure(self, setup: Setup, run: dict[str, Any], budget: float) -> None:
+        """The test accuracy of ``run``'s choice at each fraction of ``budget`` and at its end."""
+        run["anytime"] = []
+        for f in FRACTIONS:
+            plan = choice_at(run, f * budget)
+            run["anytime"].append(None if plan is None else self.accuracy(setup, plan))
+        last = run["events"][-1]["choice"] if run["events"] else None
+        run["end_test"] = None if last is None else self.accuracy(setup, last)
+
+
+# -- running -------------------------------------------------------------------------------------
+def run_method(setup: Setup, method: str, budget: float, trials: int, said: set[str]) -> MethodRun:
+    if method == "vanilla":
+        return run_user_loop(setup, method, trials, said)
+    if method == "autofreeze":
+        return run_autofreeze(setup, budget, said)
+    return run_user_loop(setup, method, budget, said)
+
+
+def warm_up(setup: Setup, said: set[str]) -> None:
+    """Decode the task's data and build the backbone once before any clock starts (the
+    process keeps decoded data; the first method would otherwise pay for every other)."""
+    from autofreeze.progress import quiet
+    from autofreeze.runs.prepare import prepare
+
+    prepare(load_study(setup, {"n_trials": 1}, user=True, said=said), progress=quiet)
+
+
+def drop_stale(runs: dict[str, Any], name: str, seed: int) -> None:
+    """A new vanilla run sets a new T: the other methods' runs had the old one as budget."""
+    for k in [k for k in runs if k.startswith(f"{name}|{seed}|")]:
+        if k != run_key(name, seed, "vanilla"):
+            print(f"dropped {k}: its budget was the vanilla run now replaced", file=sys.stderr)
+            del runs[k]
+
+
+def show(name: str, seed: int, run: dict[str, Any]) -> None:
+    def acc(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    print(
+        f"{name} seed {seed} {run['method']}: {run['seconds']:.1f} s "
+        f"({run['seconds'] / run['budget']:.2f} T), {run['info'].get('trials', 0)} trials, "
+        f"test at T {acc(run['anytime'][-1])}, at its end {acc(run['end_test'])}",
+        flush=True,
+    )
+
+
+def run_task_seed(name: str, seed: int, args: argparse.Namespace, ctx: dict[str, Any]) -> None:
+    """Every wanted method on one task and seed; the results file is saved after each."""
+    runs = ctx["results"]["runs"]
+    wanted = [m for m in METHODS if m in args.methods.split(",")]  # vanilla first
+    todo = [m for m in wanted if args.again or run_key(name, seed, m) not in runs]
+    if not todo:
+        return
+
+    def setup(method: str) -> Setup:
+        folder = ctx["folder"] / f"{name}_{seed}_{method}"
+        return Setup(name, TASKS[name], seed, args.epochs, ctx["weights"], folder)
+
+    warm_up(setup("warm"), ctx["said"])
+    for method in todo:
+        if method == "vanilla":
+            drop_stale(runs, name, seed)
+        vanilla = runs.get(run_key(name, seed, "vanilla"))
+        if method != "vanilla" and vanilla is None:
+            raise SystemExit(f"{name} seed {seed}: run the vanilla loop first (--methods vanilla)")
+        budget = 0.0 if vanilla is None or method == "vanilla" else vanilla["seconds"]
+        trials = args.trials or TASKS[name].trials
+        run = run_method(setup(method), method, budget, trials, ctx["said"]).to_dict()
+        run["budget"] = budget or run["seconds"]
+        ctx["tests"].measure(setup(method), run, run["budget"])
+        runs[run_key(name, seed, method)] = run
+        save(args.results, ctx["results"])
+        show(name, seed, run)
+
+
+def run(args: argparse.Namespace) -> None:
     import optuna
     import torch
 
@@ -283,156 +232,75 @@ def main() -> None:
     from autofreeze.progress import quiet
     from autofreeze.runs.pretrain import ensure_weights
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    torch.set_num_threads(os.cpu_count() or 1)
-    weights = ensure_weights(load_config(ROOT / "studies" / "quickstart.toml"), quiet)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp, get_registry().plugin(Plugin(), name="bench"):
-        folder = Path(args.keep or tmp)
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in args.tasks.split(","):
-            options, _ = TASKS[name]
-            rows.append(run_task(name, options, args, str(weights), folder))
-            for run in rows[-1]["runs"]:
-                shown = {
-                    k: v if isinstance(v, str | int) else round(v, 3)
-                    for k, v in run.items()
-                    if k != "curves"
-                }
-                print(f"{name}: {shown}", flush=True)
-    if args.reuse_vanilla:
-        rows = with_saved_vanilla(rows, args)
-    else:
-        save_curves(rows, args)
-    if set(args.methods.split(",")) == {"autofreeze", "vanilla"} or args.reuse_vanilla:
-        RESULTS.write_text(json.dumps({"args": vars(args), "rows": rows}) + "\n")
-        report(rows, args)
-
-
-def with_saved_vanilla(rows: list[dict[str, Any]], args: Any) -> list[dict[str, Any]]:
-    """Autofreeze's new figures beside the vanilla loop's saved ones (its studies do not use
-    anything autofreeze's defaults change, and their seeds make them reproducible)."""
-    saved = json.loads(RESULTS.read_text())
-    old = {r["task"]: r for r in saved["rows"]}
-    same = ("trials", "epochs", "repeats", "test_seeds")
-    if any(saved["args"][k] != vars(args)[k] for k in same):
-        raise SystemExit(f"--reuse-vanilla: {RESULTS.name} was run with other {same}")
-    out = []
-    for r in rows:
-        v = old[r["task"]]
-        merged = {
-            **r,
-            **{k: v[k] for k in ("vanilla_test", "vanilla_seconds", "curves", "rank_corr")},
-        }
-        merged["runs"] = [
-            {**run, **{k: o[k] for k in ("vanilla_test", "vanilla_seconds")}}
-            for run, o in zip(r["runs"], v["runs"], strict=True)
-        ]
-        out.append(merged)
-    return out
-
-
-def report_saved() -> None:
-    """Write the section again from the last full run's saved figures (no training)."""
-    saved = json.loads(RESULTS.read_text())
-    report(saved["rows"], argparse.Namespace(**saved["args"]))
-
-
-def command(args: Any) -> str:
-    return (
-        f".venv/bin/python benchmarks/search_quality.py --trials {args.trials} "
-        f"--epochs {args.epochs} --repeats {args.repeats}"
-        + (f" --methods {args.methods}" if args.methods != "autofreeze,vanilla" else "")
-        + (" --reuse-vanilla" if getattr(args, "reuse_vanilla", False) else "")
-    )
-
-
-def save_curves(rows: list[dict[str, Any]], args: Any) -> None:
-    """The vanilla studies' full curves, for the pruner calibration (benchmarks/pruning.py)."""
-    from benchmarks import pruning
-
-    curves = {r["task"]: r["curves"] for r in rows if "curves" in r}
-    if not curves:
-        return
-    pruning.CURVES.parent.mkdir(exist_ok=True)
-    pruning.CURVES.write_text(json.dumps({"command": command(args), "curves": curves}) + "\n")
-    pruning.write(curves, command(args))
-
-
-def report(rows: list[dict[str, Any]], args: Any) -> None:
-    n = args.repeats
-    lines = [
-        f"Command: `{command(args)}`; machine: {platform.machine()}, {os.cpu_count()} cores, "
-        f"CPU only. Each method searches each task {n} times (search and training seeds 0.."
-        f"{n - 1}); shown is the mean over the repeats of the test accuracy of its chosen plan "
-        "on a held-out test split (60 images per class) that no search saw, each chosen plan "
-        f"trained again on the training split with {args.test_seeds} seeds. `recipe`: the "
-        "textbook baseline with the best validation value in autofreeze's study; `vanilla`: "
-        f"what a user writes from Optuna's PyTorch example ({args.trials} trials of TPE over "
-        "the boundary, head LR and backbone LR ratio, static schedule, no pruning, no "
-        "baselines, the configured ranges as written); `autofreeze`: the defaults "
-        f"({args.trials} trials: the baselines, the probe and its prior, the calibrated "
-        "pruner; then the re-evaluation of the top 3 plans with 2 more seeds each, outside the "
-        "budget). Wall time: the search alone, one process, the mean over the repeats."
-        + (
-            " The vanilla loop's figures are those of the last full run (the same command "
-            "without `--methods` and `--reuse-vanilla`), saved in benchmarks/results: none of "
-            "its studies depends on a default of autofreeze's."
-            if getattr(args, "reuse_vanilla", False)
-            else ""
-        ),
-        "",
-        "| task | what it tests | recipe | vanilla | autofreeze | "
-        "autofreeze - best other (images) | autofreeze winners | boundary: chosen / probe | "
-        "wall: autofreeze / vanilla |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in rows:
-        runs = r["runs"]
-        winners = ", ".join(run["winner"] for run in runs)
-        bounds = ", ".join(f"{run['boundary']}/{run['probe_boundary']}" for run in runs)
-        recipes = ", ".join(sorted({run["recipe"] for run in runs}))
-        gap = r["autofreeze_test"] - max(r["recipe_test"], r["vanilla_test"])
-        lines.append(
-            f"| {r['task']} | {TASKS[r['task']][1]} | {r['recipe_test']:.3f} ({recipes}) | "
-            f"{r['vanilla_test']:.3f} | {r['autofreeze_test']:.3f} | {gap:+.3f} "
-            f"({gap * TEST_IMAGES:+.1f}) | {winners} | "
-            f"{bounds} | {r['autofreeze_seconds'] / r['vanilla_seconds']:.2f}x "
-            f"({r['autofreeze_seconds']:.0f} s / {r['vanilla_seconds']:.0f} s) |"
+    tasks = args.tasks.split(",")
+    unknown = [t for t in tasks if t not in TASKS]
+    bad = [m for m in args.methods.split(",") if m not in METHODS]
+    if unknown or bad:
+        raise SystemExit(f"unknown task or method: {', '.join(unknown + bad)}")
+    lacking = missing(tasks)
+    if lacking:
+        needs = ", ".join(t for t in tasks if set(TASKS[t].needs) & set(lacking))
+        raise SystemExit(
+            f"tasks {needs} need {', '.join(lacking)}: pip install scikit-image "
+            "(or leave them out with --tasks)"
         )
-    # a mean over 3 x 3 retrainings that differs by less than one test image is a tie
-    step = 1 / TEST_IMAGES
-    beats = sum(
-        r["autofreeze_test"] - max(r["recipe_test"], r["vanilla_test"]) >= step for r in rows
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    torch.set_num_threads(args.threads)
+    results = load_results(args.results, settings(args))
+    said: set[str] = set()
+    weights = ensure_weights(load_config(ROOT / "studies" / "quickstart.toml"), quiet)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp, get_registry().plugin(Plugin(), name="bench"):
+        ctx = {
+            "results": results,
+            "folder": Path(args.keep or tmp),
+            "weights": str(weights),
+            "said": said,
+            "tests": TestSplit(results, args.test_seeds, said),
+        }
+        for name in tasks:
+            for seed in args.seeds:
+                run_task_seed(name, seed, args, ctx)
+    print(
+        f"done in {time.perf_counter() - t0:.0f} s; results in {args.results}; "
+        "write the section with --report",
+        file=sys.stderr,
     )
-    worse = sum(
-        max(r["recipe_test"], r["vanilla_test"]) - r["autofreeze_test"] >= step for r in rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated")
+    parser.add_argument("--seeds", default=[0, 1, 2], type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument(
+        "--trials", type=int, help="the vanilla loop's trials on every task (default: per task)"
     )
-    faster = sum(r["autofreeze_seconds"] <= r["vanilla_seconds"] for r in rows)
-    searched = sum(sum(run["winner"] == "searched" for run in r["runs"]) * 2 > n for r in rows)
-    near = sum(
-        sum(abs(run["boundary"] - run["probe_boundary"]) <= 1 for run in r["runs"]) * 2 > n
-        for r in rows
+    parser.add_argument("--test-seeds", type=int, default=1, help="retrainings per chosen plan")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (on a shared 2-core machine two made timings erratic)",
     )
-    lines += [
-        "",
-        f"On the mean over the repeats, autofreeze's chosen plan beat both the best recipe and "
-        f"the vanilla loop on test by at least one test image (1/{TEST_IMAGES}) in {beats} of "
-        f"{len(rows)} tasks, tied within one image in {len(rows) - beats - worse} and lost in "
-        f"{worse}; it took no more wall time than the vanilla loop in {faster}. Its chosen "
-        f"plan was a searched trial in most repeats in {searched} tasks; the probe's boundary "
-        f"was within one block of the chosen plan's in most repeats in {near}.",
-        "",
-        "Rank correlation (Spearman) of each epoch's validation accuracy with the final one, over "
-        "the vanilla studies' trials (no pruning, full curves):",
-        "",
-        "| task | " + " | ".join(f"epoch {e}" for e in range(1, args.epochs + 1)) + " |",
-        "| --- | " + " | ".join("---" for _ in range(args.epochs)) + " |",
-    ]
-    for r in rows:
-        lines.append(f"| {r['task']} | " + " | ".join(f"{c:.2f}" for c in r["rank_corr"]) + " |")
-    write_section("Search quality", "\n".join(lines))
-    print("\n".join(lines))
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--again", action="store_true", help="re-run what the results hold")
+    parser.add_argument("--keep", help="keep the studies and caches in this folder")
+    parser.add_argument(
+        "--report", action="store_true", help="only write the section from the results file"
+    )
+    parser.add_argument(
+        "--pruning",
+        action="store_true",
+        help="with --report: also the vanilla curves for benchmarks/pruning.py and its section",
+    )
+    args = parser.parse_args()
+    if args.report:
+        from benchmarks._quality_report import report
+
+        return report(args.results, args.pruning)
+    return run(args)
 
 
 if __name__ == "__main__":
