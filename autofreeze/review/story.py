@@ -219,6 +219,8 @@ def trial_note(t: FrozenTrial, metric: str) -> str:
         ]
         header = ["epoch", "phase", "train loss", "val loss", "val accuracy"]
         lines += ["### Learning curve", "", md_table(header, rows), ""]
+        if any(h["val_accuracy"] is None for h in history):  # md_table leaves None blank
+            lines += ["A blank val cell: that epoch was not validated (nothing read it).", ""]
     costs = cost_rows(t)
     if costs:
         lines += ["### Cost", "", md_table(["", "value"], costs), ""]

@@ -11,7 +11,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autofreeze.review.format import duration, number
 from autofreeze.review.study_story import trial_kind
 from autofreeze.review.tables import short_plan
-from autofreeze.review.timing import eta
+from autofreeze.review.timing import epochs_run, eta
 from autofreeze.study import best_trial, records
 from autofreeze.study.results import pareto_front
 
@@ -56,7 +56,7 @@ def trial_row(t: FrozenTrial) -> dict[str, Any]:
         "layer_decay": plan.get("layer_decay"),
         "bn_mode": plan.get("bn_mode"),
         "frozen_fraction": records.frozen_fraction(t),
-        "epochs_run": len(t.intermediate_values or records.history(t)),
+        "epochs_run": epochs_run(t),
         "seconds": records.seconds(t),
         "reason": records.fail_reason(t),
         "values": t.values,  # every objective's, in order (a multi-objective study has several)
@@ -133,7 +133,7 @@ def trial_line(
     budget = f"{done}/{n_trials} done" if n_trials else f"{done} done"
     left = ""
     epochs = epochs or max(  # the epochs of a complete trial: every one
-        (len(t.intermediate_values) for t in trials if t.state == TrialState.COMPLETE), default=0
+        (epochs_run(t) for t in trials if t.state == TrialState.COMPLETE), default=0
     )
     if n_trials and epochs:
         seconds = eta(trials, n_trials=n_trials, epochs=epochs)

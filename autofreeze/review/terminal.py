@@ -45,7 +45,7 @@ from autofreeze.review.format import duration
 from autofreeze.review.story import plan_words, trial_title
 from autofreeze.review.summary import spent_note, trial_line
 from autofreeze.review.tables import short_plan
-from autofreeze.review.timing import FINISHED, eta
+from autofreeze.review.timing import FINISHED, epochs_run, eta
 from autofreeze.study import best_trial, records
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
@@ -274,7 +274,7 @@ class _Watcher:
         seconds = duration(records.seconds(t))
         how = t.state.name.lower()
         if t.state == TrialState.PRUNED:
-            how += f" at epoch {len(t.intermediate_values)}"
+            how += f" at epoch {records.pruned_at_epoch(t) or epochs_run(t)}"
         if t.state == TrialState.FAIL:
             how += f" ({records.fail_reason(t)})"
         else:
@@ -354,12 +354,15 @@ class _Watcher:
         running = [t for t in self.trials if t.state == TrialState.RUNNING]
         now = dt.datetime.now()
         for t in running[:SHOWN]:
-            steps = t.intermediate_values
-            at = f"epoch {max(steps)}/{self.epochs} " if steps else "starting "
+            # epochs from the history (every one); the metric as last reported (validated)
+            steps, ran = t.intermediate_values, epochs_run(t)
+            at = f"epoch {ran}/{self.epochs} " if ran else "starting "
             last = f"{self.metric}={steps[max(steps)]:.4f} " if steps else ""
             took = duration((now - t.datetime_start).total_seconds()) if t.datetime_start else ""
             plan = short_plan(records.plan(t), records.n_blocks(t))
             line = f"  #{t.number} {records.name(t)} {at}{last}{took} · {plan}"
+            if steps and max(steps) < ran:  # validated epochs only: say which one it is
+                last = f"{last.strip()} (epoch {max(steps)}) "
             rows.append(Text(line, no_wrap=True, overflow="ellipsis"))
         if len(running) > SHOWN:
             rows.append(Text(f"  … {len(running) - SHOWN} more running"))

@@ -29,11 +29,16 @@ def head_only(t: FrozenTrial) -> bool:
     return records.cache_kind(t) == "pooled"
 
 
+def epochs_run(t: FrozenTrial) -> int:
+    """How many epochs a trial has run: its history has each one (written every epoch); a trial
+    reports its metric only at validated epochs, so its last report is a lower bound."""
+    return max(len(records.history(t)), max(t.intermediate_values, default=0))
+
+
 def seconds_per_epoch(t: FrozenTrial) -> float | None:
     """A finished trial's wall time (building and caching included) per epoch it ran."""
     seconds = records.seconds(t)
-    # a multi-objective trial reports no intermediate values: its history has the epochs
-    epochs = len(t.intermediate_values) or len(records.history(t))
+    epochs = epochs_run(t)
     if t.state not in FINISHED or seconds is None or not epochs:
         return None
     return float(seconds) / epochs
@@ -62,19 +67,17 @@ def eta(
     runs = [t for t in trials if records.reevaluation_of(t) is None]
     running = [t for t in runs if t.state == TrialState.RUNNING]
     searched = [
-        len(t.intermediate_values)
+        n
         for t in runs
         if t.state in FINISHED
         and records.baseline(t) is None
-        and t.intermediate_values
+        and (n := epochs_run(t))
         and records.counts(t)
     ]
     per_trial = statistics.fmean(searched) if searched else epochs
     counted = sum(records.counts(t) for t in runs)
     not_started = max(0, n_trials - counted - len(running))
-    budget_epochs = not_started * per_trial + sum(
-        max(0, epochs - len(t.intermediate_values)) for t in running
-    )
+    budget_epochs = not_started * per_trial + sum(max(0, epochs - epochs_run(t)) for t in running)
     parallel = workers or max(1, len(running))
     # re-runs cut short without a reason are queued again; the others are done or under way
     taken = [t for t in again if t.state != TrialState.FAIL or records.fail_reason(t)]

@@ -62,6 +62,12 @@ def _labels(fm: story.FreezeMap) -> list[str]:
     return [f"{i} {b}" for i, b in enumerate(fm.blocks[:-1])] + [fm.blocks[-1]]  # then the head
 
 
+def validated(history: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    """The epochs that were validated and their ``key`` (``val_loss``, ``val_accuracy``)."""
+    points = [(h["epoch"], h[key]) for h in history if h.get(key) is not None]
+    return [e for e, _ in points], [v for _, v in points]
+
+
 def trial_figure(t: FrozenTrial, metric: str) -> go.Figure:
     """Learning curves over the epochs (phase changes dashed) above the trial's freeze map."""
     from plotly.subplots import make_subplots
@@ -78,16 +84,25 @@ def trial_figure(t: FrozenTrial, metric: str) -> go.Figure:
         subplot_titles=("learning curves", "freeze map (a number: the block trains at that LR)"),
     )
     epochs = [h["epoch"] for h in history]
-    for key, dash in (("train_loss", "dot"), ("val_loss", "solid")):
-        y = [h.get(key) for h in history]
-        line = {"dash": dash}
-        fig.add_trace(go.Scatter(x=epochs, y=y, name=key, line=line), row=1, col=1)
-    acc, name = [h.get("val_accuracy") for h in history], "val_accuracy"
+    fig.add_trace(
+        go.Scatter(
+            x=epochs,
+            y=[h.get("train_loss") for h in history],
+            name="train_loss",
+            line={"dash": "dot"},
+        ),
+        row=1,
+        col=1,
+    )
+    # validated epochs only (an epoch not validated has None): the line joins them, marked
+    x, y = validated(history, "val_loss")
+    fig.add_trace(go.Scatter(x=x, y=y, name="val_loss", mode="lines+markers"), row=1, col=1)
+    (epochs, acc), name = validated(history, "val_accuracy"), "val_accuracy"
     if not history:  # pruned or failed before its history was written: what it reported
         epochs, acc = list(t.intermediate_values), list(t.intermediate_values.values())
         name = f"{metric} (reported)"
     fig.add_trace(
-        go.Scatter(x=epochs, y=acc, name=name, line={"color": "#54a24b"}),
+        go.Scatter(x=epochs, y=acc, name=name, mode="lines+markers", line={"color": "#54a24b"}),
         row=1,
         col=1,
         secondary_y=True,
@@ -144,10 +159,9 @@ def trial_png(t: FrozenTrial, metric: str, path: Path) -> Path:
     epochs = [h["epoch"] for h in history]
     if history:
         top.plot(epochs, [h.get("train_loss") for h in history], ":o", label="train_loss")
-        top.plot(epochs, [h.get("val_loss") for h in history], "-o", label="val_loss")
+        top.plot(*validated(history, "val_loss"), "-o", label="val_loss")
         right = top.twinx()
-        acc = [h.get("val_accuracy") for h in history]
-        right.plot(epochs, acc, "-s", color="#54a24b", label="val_accuracy")
+        right.plot(*validated(history, "val_accuracy"), "-s", color="#54a24b", label="val_accuracy")
         right.set_ylabel("val_accuracy")
         lines = top.get_lines() + right.get_lines()
         top.legend(lines, [ln.get_label() for ln in lines], loc="upper right", fontsize=9)

@@ -61,6 +61,11 @@ def train_checkpoint(
     if on == "train+val":
         train = cat(train, val)
     epochs = cfg.training.epochs
+
+    def said(r: Any) -> None:
+        val = "(not validated)" if r.val_accuracy is None else f"val_accuracy={r.val_accuracy:.4f}"
+        progress(f"  epoch {r.epoch}/{epochs} [{r.phase}] {val}")
+
     result = fit(
         backbone,
         plan,
@@ -68,9 +73,9 @@ def train_checkpoint(
         train,
         val,
         cfg.training,
-        lambda r: progress(
-            f"  epoch {r.epoch}/{epochs} [{r.phase}] val_accuracy={r.val_accuracy:.4f}"
-        ),
+        said,
+        # only the final metrics are read, unless the user asked for every epoch's
+        validate_at=None if cfg.training.validation == "every_epoch" else {epochs},
     )
     info = {
         "backbone": cfg.backbone.name,

@@ -32,6 +32,7 @@ from autofreeze.search.space import SearchSpace
 from autofreeze.study import records
 from autofreeze.study.retries import requeue_over_budget
 
+from autofreeze.study.sampling import validation_epochs
 
 class TrialFailed(RuntimeError):
     """A trial that cannot finish (diverged, out of memory); the study goes on."""
@@ -96,6 +97,8 @@ class Objective:
                 settings,
                 report,
                 features=features,
+                # a re-evaluation's value is read at its end; the others' where the pruner reads
+                validate_at=validation_epochs(cfg, compared=records.reevaluation_of(trial) is None),
                 prefix=None if prefix is None else (prefix.split, prefix.train, prefix.val),
                 refreeze=None
                 if features is not None or online
@@ -122,8 +125,9 @@ class Objective:
         seen: list[EpochResult],
         prunable: bool,
     ) -> Callable[[EpochResult], None]:
-        """What the trainer calls after every epoch: report the metric on the common axis (the
-        epoch), say the epoch's line, and prune where the pruner says so."""
+        """What the trainer calls after every epoch: record the history so far, and at a
+        validated epoch report the metric on the common axis (the epoch) and prune where the
+        pruner says so; say the epoch's line."""
         cfg = self.prepared.cfg
         metric, epochs, multi = cfg.study.metric, cfg.training.epochs, bool(cfg.study.objectives)
         label = f"#{trial.number} {records.baseline(trial) or records.SEARCHED}"
@@ -131,18 +135,21 @@ class Objective:
         def report(r: EpochResult) -> None:
             value = getattr(r, metric)
             seen.append(r)
-            if not multi:  # Optuna keeps no intermediate values of a multi-objective trial
+            # every epoch: how far a running trial is, where reports come only when validated
+            records.write_history(trial, seen)
+            if value is not None and not multi:  # none in a multi-objective study (Optuna's)
                 trial.report(value, step=r.epoch)  # the common axis is the epoch
             if r.event:
                 detail(self.progress, f"  {label} {r.event}")
-            line = f"  {label} epoch {r.epoch}/{epochs} [{r.phase}] {metric}={value:.4f}"
-            detail(self.progress, line)
+            said = "(not validated)" if value is None else f"{metric}={value:.4f}"
+            detail(self.progress, f"  {label} epoch {r.epoch}/{epochs} [{r.phase}] {said}")
+            if value is None:
+                return  # nothing measured: nothing to judge
             # a head-only warm-up (gradual, lp_ft) is not judged before its backbone trains
             warm_up = r.first_trainable == backbone.n_blocks > plan.boundary
             # a trial at its last epoch has finished: the pruner is not asked, it completes
             if prunable and not warm_up and r.epoch < epochs and trial.should_prune():
                 trial.set_user_attr(records.PRUNED_AT_EPOCH, r.epoch)
-                records.write_history(trial, seen)  # its curves and freeze map so far
                 raise optuna.TrialPruned(f"pruned at epoch {r.epoch} ({metric}={value:.4f})")
 
         return report

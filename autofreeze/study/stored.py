@@ -35,6 +35,7 @@ RUNTIME_TRAINING = {
     "seed",
     "data_memory",
     "decode_workers",
+    "validate",  # which epochs are measured, not how a trial trains or its value
 }
 
 

@@ -236,7 +236,7 @@ def test_out_of_memory_fails_the_trial_with_its_reason_and_the_study_goes_on(tmp
     first = found[0]
     assert first.state == TrialState.FAIL and first.params["schedule"] == "greedy"
     assert first.user_attrs["fail_reason"] == "out of memory"
-    assert len(first.intermediate_values) == 1  # it stopped at the second epoch
+    assert len(first.user_attrs["history"]) == 1  # it stopped at the second epoch
     assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in found[1:])
 
 
