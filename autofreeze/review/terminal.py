@@ -358,11 +358,11 @@ class _Watcher:
             steps, ran = t.intermediate_values, epochs_run(t)
             at = f"epoch {ran}/{self.epochs} " if ran else "starting "
             last = f"{self.metric}={steps[max(steps)]:.4f} " if steps else ""
+            if steps and max(steps) < ran:  # validated epochs only: say which one it is
+                last = f"{last.strip()} (epoch {max(steps)}) "
             took = duration((now - t.datetime_start).total_seconds()) if t.datetime_start else ""
             plan = short_plan(records.plan(t), records.n_blocks(t))
             line = f"  #{t.number} {records.name(t)} {at}{last}{took} · {plan}"
-            if steps and max(steps) < ran:  # validated epochs only: say which one it is
-                last = f"{last.strip()} (epoch {max(steps)}) "
             rows.append(Text(line, no_wrap=True, overflow="ellipsis"))
         if len(running) > SHOWN:
             rows.append(Text(f"  … {len(running) - SHOWN} more running"))

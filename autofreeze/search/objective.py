@@ -31,8 +31,8 @@ from autofreeze.runs.prepare import Prepared
 from autofreeze.search.space import SearchSpace
 from autofreeze.study import records
 from autofreeze.study.retries import requeue_over_budget
-
 from autofreeze.study.sampling import validation_epochs
+
 
 class TrialFailed(RuntimeError):
     """A trial that cannot finish (diverged, out of memory); the study goes on."""
@@ -96,9 +96,9 @@ class Objective:
                 prepared.val,
                 settings,
                 report,
-                features=features,
                 # a re-evaluation's value is read at its end; the others' where the pruner reads
                 validate_at=validation_epochs(cfg, compared=records.reevaluation_of(trial) is None),
+                features=features,
                 prefix=None if prefix is None else (prefix.split, prefix.train, prefix.val),
                 refreeze=None
                 if features is not None or online
