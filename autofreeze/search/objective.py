@@ -150,6 +150,9 @@ class Objective:
             # a trial at its last epoch has finished: the pruner is not asked, it completes
             if prunable and not warm_up and r.epoch < epochs and trial.should_prune():
                 trial.set_user_attr(records.PRUNED_AT_EPOCH, r.epoch)
+                # no FitResult to record: the validation time so far, as a complete trial's
+                val_seconds = sum(e.val_seconds for e in seen)
+                trial.set_user_attr(records.VALIDATION_SECONDS, round(val_seconds, 3))
                 raise optuna.TrialPruned(f"pruned at epoch {r.epoch} ({metric}={value:.4f})")
 
         return report

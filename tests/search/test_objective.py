@@ -79,6 +79,7 @@ def test_baselines_are_never_pruned_and_searched_trials_are(tmp_path):
     recipe, searched = study.trials
     assert recipe.state == TrialState.COMPLETE and list(recipe.intermediate_values) == [2, 3]
     assert searched.state == TrialState.PRUNED and searched.user_attrs["pruned_at_epoch"] == 2
+    assert searched.user_attrs[records.VALIDATION_SECONDS] > 0  # epoch 2's
 
 
 def test_trials_validate_and_report_only_where_the_pruner_or_the_value_reads(tmp_path):
