@@ -258,7 +258,7 @@ def top_after_one_epoch(loop: Loop, setup: Setup, budget: float) -> None:
     for t in ranked:  # in rank order; each training starts only while time is left
         second.enqueue_trial(t.params)
     loop.optimize(second, n_trials=len(ranked), timeout=loop.left(budget))
-    loop.run.info["trained_fully"] = len(second.trials)
+    loop.run.info["trained_fully"] = sum(t.state == TrialState.COMPLETE for t in second.trials)
 
 
 def run_user_loop(setup: Setup, method: str, limit: float, said: set[str]) -> MethodRun:
@@ -346,6 +346,7 @@ def run_autofreeze(setup: Setup, budget: float, said: set[str]) -> MethodRun:
     trials = study.get_trials(deepcopy=False)
     run.info.update(
         trials=sum(records.counts(t) for t in trials),
+        full_trials=sum(records.counts(t) and t.state == TrialState.COMPLETE for t in trials),
         reevaluations=sum(records.reevaluation_of(t) is not None for t in trials),
         reevaluated=records.choice(study) is not None,
         winner=None if best is None else records.name(best),

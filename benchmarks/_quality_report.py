@@ -79,6 +79,11 @@ class Table:
         values = self.at(task, method, i)
         return float(np.mean(values)) if len(values) == self.seeds(task) else math.nan
 
+    def mean_end(self, task: str, method: str) -> float:
+        """The mean over seeds of the test accuracy at the method's own end (nan: no plan)."""
+        values = [r["end_test"] for r in self.runs[task][method]]
+        return math.nan if None in values else float(np.mean(values))
+
     def curve(self, task: str, method: str) -> list[float]:
         return [self.mean_at(task, method, i) for i in range(len(FRACTION_NAMES))]
 
@@ -175,17 +180,18 @@ def anytime_lines(t: Table) -> list[str]:
         "| --- | " + " | ".join("---" for _ in FRACTION_NAMES) + " |",
     ]
     for m in t.methods:
-        values = " | ".join("-" if math.isnan(v) else f"{v:.3f}" for v in t.mean_curve(m))
+        values = " | ".join(number(v) for v in t.mean_curve(m))
         lines.append(f"| {m} | {values} |")
     return lines
 
 
 def wall_lines(t: Table) -> list[str]:
-    """Wall time per method as a ratio to the vanilla loop's, and what it ran."""
+    """Wall time per method as a ratio to the vanilla loop's, what it ran, and its test
+    accuracy at T beside the one at its own end (a method stopped by time may overrun T)."""
     lines = [
         "| method | wall / vanilla: median (range) | trials per search (mean) | full-length "
-        "trials (mean) |",
-        "| --- | --- | --- | --- |",
+        "trials (mean) | test at T | test at its end |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for m in t.methods:
         pairs = [
@@ -195,20 +201,25 @@ def wall_lines(t: Table) -> list[str]:
         ]
         ratios = [r["seconds"] / v["seconds"] for r, v in pairs]
         trials = np.mean([r["info"].get("trials", 0) for r, _ in pairs])
-        full = [r["info"].get("full_trials") for r, _ in pairs]
-        full_text = "-" if None in full else f"{np.mean(full):.1f}"
+        full = np.mean([r["info"].get("full_trials", 0) for r, _ in pairs])
+        at_t = t.mean_curve(m)[-1]
+        end = np.mean([t.mean_end(task, m) for task in t.tasks])
         lines.append(
             f"| {m} | {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | "
-            f"{trials:.1f} | {full_text} |"
+            f"{trials:.1f} | {full:.1f} | {number(at_t)} | {number(end)} |"
         )
     return lines
+
+
+def number(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.3f}"
 
 
 def autofreeze_lines(t: Table) -> list[str]:
     """What autofreeze did with the time: its limit, trials, re-evaluation, winners."""
     runs = [r for task in t.tasks for r in t.runs[task]["autofreeze"]]
     limits = sorted({r["info"].get("limit", "?") for r in runs})
-    reevaluated = sum(bool(r["info"].get("reevaluated")) for r in runs)
+    reran = [r["info"].get("reevaluations", 0) for r in runs]
     winners: dict[str, int] = {}
     for r in runs:
         w = r["info"].get("winner") or "none"
@@ -221,8 +232,8 @@ def autofreeze_lines(t: Table) -> list[str]:
     ]
     return [
         f"autofreeze ran with `[study] {' / '.join(limits)} = T` and `n_trials = 200`; it "
-        f"named its choice after re-evaluation in {reevaluated} of {len(runs)} searches; its "
-        "chosen plans were "
+        f"re-ran its top plans in {sum(n > 0 for n in reran)} of {len(runs)} searches "
+        f"({np.mean(reran):.1f} re-runs on average); its chosen plans were "
         + ", ".join(f"{k} ({v})" for k, v in sorted(winners.items()))
         + f". Its wall time was {min(overrun):.2f}-{max(overrun):.2f} T; what it handed over at "
         f"its own end differed from its choice at T by {np.mean(end_vs_t):+.3f} test accuracy "
@@ -256,11 +267,13 @@ def settings_text(t: Table) -> str:
     return (
         f"Command: `{COMMAND}"
         + (f" --trials {s['trials']}" if s["trials"] else "")
-        + (f" --epochs {s['epochs']}" if s["epochs"] != 8 else "")
+        + (f" --epochs {s['epochs']}" if s["epochs"] != 6 else "")
         + (f" --test-seeds {s['test_seeds']}" if s["test_seeds"] != 1 else "")
         + "` (run in chunks with `--tasks`, `--seeds`, `--methods`, then `--report`); machine: "
-        f"{t.results['machine']}; one method at a time, one process, on a machine other people "
-        f"share (timings carry their load). Source backbone: the quickstart's resnet10t trained "
+        f"{t.results['machine']}; one method at a time, one process, {s.get('threads', 1)} "
+        "torch thread(s) (two threads made timings erratic, several times slower, whenever "
+        "someone else used a core of this shared machine; timings still carry their load). "
+        "Source backbone: the quickstart's resnet10t trained "
         f"on digits 0-4. Every training: {s['epochs']} epochs, batch 25, AdamW, 32 px unless "
         f"said. {len(t.tasks)} tasks, {'/'.join(map(str, seeds))} seeds each (seed s draws the "
         "task's images and seeds the samplers and training). The vanilla loop's trials per "
@@ -276,7 +289,9 @@ def settings_text(t: Table) -> str:
         "2023): random configurations trained for one epoch each (the first epoch of the full "
         f"schedule), the top {TOP_SHARE:.0%} then trained fully in rank order (then the next "
         "ones while time is left), the first round sized from the first three one-epoch "
-        "trainings. These four are plain Optuna loops in memory around autofreeze's own "
+        "trainings. The four share the seed, so their first configurations coincide (TPE "
+        "starts with Optuna's 10 random trials): a paired comparison. These four are plain "
+        "Optuna loops in memory around autofreeze's own "
         "objective and trainer, so training is identical. autofreeze: its default study "
         "config (baselines, probe, pruner, feature cache, re-evaluation) with a wall-time "
         "budget of T (`[study] budget`, or `timeout` where the product lacks it). After each "

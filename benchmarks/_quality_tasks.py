@@ -46,7 +46,7 @@ class Task:
     dataset: dict[str, Any]
     what: str
     image_size: int = 32
-    trials: int = 12
+    trials: int = 15
     needs: tuple[str, ...] = field(default=())
 
     def options(self, seed: int) -> dict[str, Any]:
@@ -54,7 +54,7 @@ class Task:
         return {**self.dataset, "seed": seed}
 
 
-def _digits(what: str, trials: int = 12, **options: Any) -> Task:
+def _digits(what: str, trials: int = 15, **options: Any) -> Task:
     base = {"name": "digits_variant", "classes": DIGITS, "train_per_class": 15}
     return Task({**base, **options}, what, trials=trials)
 
@@ -63,10 +63,12 @@ TASKS: dict[str, Task] = {
     "small_similar": _digits("digits 5-9, 15 images per class: a small target like the source"),
     "larger_similar": _digits(
         "digits 5-9, 40 images per class: a larger target (scratch may do well)",
-        trials=8,
+        trials=7,
         train_per_class=40,
     ),
-    "few_labels": _digits("digits 5-9, 5 images per class: very few labels", train_per_class=5),
+    "few_labels": _digits(
+        "digits 5-9, 5 images per class: very few labels", trials=20, train_per_class=5
+    ),
     "inverted": _digits(
         "digits 5-9 with inverted intensities: inputs differ from the source", transform="invert"
     ),
@@ -81,11 +83,13 @@ TASKS: dict[str, Task] = {
         "all ten digits, 15 images per class: the source's five classes and five new ones",
         trials=8,
         classes=list(range(10)),
+        val_per_class=20,
     ),
     "photos": Task(
         {"name": "photo_patches", "patch": 64, "train_per_class": 10},
         f"patches of {len(PICTURES)} scikit-image photographs and textures, 10 per class, "
         "test patches from regions no search saw: natural images, unlike the source",
+        trials=12,
         needs=("skimage",),
     ),
     "photos_64": Task(
@@ -93,7 +97,7 @@ TASKS: dict[str, Task] = {
         "the same patches at 64 px instead of 32: four times the pixels, where caching the "
         "frozen prefix pays most",
         image_size=64,
-        trials=5,
+        trials=6,
         needs=("skimage",),
     ),
 }

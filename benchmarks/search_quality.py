@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -218,6 +219,8 @@ def run_task_seed(name: str, seed: int, args: argparse.Namespace, ctx: dict[str,
         run = run_method(setup(method), method, budget, trials, ctx["said"]).to_dict()
         run["budget"] = budget or run["seconds"]
         ctx["tests"].measure(setup(method), run, run["budget"])
+        if not args.keep:  # its study and caches (the prefix cache is on disk)
+            shutil.rmtree(setup(method).folder, ignore_errors=True)
         runs[run_key(name, seed, method)] = run
         save(args.results, ctx["results"])
         show(name, seed, run)
@@ -273,7 +276,7 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated")
     parser.add_argument("--seeds", default=[0, 1, 2], type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument(
         "--trials", type=int, help="the vanilla loop's trials on every task (default: per task)"
     )
