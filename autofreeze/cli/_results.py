@@ -28,7 +28,9 @@ def best(config: str | None, storage: str | None, study_name: str | None, as_jso
         return
     click.echo(f"best trial {b['number']} ({b['name']}): value {b['value']:.4f}")
     again = b.get("reevaluation")
-    if again:
+    if again and len(again["values"]) == 1:
+        click.echo("  a single run: the budget left no room to re-run the top plans")
+    elif again:
         ci = f" ± {again['ci95']:.4f} (95 %)" if again["ci95"] is not None else ""
         runs = ", ".join(f"{v:.4f}" for v in again["values"])
         click.echo(f"  mean over {len(again['values'])} seeds: {again['mean']:.4f}{ci} [{runs}]")

@@ -101,6 +101,11 @@ def _report(result: Any, cfg: Any, as_json: bool, wide: bool = False) -> None:
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--n-trials", type=click.IntRange(min=1), help="total trial budget of the study")
+@click.option(
+    "--budget",
+    help="the study's compute, all workers together: 20m, 1h or seconds (override "
+    "[study] budget); the probe, trials and re-evaluation fit inside it",
+)
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="seconds to run")
 @click.option("--epochs", type=click.IntRange(min=1), help="override [training] epochs")
 @click.option("--storage", envvar="AUTOFREEZE_STORAGE", help="Optuna storage URL")
@@ -129,6 +134,7 @@ def _report(result: Any, cfg: Any, as_json: bool, wide: bool = False) -> None:
 def search(
     config: str,
     n_trials: int | None,
+    budget: str | None,
     timeout: float | None,
     epochs: int | None,
     storage: str | None,
@@ -147,6 +153,7 @@ def search(
 
     overrides = {
         "study.n_trials": n_trials,
+        "study.budget": budget,
         "study.timeout": timeout,
         "study.storage": storage,
         "study.name": study_name,

@@ -3,7 +3,8 @@ and pruner, baselines, probe, re-evaluation and the dashboard output."""
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -18,12 +19,30 @@ COSTS = {
 }
 
 
+UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def seconds_of(value: Any) -> Any:
+    """``90``, ``"90s"``, ``"20m"``, ``"1.5h"`` or ``"1h30m"`` -> seconds; anything else is left
+    for pydantic to reject."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower().replace(" ", "")
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smh])", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f'is a duration like "90s", "20m" or "1h30m", or seconds; not {value!r}')
+    return sum(float(n) * UNITS[u] for n, u in parts)
+
+
 class StudySection(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     storage: str | None = None
     metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     n_trials: int | None = Field(default=20, ge=1)
-    timeout: float | None = Field(default=None, gt=0)
+    timeout: float | None = Field(default=None, gt=0)  # seconds of this process's trial loop
+    # the study's compute in seconds, all workers together ("20m", "1h" or seconds): the
+    # probe, every trial and the re-evaluation live inside it (see study/allowance.py)
+    budget: float | None = Field(default=None, ge=10)
     sampler: Literal["tpe", "random", "cmaes", "qmc", "gp"] = "tpe"
     pruner: Literal["percentile", "median", "hyperband", "none"] = "percentile"
     # calibrated on full learning curves (docs/benchmarks.md, "Pruning calibration"): no trial
@@ -42,6 +61,11 @@ class StudySection(Strict):
     dashboard: bool = True  # notes, figures and artifacts for optuna-dashboard and the report
     artifacts: str | None = None  # the artifact folder (default: <name>-artifacts beside it)
 
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return seconds_of(v)
+
     @field_validator("objectives")
     @classmethod
     def _objectives(cls, v: list[str] | None) -> list[str] | None:
@@ -56,6 +80,14 @@ class StudySection(Strict):
         if unknown:
             raise ValueError(f"unknown cost {unknown[0]!r} (costs: {', '.join(COSTS)})")
         return v
+
+    @model_validator(mode="after")
+    def _budget_alone(self) -> StudySection:
+        """A time budget with no trial count given is the only limit (the default count of
+        20 trials would cut a long budget short without a word)."""
+        if self.budget is not None and "n_trials" not in self.model_fields_set:
+            self.n_trials = None
+        return self
 
     @model_validator(mode="after")
     def _metric_first(self) -> StudySection:

@@ -76,7 +76,7 @@ def render_report(study: optuna.Study, metric: str, fmt: str = "html") -> Render
 def summary(study: optuna.Study, metric: str) -> list[tuple[str, str]]:
     """Name, metric and direction, trials by state, trial time, the best, search progress."""
     trials = study.get_trials(deepcopy=False)
-    again = sum(records.reevaluation_of(t) is not None for t in trials)
+    again = len(records.reruns(study))
     states = Counter(t.state.name.lower() for t in trials if records.reevaluation_of(t) is None)
     best = best_trial(study)
     direction = study.directions[0].name.lower()

@@ -65,7 +65,15 @@ def trial_row(t: FrozenTrial) -> dict[str, Any]:
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    return [trial_row(t) for t in study.get_trials(deepcopy=False)]
+    """Every trial's row; a trial whose plan the re-evaluation ran again lists the re-runs'
+    values under ``reruns`` (they are not trials of their own)."""
+    again: dict[int, list[float | None]] = {}
+    for r in records.reruns(study):
+        again.setdefault(r["of"], []).append(r["value"])
+    return [
+        {**trial_row(t), "reruns": again.get(t.number, [])}
+        for t in study.get_trials(deepcopy=False)
+    ]
 
 
 def best_summary(study: optuna.Study) -> dict[str, Any]:

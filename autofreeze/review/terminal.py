@@ -47,6 +47,7 @@ from autofreeze.review.summary import spent_note, trial_line
 from autofreeze.review.tables import short_plan
 from autofreeze.review.timing import FINISHED, epochs_run, eta
 from autofreeze.study import best_trial, records
+from autofreeze.study.allowance import allowance
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
 POLL = 1.0  # seconds between two reads of the study
@@ -127,7 +128,7 @@ class Display:
         self._watcher = watcher = _Watcher(self, study, cfg, workers, reevaluate)
         if watcher.n_trials is not None and watcher.counted_at_start >= watcher.n_trials:
             command = "run" if reevaluate else "run `autofreeze search`"
-            self.print(spent_note(cfg.study.name, watcher.n_trials, command))
+            self.print(spent_note(cfg.study.name, cfg.study.n_trials, command))
         if self.live:
             self._live = Live(
                 get_renderable=self._watcher.render,
@@ -181,15 +182,16 @@ class _Watcher:
         self, display: Display, study: Any, cfg: Any, workers: int | None, reevaluate: bool
     ) -> None:
         self.d, self.study, self.workers = display, study, workers
-        s = cfg.study
-        self.n_trials, self.timeout, self.metric = s.n_trials, s.timeout, s.metric
+        s, a = cfg.study, allowance(cfg)
+        # the search's trials; the re-runs of the top plans follow inside the same budget
+        self.n_trials, self.timeout, self.metric = a.trials, s.timeout, s.metric
         self.epochs = cfg.training.epochs
-        multi = bool(getattr(s, "objectives", None))  # no re-evaluation of a Pareto front
-        self.reevaluations = s.reevaluate * s.reevaluate_seeds if reevaluate and not multi else 0
+        self.reevaluations = a.reruns if reevaluate else 0
         self.t0 = time.monotonic()
         self.trials: list[FrozenTrial] = self._read() or []
         self.seen = {t.number for t in self.trials if t.state in FINISHED}
         self.counted_at_start = records.budget(self.trials)[0]
+        self.reruns_at_start = len(records.reruns(study))
         self.best: FrozenTrial | None = best_trial(study)
         self.left: tuple[float | None, float] = (None, self.t0)  # the ETA and when it was made
         self.last_status = self.t0
@@ -239,6 +241,7 @@ class _Watcher:
             epochs=self.epochs,
             workers=self.workers,
             reevaluations=self.reevaluations,
+            reruns_done=len(records.reruns(self.study)) if self.reevaluations else 0,
         )
         self.left = (left, now)
         for t in new:
@@ -315,9 +318,8 @@ class _Watcher:
     def end(self) -> None:
         """The last line: what the budget holds, how long it took, the best plan."""
         done, _ = records.budget(self.trials)
-        if done == self.counted_at_start and not any(
-            records.reevaluation_of(t) is not None and t.number in self.seen for t in self.trials
-        ):
+        reruns = len(records.reruns(self.study))
+        if done == self.counted_at_start and reruns == self.reruns_at_start:
             return  # nothing ran (a spent budget): the result says the rest
         states = [t.state for t in self.trials if records.counts(t)]
         counts = ", ".join(
@@ -331,7 +333,8 @@ class _Watcher:
         )
         budget = f"{done}/{self.n_trials}" if self.n_trials else f"{done}"
         best = best_trial(self.study)
-        line = f"{budget} trials done ({counts}) in {duration(self.elapsed())}"
+        again = f" and {reruns} re-run{'s' if reruns != 1 else ''}" if reruns else ""
+        line = f"{budget} trials{again} done ({counts}) in {duration(self.elapsed())}"
         if best is not None:
             line += f"; best {best_words(best, self.metric)}"
         self.d.print(line)

@@ -51,9 +51,11 @@ def eta(
     epochs: int,
     workers: int | None = None,
     reevaluations: int = 0,
+    reruns_done: int = 0,
 ) -> float | None:
-    """Seconds until the budget and then ``reevaluations`` re-runs are done, or None while no
-    trial that trained a backbone has finished (or without a budget).
+    """Seconds until the budget and then ``reevaluations`` re-runs (``reruns_done`` of them
+    run) are done, or None while no trial that trained a backbone has finished (or without a
+    budget).
 
     ``workers``: how many trials run at once (default: the trials running now, at least 1).
     """
@@ -63,7 +65,6 @@ def eta(
     if not measured:
         return None
     per_epoch = statistics.median(measured)
-    again = [t for t in trials if records.reevaluation_of(t) is not None]
     runs = [t for t in trials if records.reevaluation_of(t) is None]
     running = [t for t in runs if t.state == TrialState.RUNNING]
     searched = [
@@ -79,9 +80,5 @@ def eta(
     not_started = max(0, n_trials - counted - len(running))
     budget_epochs = not_started * per_trial + sum(max(0, epochs - epochs_run(t)) for t in running)
     parallel = workers or max(1, len(running))
-    # re-runs cut short without a reason are queued again; the others are done or under way
-    taken = [t for t in again if t.state != TrialState.FAIL or records.fail_reason(t)]
-    left = max(0, reevaluations - len(taken)) * epochs + sum(
-        max(0, epochs - len(t.intermediate_values)) for t in taken if t.state == TrialState.RUNNING
-    )
+    left = max(0, reevaluations - reruns_done) * epochs  # the re-runs run one after another
     return per_epoch * (budget_epochs / parallel + left)

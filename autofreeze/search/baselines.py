@@ -1,5 +1,6 @@
 """The textbook recipes (:mod:`autofreeze.recipes`) enqueued as the first trials of every study
-(``[study] baselines``), and the probe's plans after them.
+(``[study] baselines``), and the probe's plans after them: as many as the budget runs
+(:func:`autofreeze.study.allowance.first_plans_room`), the probe picking which.
 
 Each recipe is a freeze plan the search space can express: its structure (boundary, schedule,
 init) must lie in the space, or the recipe is skipped; its numbers are moved into the space's
@@ -16,7 +17,7 @@ from autofreeze.recipes import BASELINE_NAMES, recipes
 from autofreeze.search.space import SearchSpace
 from autofreeze.study import records
 
-__all__ = ["BASELINE_NAMES", "baseline_plans", "enqueue_baselines", "enqueue_plans"]
+__all__ = ["BASELINE_NAMES", "baseline_plans", "enqueue_first", "first_plans"]
 
 
 def baseline_plans(space: SearchSpace, n_blocks: int, epochs: int) -> list[tuple[str, FreezePlan]]:
@@ -29,25 +30,49 @@ def baseline_plans(space: SearchSpace, n_blocks: int, epochs: int) -> list[tuple
     return out
 
 
-def enqueue_baselines(
-    study: optuna.Study, space: SearchSpace, n_blocks: int, epochs: int, progress: Progress
-) -> None:
-    """The textbook recipes as the first trials, once per study."""
-    if study.get_trials(deepcopy=False):
-        return
-    enqueue_plans(study, space, baseline_plans(space, n_blocks, epochs), records.BASELINE, progress)
+def first_plans(
+    recipes: list[tuple[str, FreezePlan]],
+    priors: list[tuple[str, FreezePlan]],
+    probe_boundary: int | None,
+    similar: bool,
+    room: int | None,
+) -> list[tuple[str, str, FreezePlan]]:
+    """The plans a study starts with, as ``(attr, name, plan)``: every recipe, then the
+    probe's plans, when the budget runs them all (``room`` None or large enough).
+
+    A smaller budget keeps ``room`` of them and the probe picks which: the plans nearest its
+    boundary first (its own plans sit on it), the scratch reference last when the probe finds
+    the source's features transfer; without a probe, the recipes in their listed order.
+    """
+    plans = [(records.BASELINE, n, p) for n, p in recipes] + [
+        (records.PRIOR, n, p) for n, p in priors
+    ]
+    if room is None or room >= len(plans):
+        return plans
+    if probe_boundary is not None:
+        order = {id(p): i for i, (_, _, p) in enumerate(plans)}
+
+        def rank(item: tuple[str, str, FreezePlan]) -> tuple[bool, int, int]:
+            _, _, plan = item
+            scratch_last = similar and plan.init == "scratch"
+            return scratch_last, abs(plan.boundary - probe_boundary), order[id(plan)]
+
+        plans = sorted(plans, key=rank)
+    return plans[:room]
 
 
-def enqueue_plans(
+def enqueue_first(
     study: optuna.Study,
     space: SearchSpace,
-    plans: list[tuple[str, FreezePlan]],
-    attr: str,
+    plans: list[tuple[str, str, FreezePlan]],
     progress: Progress,
 ) -> None:
-    """Named plans, moved into the space (those outside it skipped), as the next trials."""
-    queued = [(name, c) for name, plan in plans if (c := space.clamp(plan)) is not None]
-    for name, clamped in queued:
-        study.enqueue_trial(clamped.to_params(), user_attrs={attr: name})
-    if queued:  # one line for them all
-        progress(f"enqueued {attr} {', '.join(name for name, _ in queued)}")
+    """The first plans, moved into the space (those outside it skipped), as the first trials."""
+    queued: dict[str, list[str]] = {}
+    for attr, name, plan in plans:
+        clamped = space.clamp(plan)
+        if clamped is not None:
+            study.enqueue_trial(clamped.to_params(), user_attrs={attr: name})
+            queued.setdefault(attr, []).append(name)
+    for attr, names in queued.items():  # one line per kind
+        progress(f"enqueued {attr} {', '.join(names)}")

@@ -30,6 +30,7 @@ from autofreeze.progress import Progress, detail, quiet
 from autofreeze.runs.prepare import Prepared
 from autofreeze.search.space import SearchSpace
 from autofreeze.study import records
+from autofreeze.study.allowance import allowance
 from autofreeze.study.retries import requeue_over_budget
 from autofreeze.study.sampling import validation_epochs
 
@@ -221,7 +222,7 @@ class Objective:
     def _check_budget(self, trial: optuna.Trial) -> None:
         """Refuse to run a trial that raced another worker for the last of the budget and lost
         (see :func:`records.claimed_ahead`); a queued plan goes back to the queue."""
-        n_trials = self.prepared.cfg.study.n_trials
+        n_trials = allowance(self.prepared.cfg).trials
         study = getattr(trial, "study", None)  # a FixedTrial (``train``, tests) has no study
         if n_trials is None or study is None or records.reevaluation_of(trial) is not None:
             return

@@ -2,15 +2,18 @@
 seeds, and the choice goes by their mean.
 
 With about a hundred validation images one image is one point of accuracy, so the best single
-run is often a lucky seed. After the search's budget, the ``[study] reevaluate`` best distinct
-plans each run ``reevaluate_seeds`` more times (other training seeds: head initialisation and
-batch order). The plan with the best mean is chosen; among the plans whose mean lies within one
-standard error of it, the one with the least mean wall time if it takes at most 80 % of the best
-one's (the one-standard-error rule of Hastie, Tibshirani & Friedman, *The Elements of
-Statistical Learning*, 2009, section 7.10: with three runs a 95 % interval is 2.5 standard
-errors wide and would hand the choice to the cheapest of nearly any top three). The 95 %
-interval (Student's t) is what ``best`` shows. Re-evaluations are recorded trials
-(``reevaluation_of``), never pruned and not counted in the budget.
+run is often a lucky seed. After the search's trials, the ``[study] reevaluate`` best distinct
+plans run up to ``reevaluate_seeds`` more times (other training seeds: head initialisation and
+batch order), inside the study's budget (:mod:`autofreeze.study.allowance`), round by round,
+stopping once one plan leads clearly. The plan with the best mean is chosen; among the plans
+whose mean lies within one standard error of it, the one with the least mean wall time if it
+takes at most 80 % of the best one's (the one-standard-error rule of Hastie, Tibshirani &
+Friedman, *The Elements of Statistical Learning*, 2009, section 7.10: with three runs a 95 %
+interval is 2.5 standard errors wide and would hand the choice to the cheapest of nearly any
+top three). The 95 %
+interval (Student's t) is what ``best`` shows. Re-runs are recorded on the study
+(:func:`autofreeze.study.records.reruns`), not as trials: Optuna's own ``best_trial``, history
+and parameter importance see the search's trials only.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autofreeze.progress import Progress
 from autofreeze.study import records
+from autofreeze.study.allowance import Allowance
 
 # two-sided 95 % quantiles of Student's t by degrees of freedom (1.96 beyond)
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
@@ -56,41 +60,18 @@ def top_plans(study: optuna.Study, k: int) -> list[FrozenTrial]:
     return list(top.values())
 
 
-def enqueue_reevaluations(
-    study: optuna.Study, top: list[FrozenTrial], seeds: int, base_seed: int
-) -> int:
-    """Queue the re-runs that do not exist yet (a resumed search adds none twice)."""
-    have = {  # a re-run cut short (FAIL without a reason) is queued again
-        (records.reevaluation_of(t), records.seed(t))
-        for t in study.get_trials(deepcopy=False)
-        if records.reevaluation_of(t) is not None
-        and (t.state != TrialState.FAIL or records.fail_reason(t))
-    }
-    queued = 0
-    for t in top:
-        for s in range(1, seeds + 1):
-            if (t.number, base_seed + s) not in have:
-                attrs = records.reevaluation_attrs(t.number, base_seed + s)
-                study.enqueue_trial(t.params, user_attrs=attrs)
-                queued += 1
-    return queued
-
-
 def summarize(study: optuna.Study, top: list[FrozenTrial]) -> list[dict[str, Any]]:
-    """Per plan: its runs' values, mean, 95 % half-width and mean wall time."""
-    trials = study.get_trials(deepcopy=False)
+    """Per plan: its runs' values (the trial's, then its re-runs'), mean, 95 % half-width and
+    mean wall time."""
+    again = records.reruns(study)
     out = []
     for t in top:
-        runs = [t] + [
-            r
-            for r in trials
-            if records.reevaluation_of(r) == t.number and r.state == TrialState.COMPLETE
-        ]
-        values = [float(r.value) for r in runs if r.value is not None]
+        mine = [r for r in again if r["of"] == t.number and r["value"] is not None]
+        values = [float(t.value)] + [float(r["value"]) for r in mine]  # type: ignore[arg-type]
         n = len(values)
         sem = statistics.stdev(values) / math.sqrt(n) if n > 1 else None
         half = _T95.get(n - 1, 1.96) * sem if sem is not None else None
-        seconds = [records.seconds(r, 0.0) for r in runs]
+        seconds = [records.seconds(t, 0.0) or 0.0] + [r["seconds"] for r in mine]
         out.append(
             {
                 "trial": t.number,
@@ -103,6 +84,26 @@ def summarize(study: optuna.Study, top: list[FrozenTrial]) -> list[dict[str, Any
             }
         )
     return out
+
+
+def clear_lead(summaries: list[dict[str, Any]], maximize: bool) -> list[dict[str, Any]]:
+    """The plans still in contention: the leader and every plan whose mean a two-sample t-test
+    (pooled variance, 95 %) cannot tell from the leader's. With no spread measured yet, all."""
+    sign = 1 if maximize else -1
+    leader = max(summaries, key=lambda s: sign * s["mean"])
+    dev = [(v - s["mean"]) ** 2 for s in summaries for v in s["values"]]
+    df = sum(len(s["values"]) - 1 for s in summaries)
+    if df < 1:
+        return summaries
+    sd = math.sqrt(sum(dev) / df)
+    t95 = _T95.get(df, 1.96)
+    keep = []
+    for s in summaries:
+        gap = sign * (leader["mean"] - s["mean"])
+        width = t95 * sd * math.sqrt(1 / len(leader["values"]) + 1 / len(s["values"]))
+        if s is leader or gap <= width:
+            keep.append(s)
+    return keep
 
 
 CHEAPER = 0.8  # a plan is cheaper when it takes at most this share of the best one's time
@@ -125,38 +126,78 @@ def choose(summaries: list[dict[str, Any]], maximize: bool) -> dict[str, Any]:
 
 def reevaluate(
     study: optuna.Study,
-    k: int,
+    allowance: Allowance,
+    base_seed: int,
+    progress: Progress,
+    run_plan: Callable[[FrozenTrial, int], float | None],
+    seconds_left: Callable[[], float],
+) -> dict[str, Any] | None:
+    """Re-run the top plans with other seeds, round by round, within the budget; store and
+    return the choice.
+
+    ``run_plan(trial, seed)`` trains trial's plan with ``seed`` and returns its value (None if
+    it failed); it records the run (:func:`autofreeze.study.records.add_rerun`). A round runs
+    one more seed of each plan still in contention (:func:`clear_lead`); a resumed search skips
+    the runs it has. The re-runs stop when one plan leads clearly, when the seeds are done, or
+    when the time budget has no room for the next one (``seconds_left()``).
+    """
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    top = top_plans(study, max(1, allowance.top))
+    if not top:
+        return None
+    if allowance.reruns:
+        _rerun(study, top, allowance.seeds, base_seed, progress, run_plan, seconds_left)
+    summaries = summarize(study, top)
+    choice = choose(summaries, maximize)
+    study.set_user_attr(records.CHOICE, choice)
+    progress(_chosen_line(choice, allowance))
+    return choice
+
+
+def _rerun(
+    study: optuna.Study,
+    top: list[FrozenTrial],
     seeds: int,
     base_seed: int,
     progress: Progress,
-    run_queued: Callable[[Callable[[FrozenTrial], bool]], int],
-) -> dict[str, Any] | None:
-    """Re-run the top ``k`` plans ``seeds`` more times, store and return the choice.
-
-    ``run_queued(wanted)`` runs the waiting trials ``wanted`` says yes to (the trial loop's
-    :func:`autofreeze.search.trials.run_queued`): the re-runs only, never a recipe or a prior
-    still queued when the budget ran out.
-    """
-    if k < 1 or seeds < 1:
-        return None
-    top = top_plans(study, k)
-    if not top:
-        return None
-    enqueue_reevaluations(study, top, seeds, base_seed)
-    waiting = sum(
-        t.state == TrialState.WAITING and records.reevaluation_of(t) is not None
-        for t in study.get_trials(deepcopy=False)
-    )
-    if waiting:
-        progress(f"re-evaluating the top {len(top)} plans with {seeds} more seeds each")
-        run_queued(lambda t: records.reevaluation_of(t) is not None)
+    run_plan: Callable[[FrozenTrial, int], float | None],
+    seconds_left: Callable[[], float],
+) -> None:
+    """The rounds of re-runs (see :func:`reevaluate`)."""
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    choice = choose(summarize(study, top), maximize)
-    study.set_user_attr(records.CHOICE, choice)
+    contending = top
+    said = False
+    for s in range(1, seeds + 1):
+        done = {(r["of"], r["seed"]) for r in records.reruns(study)}
+        for t in contending:
+            if (t.number, base_seed + s) in done:
+                continue
+            if seconds_left() < (records.seconds(t, 0.0) or 0.0):
+                progress("the time budget has no room for more re-runs")
+                return
+            if not said:
+                progress(f"re-evaluating the top {len(top)} plans with up to {seeds} more seeds")
+                said = True
+            run_plan(t, base_seed + s)
+        kept = clear_lead(summarize(study, contending), maximize)
+        if len(kept) == 1 and len(contending) > 1 and s < seeds:
+            progress(f"trial {kept[0]['trial']} leads clearly: no more re-runs")
+            return
+        contending = [t for t in contending if t.number in {k["trial"] for k in kept}]
+
+
+def _chosen_line(choice: dict[str, Any], allowance: Allowance) -> str:
+    n = len(choice["values"])
+    if n == 1:
+        why = (
+            "the best single run (the budget leaves no room to re-run the top plans)"
+            if not allowance.reruns
+            else "the best single run"
+        )
+        return f"chosen: trial {choice['trial']} ({choice['name']}), {choice['mean']:.4f}, {why}"
     ci = f" ± {choice['ci95']:.4f}" if choice["ci95"] is not None else ""
     why = "" if choice["trial"] == choice["best_mean_trial"] else ", the cheapest within the noise"
-    progress(
+    return (
         f"chosen: trial {choice['trial']} ({choice['name']}), mean {choice['mean']:.4f}{ci} "
-        f"over {len(choice['values'])} runs{why}"
+        f"over {n} runs{why}"
     )
-    return choice

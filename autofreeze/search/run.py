@@ -19,13 +19,13 @@ from autofreeze.plugins.registry import Registry
 from autofreeze.progress import Progress, stderr_progress
 from autofreeze.runs.prepare import Prepared, prepare
 from autofreeze.runs.pretrain import ensure_weights
-from autofreeze.search.baselines import baseline_plans, enqueue_baselines, enqueue_plans
+from autofreeze.search.baselines import baseline_plans, enqueue_first, first_plans
 from autofreeze.search.objective import Objective
 from autofreeze.search.observer import Observers, Run, SearchObserver
 from autofreeze.search.probe import prior_plans, probe_lines, run_probe
 from autofreeze.search.reevaluation import reevaluate
 from autofreeze.search.space import SearchSpace, head_lr_floor
-from autofreeze.search.trials import run_queued, run_trials
+from autofreeze.search.trials import rerun_plan, run_trials, search_done
 from autofreeze.search.workers import plan_workers, run_workers
 from autofreeze.study import (
     budget,
@@ -38,6 +38,7 @@ from autofreeze.study import (
     wait_for_study,
     worker_label,
 )
+from autofreeze.study.allowance import allowance, first_plans_room, seconds_left, trial_estimate
 from autofreeze.study.queue import StudyOnStorage
 from autofreeze.study.storage import (
     mask_url,
@@ -120,24 +121,51 @@ def prepare_study(
     for note in space.notes:
         progress(f"note: {note}")
     requeue_lost(study, progress)
-    new = not study.get_trials(deepcopy=False)
-    if cfg.study.baselines:
-        enqueue_baselines(study, space, prepared.n_blocks, cfg.training.epochs, progress)
-    if cfg.study.probe and new:
-        result = run_probe(prepared)
-        for line in probe_lines(result):
-            progress(line)
-        study.set_user_attr(records.PROBE, result.to_dict())
-        taken: set[int] = set()  # boundaries a baseline already runs a static plan at
-        if cfg.study.baselines:
-            recipes = baseline_plans(space, prepared.n_blocks, cfg.training.epochs)
-            taken = {p.boundary for _, p in recipes if (p.schedule, p.init) == STATIC_PRETRAINED}
-        plans = prior_plans(result, prepared.n_blocks, taken)
-        enqueue_plans(study, space, plans, records.PRIOR, progress)
+    if not study.get_trials(deepcopy=False):
+        start_study(study, cfg, prepared, space, progress)
     # last: a worker waiting for the study (`worker --wait`) starts once the config is stored,
     # so it never runs a searched trial ahead of the baselines and the probe's plans
     store_config(study, cfg)
     return StudyOnStorage(study, storage), prepared, space
+
+
+def start_study(
+    study: optuna.Study,
+    cfg: StudyConfig,
+    prepared: Prepared,
+    space: SearchSpace,
+    progress: Progress,
+) -> None:
+    """A new study: the probe (timed: it is inside the budget), then the first plans, as many
+    as the budget surely runs (:func:`autofreeze.search.baselines.first_plans`)."""
+    result = None
+    estimate = None
+    if cfg.study.probe:
+        t0 = time.perf_counter()
+        result = run_probe(prepared)
+        seconds = time.perf_counter() - t0
+        for line in probe_lines(result):
+            progress(line)
+        study.set_user_attr(records.PROBE, {**result.to_dict(), "seconds": round(seconds, 3)})
+        estimate = trial_estimate(seconds, cfg.training.epochs)
+    recipes = baseline_plans(space, prepared.n_blocks, cfg.training.epochs)
+    recipes = recipes if cfg.study.baselines else []
+    taken = {p.boundary for _, p in recipes if (p.schedule, p.init) == STATIC_PRETRAINED}
+    priors = prior_plans(result, prepared.n_blocks, taken) if result is not None else []
+    room = first_plans_room(allowance(cfg), estimate)
+    plans = first_plans(
+        recipes,
+        priors,
+        None if result is None else result.boundary,
+        result is not None and result.similarity == "similar",
+        room,
+    )
+    if len(plans) < len(recipes) + len(priors):
+        progress(
+            f"the budget runs about {room} first plans: queued the {len(plans)} the probe "
+            f"ranks first of {len(recipes) + len(priors)}"
+        )
+    enqueue_first(study, space, plans, progress)
 
 
 def run_search(
@@ -169,16 +197,17 @@ def run_search(
         run_trials(run, objective, told, progress)
     else:
         run_workers(specs, cfg.study.name, cfg.storage_url, progress)
-    # the budget is spent: name the best (a multi-objective study keeps its Pareto front)
-    if budget(study)[0] >= (cfg.study.n_trials or 0) and not cfg.study.objectives:
+    # the search is done: name the best (a multi-objective study keeps its Pareto front)
+    if search_done(study, cfg) and not cfg.study.objectives:
         objective = objective or Objective(prepared, space, progress)
+        a = allowance(cfg)
         reevaluate(
             study,
-            cfg.study.reevaluate,
-            cfg.study.reevaluate_seeds,
+            a,
             cfg.training.seed,
             progress,
-            lambda wanted: run_queued(run, objective, told, wanted),
+            rerun_plan(study, objective, progress),
+            lambda: seconds_left(a, study),
         )
     told.ended(run)
     return SearchResult(study, budget(study)[0] - before, time.perf_counter() - t0)

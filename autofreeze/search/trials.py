@@ -21,10 +21,12 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autofreeze.config import StudyConfig
 from autofreeze.progress import Progress, output_lost
 from autofreeze.search.objective import Objective, OverBudget, TrialFailed
 from autofreeze.search.observer import Observers, Run
 from autofreeze.study import budget, make_sampler, records, requeue_interrupted, run_stream
+from autofreeze.study.allowance import allowance, search_spent
 from autofreeze.study.queue import StudyOnStorage
 
 CAUGHT = (TrialFailed, OverBudget)  # a trial that fails with a reason; the search goes on
@@ -127,19 +129,41 @@ def run_one(
     return told
 
 
-def run_queued(
-    run: Run,
-    objective: Callable[[optuna.Trial], Any],
-    observers: Observers,
-    wanted: Callable[[FrozenTrial], bool],
-) -> int:
-    """Run the waiting trials ``wanted`` says yes to (the re-evaluations), until none is left
-    for this worker; return how many ran."""
-    ran = 0
-    while (trial := run.on.claim(wanted)) is not None:
-        run_one(run, trial, objective, observers)
-        ran += 1
-    return ran
+def rerun_plan(
+    study: optuna.Study, objective: Objective, progress: Progress
+) -> Callable[[FrozenTrial, int], float | None]:
+    """What the re-evaluation calls to train trial's plan again with another seed: the same
+    objective on a ``FixedTrial`` (no new trial in the study), recorded on the study."""
+
+    def run_plan(trial: FrozenTrial, seed: int) -> float | None:
+        fixed = optuna.trial.FixedTrial(records.params_of(trial), number=trial.number)
+        for key, value in records.reevaluation_attrs(trial.number, seed).items():
+            fixed.set_user_attr(key, value)
+        t0 = time.perf_counter()
+        try:
+            value: float | None = float(objective(fixed))  # type: ignore[arg-type]
+        except TrialFailed as exc:
+            value = None
+            progress(f"re-run of trial {trial.number} (seed {seed}) failed: {exc}")
+        seconds = records.seconds(fixed, time.perf_counter() - t0)  # type: ignore[arg-type]
+        records.add_rerun(study, trial.number, seed, value, float(seconds or 0.0))
+        if value is not None:
+            progress(f"re-run of trial {trial.number} (seed {seed}): {value:.4f} in {seconds:.1f}s")
+        return value
+
+    return run_plan
+
+
+def search_done(study: optuna.Study, cfg: StudyConfig) -> bool:
+    """Whether the search's share of the budget is spent (the re-evaluation may start)."""
+    a = allowance(cfg)
+    trials = study.get_trials(deepcopy=False)
+    done, running = records.budget(trials)
+    if running:
+        return False
+    if a.trials is not None and done >= a.trials:
+        return True
+    return search_spent(a, study, trials)
 
 
 def run_trials(
@@ -152,13 +176,16 @@ def run_trials(
 ) -> int:
     """Take trials until the study's global budget is spent; return how many this process ran.
 
-    A trial starts only while ``counted + running < n_trials``, so the budget holds however
-    many workers share the study. When the rest of the budget is running elsewhere the worker
+    A trial starts only while ``counted + running`` is below the search's share of
+    ``n_trials`` and the search's share of a time budget is not spent
+    (:mod:`autofreeze.study.allowance`), so the budget holds however many workers share the
+    study. When the rest of the budget is running elsewhere the worker
     waits: if one of those trials dies (its heartbeat goes stale) it is retried here.
     ``worker`` names this process in the sampler's seed (see ``study.run_stream``).
     """
     study, cfg = run.study, run.cfg
-    n_trials, timeout = cfg.study.n_trials, cfg.study.timeout
+    a, timeout = allowance(cfg), cfg.study.timeout
+    n_trials = a.trials
     # a sampler seeded for this worker and this run: no two of them propose the same trials
     trials = study.get_trials(deepcopy=False)
     study.sampler = make_sampler(cfg, run_stream(study, worker), records.initial_design(trials))
@@ -174,6 +201,11 @@ def run_trials(
                 progress(f"timeout of {timeout:.0f}s reached")
                 break
             fail_stale(study)
+            if search_spent(a, study, study.get_trials(deepcopy=False)):
+                if not running:
+                    break
+                time.sleep(poll)  # a running trial may still fail and hand time back
+                continue
             if n_trials is not None and done + running >= n_trials:
                 time.sleep(poll)
                 continue

@@ -23,6 +23,7 @@ CONFIG = "autofreeze_config"  # the resolved study config every worker runs (sto
 CONFIG_DIR = "autofreeze_config_dir"  # the folder its relative paths are resolved against
 PROBE = "autofreeze_probe"  # the transferability probe's curve, quadrant and boundary
 CHOICE = "autofreeze_choice"  # the plan named best after re-evaluation, with its mean and CI
+RERUNS = "autofreeze_reruns"  # the re-evaluation's runs: plan's trial, seed, value, seconds
 
 # -- trial attributes --------------------------------------------------------------------------
 BASELINE = "baseline"  # the textbook recipe an enqueued trial runs
@@ -273,6 +274,23 @@ def choice(study: optuna.Study) -> dict[str, Any] | None:
     """The plan named best after re-evaluation (trial, mean, 95 % half-width, runs,
     candidates), or None before (or without) a re-evaluation."""
     return study.user_attrs.get(CHOICE)
+
+
+def reruns(study: optuna.Study) -> list[dict[str, Any]]:
+    """The re-evaluation's runs so far, each ``{"of": trial, "seed", "value", "seconds"}``.
+
+    They are not trials: Optuna's own views (``best_trial``, the history, parameter importance)
+    see the search's trials only, and a re-run's value is a second opinion of a plan, not a
+    new point of the search.
+    """
+    return list(study.user_attrs.get(RERUNS, []))
+
+
+def add_rerun(study: optuna.Study, of: int, seed: int, value: float, seconds: float) -> None:
+    """Record one finished re-run (the list grows by one; an interrupted re-run is not kept)."""
+    runs = reruns(study)
+    runs.append({"of": of, "seed": seed, "value": value, "seconds": round(seconds, 3)})
+    study.set_user_attr(RERUNS, runs)
 
 
 def probe(study: optuna.Study) -> dict[str, Any] | None:

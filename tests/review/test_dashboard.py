@@ -111,7 +111,8 @@ def raw(url: str) -> bytes:
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
     folder = tmp_path_factory.mktemp("published")
-    path = write_study(folder, "shown", n_trials=8, epochs=3, reevaluate=2, dashboard=True)
+    # 12 trainings: 10 trials (every recipe among them), then 2 re-runs
+    path = write_study(folder, "shown", n_trials=12, epochs=3, reevaluate=2, dashboard=True)
     run_search(load_config(path), progress=quiet, observers=[Publisher(quiet)])
     with dashboard(str(path)) as base:
         studies = get(f"{base}/api/studies")["study_summaries"]

@@ -30,10 +30,11 @@ METRIC = "val_accuracy"
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """A 9-trial study with the probe and one re-evaluated plan, and its HTML report written
-    by the CLI (with its JSON)."""
+    """A 16-training study with the probe and one re-evaluated plan (14 trials, 2 re-runs:
+    room for every recipe and the probe's plans), and its HTML report written by the CLI
+    (with its JSON)."""
     folder = tmp_path_factory.mktemp("report")
-    config = write_study(folder, n_trials=9, epochs=3, probe=True, reevaluate=1)
+    config = write_study(folder, n_trials=16, epochs=3, probe=True, reevaluate=1)
     run_search(load_config(config), progress=quiet, observers=[Publisher(quiet)])
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'tiny.db'}")
     out = folder / "out" / "report.html"

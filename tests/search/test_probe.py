@@ -87,7 +87,8 @@ def test_block_features_are_one_pooled_row_per_image_per_block(tmp_path):
 
 
 def test_the_search_probes_stores_the_curve_and_enqueues_its_prior(tmp_path):
-    config = write_study(tmp_path, "probed", n_trials=9, epochs=1, probe=True, pruner="none")
+    # 13 trials: room for the six recipes and the probe's plans (a third left to the sampler)
+    config = write_study(tmp_path, "probed", n_trials=13, epochs=1, probe=True, pruner="none")
     result = CliRunner().invoke(cli, ["search", str(config)])
     assert result.exit_code == 0, result.output
     assert "transferability probe" in result.output and "boundary" in result.output

@@ -12,7 +12,7 @@ from autofreeze.plan import FreezePlan
 from autofreeze.plugins.registry import Registry
 from autofreeze.progress import quiet
 from autofreeze.recipes import BASELINE_NAMES
-from autofreeze.search.baselines import enqueue_baselines
+from autofreeze.search.baselines import baseline_plans, enqueue_first, first_plans
 from autofreeze.search.space import SearchSpace
 from autofreeze.study import (
     best_plan,
@@ -65,14 +65,22 @@ def test_a_study_without_a_stored_config_says_how_to_fix_it(cfg):
         stored_config(study, cfg.storage_url)
 
 
-def test_baselines_are_enqueued_once(cfg):
+def test_the_first_plans_are_the_recipes_in_order_or_as_many_as_the_budget_runs(cfg):
     study = open_study(cfg)
     space = SearchSpace.from_config(cfg.search, Registry(), 5)
-    enqueue_baselines(study, space, 5, 2, quiet)
-    enqueue_baselines(study, space, 5, 2, quiet)
+    recipes = baseline_plans(space, 5, 2)
+    priors = [("probe_k4", FreezePlan(boundary=4))]
+    enqueue_first(study, space, first_plans(recipes, priors, 4, True, None), quiet)
     trials = study.get_trials()
-    assert [records.baseline(t) for t in trials] == list(BASELINE_NAMES)
+    names = [records.baseline(t) or t.user_attrs.get(records.PRIOR) for t in trials]
+    assert names == [*BASELINE_NAMES, "probe_k4"]
     assert all(t.state == TrialState.WAITING for t in trials)
+    # a budget for three: the probe's boundary (4) first, the scratch reference last
+    kept = [n for _, n, _ in first_plans(recipes, priors, 4, True, 3)]
+    assert kept == ["probe_k4", "linear_probe", "freeze_first_half"]
+    assert [n for _, n, _ in first_plans(recipes, priors, None, False, 2)] == list(
+        BASELINE_NAMES[:2]
+    )  # no probe: the recipes in their order
 
 
 def test_the_budget_counts_what_used_compute(cfg):
