@@ -347,7 +347,7 @@ def run_autofreeze(setup: Setup, budget: float, said: set[str]) -> MethodRun:
     run.info.update(
         trials=sum(records.counts(t) for t in trials),
         full_trials=sum(records.counts(t) and t.state == TrialState.COMPLETE for t in trials),
-        reevaluations=sum(records.reevaluation_of(t) is not None for t in trials),
+        reevaluations=len(records.reruns(study)),  # re-runs are recorded on the study
         reevaluated=records.choice(study) is not None,
         winner=None if best is None else records.name(best),
         boundary=None if best is None else records.plan(best).get("boundary"),
