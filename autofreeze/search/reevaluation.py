@@ -28,7 +28,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autofreeze.progress import Progress
-from autofreeze.study import records
+from autofreeze.study import budget, records
 from autofreeze.study.allowance import Allowance
 
 # two-sided 95 % quantiles of Student's t by degrees of freedom (1.96 beyond)
@@ -146,7 +146,7 @@ def reevaluate(
     if not top:
         return None
     if allowance.reruns:
-        _rerun(study, top, allowance.seeds, base_seed, progress, run_plan, seconds_left)
+        _rerun(study, top, allowance, base_seed, progress, run_plan, seconds_left)
     summaries = summarize(study, top)
     choice = choose(summaries, maximize)
     study.set_user_attr(records.CHOICE, choice)
@@ -157,7 +157,7 @@ def reevaluate(
 def _rerun(
     study: optuna.Study,
     top: list[FrozenTrial],
-    seeds: int,
+    allowance: Allowance,
     base_seed: int,
     progress: Progress,
     run_plan: Callable[[FrozenTrial, int], float | None],
@@ -165,7 +165,7 @@ def _rerun(
 ) -> None:
     """The rounds of re-runs (see :func:`reevaluate`)."""
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    contending = top
+    contending, seeds = top, allowance.seeds
     said = False
     for s in range(1, seeds + 1):
         done = {(r["of"], r["seed"]) for r in records.reruns(study)}
@@ -175,6 +175,8 @@ def _rerun(
             if seconds_left() < (records.seconds(t, 0.0) or 0.0):
                 progress("the time budget has no room for more re-runs")
                 return
+            if allowance.total is not None and _trainings(study) >= allowance.total:
+                return  # a raised budget's new top plan: no more than n_trials in all
             if not said:
                 progress(f"re-evaluating the top {len(top)} plans with up to {seeds} more seeds")
                 said = True
@@ -184,6 +186,11 @@ def _rerun(
             progress(f"trial {kept[0]['trial']} leads clearly: no more re-runs")
             return
         contending = [t for t in contending if t.number in {k["trial"] for k in kept}]
+
+
+def _trainings(study: optuna.Study) -> int:
+    """Every training the study holds: its counted trials and its re-runs."""
+    return budget(study)[0] + len(records.reruns(study))
 
 
 def _chosen_line(choice: dict[str, Any], allowance: Allowance) -> str:

@@ -48,6 +48,11 @@ class Allowance:
         return self.top * self.seeds
 
     @property
+    def total(self) -> int | None:
+        """Every training of the study (``n_trials``): search trials and re-runs."""
+        return None if self.trials is None else self.trials + self.reruns
+
+    @property
     def search_seconds(self) -> float | None:
         """The seconds the search may spend before the re-runs' share."""
         if self.seconds is None:

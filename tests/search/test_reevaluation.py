@@ -89,3 +89,41 @@ def test_a_clear_lead_ends_the_re_runs_and_a_tie_keeps_them_going():
     assert [s["trial"] for s in clear_lead([lead, far, near], maximize=True)] == [1, 3]
     one_run = [{**lead, "values": [0.95]}, {**far, "values": [0.6]}]
     assert len(clear_lead(one_run, maximize=True)) == 2  # no spread measured: all stay
+
+
+def test_the_re_runs_stop_at_n_trials_and_at_the_time_left():
+    from autofreeze.search.reevaluation import reevaluate
+    from autofreeze.study.allowance import Allowance
+
+    study = optuna.create_study(direction="maximize")
+    for value in (0.7, 0.8, 0.9):
+        trial = study.ask()
+        trial.set_user_attr(records.PLAN, {"boundary": int(value * 10)})
+        trial.set_user_attr(records.SECONDS, 2.0)
+        study.tell(trial, value)
+    ran: list[tuple[int, int]] = []
+
+    def run_plan(t, seed):
+        ran.append((t.number, seed))
+        records.add_rerun(study, t.number, seed, 0.85, 2.0)
+        return 0.85
+
+    # n_trials 5 = 3 trials + 2 re-runs: the top 2 plans, one more seed each
+    a = Allowance(trials=3, top=2, seeds=1, seconds=None)
+    choice = reevaluate(study, a, 0, lambda _: None, run_plan, lambda: float("inf"))
+    assert ran == [(2, 1), (1, 1)] and len(choice["values"]) == 2
+    # a budget raised to 6 trials whose new top plan was never re-run: 6 + 2 > 7 trainings
+    trial = study.ask()
+    trial.set_user_attr(records.PLAN, {"boundary": 95})
+    study.tell(trial, 0.95)
+    more = Allowance(trials=4, top=2, seeds=2, seconds=None)  # n_trials = 8
+    reevaluate(study, more, 0, lambda _: None, run_plan, lambda: float("inf"))
+    assert len(records.reruns(study)) + 4 == 8  # stopped at n_trials, not at 4 + 2 x 2 re-runs
+    # no time left for a 2-second re-run: none runs, the choice is still made and said
+    fresh = optuna.create_study(direction="maximize")
+    for t in study.trials[:3]:
+        fresh.add_trial(t)
+    said: list[str] = []
+    ran.clear()
+    choice = reevaluate(fresh, a, 0, said.append, run_plan, lambda: 1.0)
+    assert ran == [] and "no room for more re-runs" in said[0] and choice["trial"] == 2
