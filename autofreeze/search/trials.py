@@ -25,7 +25,14 @@ from autofreeze.config import StudyConfig
 from autofreeze.progress import Progress, output_lost
 from autofreeze.search.objective import Objective, OverBudget, TrialFailed
 from autofreeze.search.observer import Observers, Run
-from autofreeze.study import budget, make_sampler, records, requeue_interrupted, run_stream
+from autofreeze.study import (
+    budget,
+    make_pruner,
+    make_sampler,
+    records,
+    requeue_interrupted,
+    run_stream,
+)
 from autofreeze.study.allowance import allowance, search_spent
 from autofreeze.study.queue import StudyOnStorage
 
@@ -188,7 +195,9 @@ def run_trials(
     n_trials = a.trials
     # a sampler seeded for this worker and this run: no two of them propose the same trials
     trials = study.get_trials(deepcopy=False)
-    study.sampler = make_sampler(cfg, run_stream(study, worker), records.initial_design(trials))
+    design = records.initial_design(trials)
+    study.sampler = make_sampler(cfg, run_stream(study, worker), design)
+    study.pruner = make_pruner(cfg, design)  # judging from when the sampler starts learning
     t0 = time.perf_counter()
     ran = 0
     with Interrupts(objective) as interrupts:

@@ -18,6 +18,7 @@ STARTUP_TRIALS = 5  # TPE's random start-up when a study has no enqueued plans
 
 
 EXPLORE_TRIALS = 3  # random trials after the enqueued ones, where the recipes never go
+PRUNER_STARTUP = 3  # completed trials before a pruner judges, with no enqueued plans
 REDUCTION_FACTOR = 3  # Hyperband's (Optuna's default): its rungs are W * 3**k
 
 
@@ -89,19 +90,26 @@ def warmup_steps(fraction: float, epochs: int) -> int:
     return max(2, math.ceil(fraction * epochs))
 
 
-def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+def make_pruner(cfg: StudyConfig, initial_design: int = 0) -> optuna.pruners.BasePruner:
     """The configured pruner, judging trials no earlier than ``[study] prune_after``.
 
     Early epochs rank fine-tuning plans poorly (a high LR under a cosine schedule starts badly
     and ends well); docs/benchmarks.md measures it and derives the defaults.
+
+    The percentile and median pruners judge a trial against the completed trials at the same
+    epoch, and start once ``initial_design`` (the enqueued plans) and ``EXPLORE_TRIALS`` more
+    have completed, as TPE starts: judged against the recipes alone (four of them in a small
+    budget), the top quarter was the best recipe's curve, and nearly every searched trial was
+    pruned (docs/benchmarks.md, "Search quality").
     """
     study, epochs = cfg.study, cfg.training.epochs
     warm = warmup_steps(study.prune_after, epochs)
+    startup = max(PRUNER_STARTUP, initial_design + EXPLORE_TRIALS)
     if study.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=warm)
+        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warm)
     if study.pruner == "percentile":
         return optuna.pruners.PercentilePruner(
-            study.prune_percentile, n_startup_trials=3, n_warmup_steps=warm
+            study.prune_percentile, n_startup_trials=startup, n_warmup_steps=warm
         )
     if study.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(

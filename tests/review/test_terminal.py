@@ -243,9 +243,11 @@ class PrunesLate(optuna.pruners.BasePruner):
 def test_a_trial_at_its_last_epoch_is_not_pruned(folder, monkeypatch):
     """With 3 epochs, a pruner that would stop trials 0 and 2 at epoch 3 (their last) is not
     asked there: they ran every epoch and complete. Trial 1 is still pruned at epoch 2."""
+    import autofreeze.search.trials
     import autofreeze.study.opening
 
     monkeypatch.setattr(autofreeze.study.opening, "make_pruner", lambda cfg: PrunesLate())
+    monkeypatch.setattr(autofreeze.search.trials, "make_pruner", lambda cfg, _=0: PrunesLate())
     config = write_study(
         folder,
         "last",

@@ -165,6 +165,21 @@ def test_no_trial_is_judged_before_prune_after(cfg, pruner, after, first):
     assert verdicts.index(True) + 1 == first
 
 
+@pytest.mark.parametrize("pruner", ["percentile", "median"])
+def test_the_pruner_starts_judging_once_the_enqueued_plans_and_3_more_completed(cfg, pruner):
+    """Judged against the recipes alone, a searched trial had to beat nearly the best of them."""
+    cfg = with_study(cfg, pruner=pruner, prune_after=0.2)
+    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"epochs": 10})})
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(cfg, initial_design=4))
+    judged = []
+    for n in range(9):
+        trial = study.ask()
+        trial.report(0.9 if n % 2 else 0.1, step=5)  # every other trial hopeless
+        judged.append(trial.should_prune())
+        study.tell(trial, 0.9)
+    assert judged.index(True) == 8  # the first hopeless trial after 4 + 3 completed ones
+
+
 def test_tpe_starts_modelling_after_the_enqueued_plans(cfg):
     """The baselines and the probe's prior, then 3 random trials, are TPE's start-up; without
     them, 5 random trials."""
