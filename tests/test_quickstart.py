@@ -25,7 +25,7 @@ def test_quickstart_config_runs_reduced(tmp_path):
             "search",
             str(ROOT / "studies" / "quickstart.toml"),
             "--n-trials",
-            "7",
+            "13",  # 10 trials (the six recipes, the probe's plan, 3 searched), 3 re-runs
             "--epochs",
             "2",
             "--storage",
@@ -48,7 +48,7 @@ def test_quickstart_config_runs_reduced(tmp_path):
     assert all(r["state"] == "COMPLETE" and r["epochs_run"] == 2 for r in baselines)
     assert all(0.0 <= r["value"] <= 1.0 for r in baselines)
     # progress goes to stderr: in a log, a few lines (no line per epoch) and the end
-    assert proc.stderr.count("7/7 trials done (") == 1
+    assert proc.stderr.count("10/10 trials and 3 re-runs done (") == 1
     assert "epoch 1/2" not in proc.stderr and len(proc.stderr.splitlines()) < 40
     assert "A new study created" not in proc.stderr  # optuna's INFO chatter is silenced
     assert (ROOT / "studies" / "weights" / "resnet10t-digits0-4.safetensors").is_file()

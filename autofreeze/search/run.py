@@ -161,9 +161,10 @@ def start_study(
         room,
     )
     if len(plans) < len(recipes) + len(priors):
+        which = "the probe ranks first" if result is not None else "listed first"
         progress(
-            f"the budget runs about {room} first plans: queued the {len(plans)} the probe "
-            f"ranks first of {len(recipes) + len(priors)}"
+            f"the budget runs about {room} first plans: queued the {len(plans)} {which} "
+            f"of {len(recipes) + len(priors)}"
         )
     enqueue_first(study, space, plans, progress)
 

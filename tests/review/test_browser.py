@@ -79,8 +79,8 @@ class Site:
 def site(tmp_path_factory):
     folder = tmp_path_factory.mktemp("browser")
     config = write_study(
-        folder, "shown", n_trials=7, epochs=2, dashboard=True
-    )  # the six recipes, one searched
+        folder, "shown", n_trials=9, epochs=2, dashboard=True
+    )  # the six recipes, three searched (a third of a budget is the sampler's)
     run_search(load_config(config), progress=quiet, observers=[Publisher(quiet)])
     report = folder / "report.html"
     result = CliRunner().invoke(cli, ["report", str(config), "--out", str(report)])
