@@ -102,7 +102,10 @@ def test_trials_validate_and_report_only_where_the_pruner_or_the_value_reads(tmp
         assert all(isinstance(h["train_loss"], float) for h in history)
         json.dumps(history, allow_nan=False)  # null, never NaN: a browser reads it
         assert history[-1]["val_accuracy"] == pytest.approx(t.value, abs=1e-5)
-        assert 0 < t.user_attrs[records.VALIDATION_SECONDS] < t.user_attrs[records.SECONDS]
+        spent = t.user_attrs[records.VALIDATION_SECONDS]
+        assert 0 <= spent < t.user_attrs[records.SECONDS]
+        # a head on pooled features evaluates in well under the millisecond the record keeps
+        assert spent > 0 or records.cache_kind(t) == "pooled"
 
 
 def test_every_epoch_validation_reports_every_epoch(tmp_path):
