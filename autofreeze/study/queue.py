@@ -16,7 +16,6 @@ ids come from the storage's public lookups, never from a private attribute of a 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -28,7 +27,8 @@ from autofreeze.study import records
 
 
 def queue_order(trial: FrozenTrial) -> tuple[int, int]:
-    """Retries and re-evaluations before any other waiting trial; otherwise first come."""
+    """Retries (and the re-evaluation trials of a study from before re-runs were recorded on
+    the study) before any other waiting trial; otherwise first come."""
     jumps = records.is_retry(trial) or records.reevaluation_of(trial) is not None
     return (0 if jumps else 1, trial.number)
 
@@ -53,13 +53,11 @@ class StudyOnStorage:
         """Trial ``number`` as ``Study.ask`` returns one (only for a trial that is running)."""
         return optuna.Trial(self.study, self.trial_id(number))
 
-    def claim(self, wanted: Callable[[FrozenTrial], bool] | None = None) -> optuna.Trial | None:
-        """Claim the first waiting trial in :func:`queue_order` (of those ``wanted`` says
-        yes to); None when there is none left for this worker."""
+    def claim(self) -> optuna.Trial | None:
+        """Claim the first waiting trial in :func:`queue_order`; None when there is none left
+        for this worker."""
         waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         for trial in sorted(waiting, key=queue_order):
-            if wanted is not None and not wanted(trial):
-                continue
             trial_id = self.trial_id(trial.number)
             try:  # another worker may claim or finish it first: take the next one
                 if self.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
