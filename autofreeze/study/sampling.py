@@ -9,10 +9,13 @@ import math
 import os
 import socket
 import warnings
+from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial
 
 from autofreeze.config import StudyConfig
+from autofreeze.study import records
 
 STARTUP_TRIALS = 5  # TPE's random start-up when a study has no enqueued plans
 
@@ -90,6 +93,45 @@ def warmup_steps(fraction: float, epochs: int) -> int:
     return max(2, math.ceil(fraction * epochs))
 
 
+def trains_backbone(trial: FrozenTrial) -> bool:
+    """Whether a trial's plan trains any block (not the head alone); a trial without a plan
+    yet counts as one that does."""
+    plan, n = records.plan(trial), records.n_blocks(trial)
+    return n is None or plan.get("boundary", 0) < n
+
+
+class _Peers:
+    """A study as a pruner sees it, holding only the trials of one kind."""
+
+    def __init__(self, study: optuna.Study, backbone: bool) -> None:
+        self._study, self._backbone = study, backbone
+
+    @property
+    def direction(self) -> optuna.study.StudyDirection:
+        return self._study.direction
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[FrozenTrial]:
+        trials = self._study.get_trials(deepcopy=deepcopy, states=states)
+        return [t for t in trials if trains_backbone(t) == self._backbone]
+
+
+class LikeWithLike(optuna.pruners.BasePruner):
+    """Optuna's percentile or median pruner, judging a trial against the completed trials of
+    its own kind: a plan that trains backbone blocks against others that do, a head-only plan
+    against head-only ones.
+
+    A head on frozen (cached) features reaches its plateau in a few epochs; fine-tuning curves
+    rise later and cross it. Judged against both, fine-tuning plans were pruned at the
+    pruner's epoch by the head-only plateau (docs/benchmarks.md, "Search quality").
+    """
+
+    def __init__(self, inner: optuna.pruners.BasePruner) -> None:
+        self.inner = inner
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        return self.inner.prune(_Peers(study, trains_backbone(trial)), trial)  # type: ignore[arg-type]
+
+
 def make_pruner(cfg: StudyConfig, initial_design: int = 0) -> optuna.pruners.BasePruner:
     """The configured pruner, judging trials no earlier than ``[study] prune_after``.
 
@@ -106,10 +148,14 @@ def make_pruner(cfg: StudyConfig, initial_design: int = 0) -> optuna.pruners.Bas
     warm = warmup_steps(study.prune_after, epochs)
     startup = max(PRUNER_STARTUP, initial_design + EXPLORE_TRIALS)
     if study.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warm)
+        return LikeWithLike(
+            optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warm)
+        )
     if study.pruner == "percentile":
-        return optuna.pruners.PercentilePruner(
-            study.prune_percentile, n_startup_trials=startup, n_warmup_steps=warm
+        return LikeWithLike(
+            optuna.pruners.PercentilePruner(
+                study.prune_percentile, n_startup_trials=startup, n_warmup_steps=warm
+            )
         )
     if study.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(

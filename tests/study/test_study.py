@@ -128,7 +128,33 @@ def with_study(cfg, **changes):
     ],
 )
 def test_samplers_and_pruners_follow_the_config(cfg, key, value, make, cls):
-    assert isinstance(make(with_study(cfg, **{key: value})), cls)
+    made = make(with_study(cfg, **{key: value}))
+    assert isinstance(getattr(made, "inner", made), cls)  # median and percentile: like with like
+
+
+def test_a_plan_is_judged_against_the_completed_plans_of_its_own_kind(cfg):
+    """A head on cached features plateaus early; a fine-tuning curve that would cross it later
+    is judged against other fine-tuning curves, not against that plateau."""
+    cfg = with_study(cfg, pruner="percentile", prune_after=0.2, prune_percentile=50.0)
+    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"epochs": 10})})
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(cfg))
+
+    def run(boundary, value, tell=True):
+        trial = study.ask()
+        trial.set_user_attr(records.PLAN, {"boundary": boundary})
+        trial.set_user_attr(records.BLOCKS, [f"b{i}" for i in range(5)])
+        trial.report(value, step=5)
+        judged = trial.should_prune()
+        if tell:
+            study.tell(trial, value)
+        return judged
+
+    for value in (0.90, 0.91, 0.92):  # head-only plateaus
+        run(5, value)
+    for value in (0.50, 0.60, 0.70):  # fine-tuning at epoch 5, still rising
+        run(0, value)
+    assert not run(0, 0.65, tell=False)  # against fine-tuning: above the median 0.6
+    assert run(5, 0.65, tell=False)  # a head-only plan that low is behind its own kind
 
 
 def test_each_worker_and_run_samples_from_a_seed_of_its_own(cfg):
