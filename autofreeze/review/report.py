@@ -139,18 +139,20 @@ def _e(v: Any) -> str:
     return html.escape(number(v, 4, missing=""))
 
 
+def _td(v: Any) -> str:
+    return f'<td class="num">{_e(v)}</td>' if isinstance(v, int | float) else f"<td>{_e(v)}</td>"
+
+
 def html_table(header: list[str], rows: list[list[Any]], attrs: str = "") -> str:
+    body = "".join("<tr>" + "".join(_td(v) for v in row) + "</tr>" for row in rows)
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="num">{_e(v)}</td>' if isinstance(v, int | float) else f"<td>{_e(v)}</td>"
-            for v in row
-        )
-        + "</tr>"
-        for row in rows
-    )
     return f'<div class="scroll"><table{attrs}><tr>{head}</tr>{body}</table></div>'
+
+
+def label_table(rows: list[tuple[str, Any]]) -> str:
+    """Facts as label and value, each label the header of its row (no column headers)."""
+    body = "".join(f'<tr><th scope="row">{_e(k)}</th>{_td(v)}</tr>' for k, v in rows)
+    return f'<div class="scroll"><table>{body}</table></div>'
 
 
 def freeze_map_html(fm: story.FreezeMap, trial: int | None = None) -> str:
@@ -163,11 +165,13 @@ def freeze_map_html(fm: story.FreezeMap, trial: int | None = None) -> str:
         )
         rows.append(f"<tr><th>{_e(name)}</th>{tds}</tr>")
     key = f' data-trial="{trial}"' if trial is not None else ""
-    legend = (
-        f'<p class="note"><b>frozen</b>: no gradient, BatchNorm <code>{_e(fm.bn_mode)}</code>; '
-        "<b>cached</b>: frozen, its output read from the cache; a number: the block trains at "
-        "that learning rate.</p>"
+    frozen = (
+        f"<b>frozen</b>: no gradient, BatchNorm <code>{_e(fm.bn_mode)}</code>; <b>cached</b>: "
+        "frozen, its output read from the cache; "
+        if fm.froze
+        else ""
     )
+    legend = f'<p class="note">{frozen}a number: the block trains at that learning rate.</p>'
     table = f'<table class="freeze-map"{key}><tr>{head}</tr>{"".join(rows)}</table>'
     return f'<div class="scroll">{table}</div>{legend}'
 
@@ -203,7 +207,7 @@ def _html(study: optuna.Study, metric: str) -> Rendered:
         slug = re.sub(r"[^a-z0-9]+", "-", key.lower()).strip("-")
         return _figure(figs[key], f"fig-{slug}") if key in figs else ""
 
-    section("Summary", html_table(["", ""], [list(r) for r in summary(study, metric)]))
+    section("Summary", label_table(summary(study, metric)))
     if len(study.directions) > 1:
         header, rows = front_table(study)
         section("Pareto front", f"<p>{FRONT_WORDS}</p>", html_table(header, rows, ' id="front"'))

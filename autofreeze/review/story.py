@@ -60,6 +60,13 @@ def schedule_words(plan: dict[str, Any], n_blocks: int | None = None) -> str:
     return f"{frozen}, schedule {schedule}{' (' + words + ')' if words else ''}"
 
 
+def freezes_blocks(plan: dict[str, Any]) -> bool:
+    """Whether a plan freezes a block at some epoch: a boundary above 0, or any schedule but
+    ``static`` (they start from the head, or freeze blocks as training goes). Only then does
+    its BatchNorm mode, which acts in frozen blocks, mean anything."""
+    return plan.get("boundary", 0) > 0 or plan.get("schedule", "static") != "static"
+
+
 def plan_words(plan: dict[str, Any], n_blocks: int | None = None) -> str:
     """The whole plan in one sentence a reviewer reads without the parameter names."""
     if not plan:
@@ -73,7 +80,8 @@ def plan_words(plan: dict[str, Any], n_blocks: int | None = None) -> str:
             f"backbone at {plan.get('backbone_lr_ratio', 1.0):.2g}x"
             + (f" with layer decay {decay:.2g}" if decay != 1.0 else "")
         )
-    parts.append(f"BatchNorm {plan.get('bn_mode', 'eval')} in frozen blocks")
+    if freezes_blocks(plan):
+        parts.append(f"BatchNorm {plan.get('bn_mode', 'eval')} in frozen blocks")
     if plan.get("init") == "scratch":
         parts.append("random init")
     if plan.get("augment"):
@@ -99,6 +107,12 @@ class FreezeMap:
     cells: list[list[str]]
     lrs: list[list[float | None]]
     bn_mode: str
+
+    @property
+    def froze(self) -> bool:
+        """Whether a block was frozen (or cached) in some epoch: else BatchNorm's mode in
+        frozen blocks says nothing about this trial."""
+        return any(c in (FROZEN, CACHED) for cells in self.cells[:-1] for c in cells)
 
     def rows(self) -> list[tuple[str, list[str]]]:
         """Each row's label and its cells as text: the LR where the group trains."""
@@ -156,10 +170,13 @@ def freeze_map_markdown(fm: FreezeMap) -> str:
     """Blocks as rows (input first), epochs as columns; a training cell shows its LR."""
     header = ["block", *(f"ep {e}" for e in fm.epochs)]
     table = md_table(header, [[name, *cells] for name, cells in fm.rows()])
-    return (
-        f"{table}\n\n*frozen*: no gradient, BatchNorm `{fm.bn_mode}`; *cached*: frozen and its "
-        "output read from the cache; a number: the block trains at that learning rate."
+    frozen = (
+        f"*frozen*: no gradient, BatchNorm `{fm.bn_mode}`; *cached*: frozen and its output read "
+        "from the cache; "
+        if fm.froze
+        else ""
     )
+    return f"{table}\n\n{frozen}a number: the block trains at that learning rate."
 
 
 def outcome(t: FrozenTrial, metric: str) -> str:

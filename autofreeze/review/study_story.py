@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autofreeze.review.story import md_table, plan_words, trial_title
+from autofreeze.review.story import freezes_blocks, md_table, plan_words, trial_title
 from autofreeze.study import records
 
 
@@ -117,6 +117,8 @@ def plan_diff(mine: dict[str, Any], other: dict[str, Any]) -> str:
         a, b = mine.get(key), other.get(key)
         if a is None and b is None:
             continue
+        if key == "bn_mode" and not (freezes_blocks(mine) or freezes_blocks(other)):
+            continue  # it acts in frozen blocks only, and neither plan has one
         same = a == b or (isinstance(a, float) and isinstance(b, float) and abs(a - b) <= 1e-9)
         if not same:
             out.append(f"{label} {show(a)} (vs {show(b)})")

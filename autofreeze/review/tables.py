@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from autofreeze.review.format import duration, number
+from autofreeze.review.story import freezes_blocks
 
 WIDTH = 100  # the default tables fit this many characters
 # the default columns of `autofreeze trials` and of the comparison `search` prints; --wide
@@ -23,7 +24,8 @@ STATES = ("complete", "pruned", "fail", "running", "waiting")  # `trials --state
 def short_plan(plan: dict[str, Any], n_blocks: int | None = None) -> str:
     """``k=1 lp_ft(2,0.3) lr=0.025 bb=0.89x ld=0.89``: the boundary, the schedule with its
     knob values in order (their names: ``--wide``), the head LR, the backbone's LR ratio
-    where a backbone block can train, the layer decay, BatchNorm and init where not default."""
+    where a backbone block can train, the layer decay, BatchNorm (where a block is frozen) and
+    init where not default."""
     if not plan:
         return ""
     schedule = plan.get("schedule", "static")
@@ -34,7 +36,7 @@ def short_plan(plan: dict[str, Any], n_blocks: int | None = None) -> str:
         parts.append(f"bb={number(plan.get('backbone_lr_ratio', 1.0), 2)}x")
     if plan.get("layer_decay", 1.0) != 1.0:
         parts.append(f"ld={number(plan['layer_decay'], 2)}")
-    if plan.get("bn_mode", "eval") != "eval":
+    if plan.get("bn_mode", "eval") != "eval" and freezes_blocks(plan):
         parts.append(f"bn={plan['bn_mode']}")
     if plan.get("init", "pretrained") != "pretrained":
         parts.append(str(plan["init"]))

@@ -203,7 +203,8 @@ def trial_png(t: FrozenTrial, metric: str, path: Path) -> Path:
         bottom.set_yticks(range(len(fm.blocks)), _labels(fm))
         handles = [Patch(color=COLOURS[s], label=s) for s in STATES]
         bottom.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3)
-        bottom.set_title(f"freeze map (BatchNorm {fm.bn_mode} in frozen blocks)", fontsize=11)
+        bn = f" (BatchNorm {fm.bn_mode} in frozen blocks)" if fm.froze else ""
+        bottom.set_title(f"freeze map{bn}", fontsize=11)
         bottom.set_xlabel("epoch")
         bottom.set_xticks(fm.epochs)
     else:

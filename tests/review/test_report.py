@@ -159,6 +159,28 @@ def test_the_page_names_every_recipe_and_the_best_plan(built, page):
     assert study_story.improving(study) in page
 
 
+def test_no_table_has_an_empty_header_row_and_the_summary_labels_its_rows(built, page):
+    _, study, _, _ = built
+    found = tables(page).tables
+    for _, rows in found:
+        for row in rows:
+            assert any(text.strip() for _, _, text in row), rows[:2]
+    summary = found[0][1]  # the first section's table
+    assert [(c[0], c[2]) for c in summary[0]] == [("th", "study"), ("td", "tiny")]
+    assert all(row[0][0] == "th" and row[1][0] == "td" for row in summary)
+
+
+def test_a_trial_that_froze_nothing_shows_no_batchnorm_words(built, page):
+    _, study, _, _ = built
+    full = next(t for t in study.trials if records.baseline(t) == "full_finetune_low_lr")
+    assert "BatchNorm" not in story.plan_words(records.plan(full), 5)
+    assert "BatchNorm" not in freeze_map_html(story.freeze_map(full), full.number)
+    # the best trial's plan line is on the page with the words it should have
+    best = best_trial(study)
+    words = story.plan_words(records.plan(best), 5)
+    assert ("BatchNorm" in words) == story.freezes_blocks(records.plan(best))
+
+
 def test_every_freeze_map_table_agrees_with_its_trials_history(built, page):
     _, study, _, _ = built
     maps = [(a, rows) for a, rows in tables(page).tables if a.get("class") == "freeze-map"]

@@ -227,3 +227,40 @@ def test_best_searched_never_labels_a_recipe_or_a_prior(runs, best, words):
     searched_values = [v for k, v in runs if k == S]
     shown = [n for n, label in labels.items() if "best searched" in label]
     assert [runs[n][1] for n in shown] == [max(searched_values)]  # the sampler's best only
+
+
+# -- BatchNorm words only where a block is frozen -------------------------------------------------
+FULL = {"boundary": 0, "schedule": "static", "head_lr": 0.01, "bn_mode": "train"}
+
+
+def test_a_plan_that_freezes_nothing_says_nothing_about_batchnorm_in_frozen_blocks():
+    from autofreeze.review.tables import short_plan
+
+    for bn in ("eval", "train"):
+        plan = {**FULL, "bn_mode": bn}
+        assert "BatchNorm" not in story.plan_words(plan, 4), story.plan_words(plan, 4)
+    assert "bn=" not in short_plan(FULL, 4)
+    # a boundary, or a schedule that starts from the head, freezes blocks: the words stay
+    assert "BatchNorm eval in frozen blocks" in story.plan_words(
+        {**FULL, "bn_mode": "eval", "boundary": 2}, 4
+    )
+    assert "BatchNorm train in frozen blocks" in story.plan_words(GRADUAL, 4)
+    lp_ft = {**FULL, "schedule": "lp_ft", "schedule_params": {"lp_epochs": 1}}
+    assert "BatchNorm train in frozen blocks" in story.plan_words(lp_ft, 4)
+    assert "bn=train" in short_plan({**FULL, "boundary": 1}, 4)
+
+
+def test_a_freeze_map_without_a_frozen_cell_and_a_diff_of_unfrozen_plans_leave_batchnorm_out():
+    from autofreeze.review.report import freeze_map_html
+
+    full = story.freeze_map(trial(FULL, [epoch(1, 0, lrs={"head": 0.01}), epoch(2, 0)]))
+    assert "BatchNorm" not in story.freeze_map_markdown(full)
+    assert "BatchNorm" not in freeze_map_html(full)
+    frozen = story.freeze_map(trial(GRADUAL, [epoch(1, 4), epoch(2, 3)]))
+    assert "BatchNorm `train`" in story.freeze_map_markdown(frozen)
+    assert "BatchNorm <code>train</code>" in freeze_map_html(frozen)
+    # two plans that freeze nothing differ in nothing BatchNorm does to a frozen block
+    assert study_story.plan_diff(FULL, {**FULL, "bn_mode": "eval"}) == "the same plan"
+    assert "BatchNorm train (vs eval)" in study_story.plan_diff(
+        {**FULL, "boundary": 1}, {**FULL, "bn_mode": "eval"}
+    )
