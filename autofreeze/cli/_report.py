@@ -72,11 +72,12 @@ def report(
 def dashboard(
     config: str | None, storage: str | None, artifacts: str | None, host: str, port: int
 ) -> None:
-    """Serve optuna-dashboard on the study's storage: notes, figures and the report."""
+    """Serve optuna-dashboard on the study's storage: notes, figures and the report. With a
+    CONFIG, its study must be in the storage (else: which studies are)."""
     import optuna_dashboard
     from optuna.artifacts import FileSystemArtifactStore
 
-    from autofreeze.study.storage import mask_url, open_storage
+    from autofreeze.study.storage import load_existing_study, mask_url, open_storage
 
     if not (config or storage):
         raise click.UsageError("give a CONFIG or --storage URL")
@@ -84,6 +85,8 @@ def dashboard(
     url = storage or cfg.storage_url
     folder = Path(artifacts) if artifacts else cfg.artifact_dir if cfg else None
     store = open_storage(url, read_only=True)  # never creates a file; reads a read-only one
+    if cfg is not None:  # a typo in the name or the storage would serve a dashboard without it
+        load_existing_study(url, cfg.study.name, storage=store)
     figures = FileSystemArtifactStore(str(folder)) if folder and folder.is_dir() else None
     shown = f", figures from {folder}" if figures else " (no figure folder: give --artifacts)"
     click.echo(

@@ -204,3 +204,29 @@ def test_inspect_text_lists_the_blocks():
         ["head", "fc"],
     ]
     assert "boundary k freezes blocks 0..k-1; k ranges over 0..5" in result.stderr
+
+
+# -- dashboard ---------------------------------------------------------------------------------
+def test_dashboard_for_a_study_the_storage_does_not_hold_is_one_line_and_serves_nothing(
+    tmp_path, monkeypatch
+):
+    import optuna
+    import optuna_dashboard
+
+    from tests.studies import write_study
+
+    config = write_study(tmp_path, "mine")
+    url = f"sqlite:///{tmp_path / 'mine.db'}"  # the config's storage, holding another study
+    optuna.create_study(study_name="theirs", storage=url)
+    served = []
+    monkeypatch.setattr(optuna_dashboard, "run_server", lambda *a, **kw: served.append(kw))
+    line = error_line(invoke("dashboard", str(config)))
+    assert line == (
+        f"Error: no study 'mine' in {url} (studies there: theirs); run `autofreeze search` first"
+    )
+    assert served == []
+    # the same through a real process: it ends at once instead of serving an empty dashboard
+    assert error_line(run_cli("dashboard", str(config), timeout=60)) == line
+    # a study that is there is served
+    optuna.create_study(study_name="mine", storage=url)
+    assert invoke("dashboard", str(config)).exit_code == 0 and len(served) == 1
