@@ -9,6 +9,7 @@ from typing import Any
 
 import optuna
 import torch
+from optuna.trial import TrialState
 
 from autofreeze.cache.activations import (
     FeatureCache,
@@ -28,7 +29,7 @@ from autofreeze.core.train import EpochResult, TrainingDiverged, fit
 from autofreeze.plan import FreezePlan
 from autofreeze.progress import Progress, detail, quiet
 from autofreeze.runs.prepare import Prepared
-from autofreeze.search.space import SearchSpace
+from autofreeze.search.space import SearchSpace, searches_wide
 from autofreeze.study import records
 from autofreeze.study.allowance import allowance
 from autofreeze.study.retries import requeue_over_budget
@@ -73,7 +74,7 @@ class Objective:
 
     def _run(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         prepared, cfg = self.prepared, self.prepared.cfg
-        plan = self.space.suggest(trial)
+        plan = self.space.suggest(trial, wide=self._wide(trial))
         seed = records.seed(trial, cfg.training.seed)  # other for re-evaluations
         settings = cfg.training.model_copy(update={"seed": seed})
         backbone = prepared.backbone(plan, seed=seed)
@@ -218,6 +219,23 @@ class Objective:
             return None
         train, val = self.prepared.train, self.prepared.val
         return refreezer(backbone, train, val, t.device, t.cache_dtype, views)
+
+    @staticmethod
+    def _wide(trial: optuna.Trial) -> bool:
+        """Whether ``trial`` is asked the whole space or its core (:func:`searches_wide`)."""
+        study = getattr(trial, "study", None)
+        if study is None:  # a FixedTrial (re-runs, ``train``): its parameters are a whole plan
+            return True
+        trials = study.get_trials(deepcopy=False)
+        this = next((t for t in trials if t.number == trial.number), None)
+        queued = None if this is None else this.system_attrs.get("fixed_params")
+        sampled = sum(  # the sampler's own, finished (no queued parameters)
+            1
+            for t in trials
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            and "fixed_params" not in t.system_attrs
+        )
+        return searches_wide(queued, sampled)
 
     def _check_budget(self, trial: optuna.Trial) -> None:
         """Refuse to run a trial that raced another worker for the last of the budget and lost

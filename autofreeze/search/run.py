@@ -19,7 +19,12 @@ from autofreeze.plugins.registry import Registry
 from autofreeze.progress import Progress, stderr_progress
 from autofreeze.runs.prepare import Prepared, prepare
 from autofreeze.runs.pretrain import ensure_weights
-from autofreeze.search.baselines import baseline_plans, enqueue_first, first_plans
+from autofreeze.search.baselines import (
+    baseline_plans,
+    enqueue_first,
+    first_plans,
+    fit_recipe_lr,
+)
 from autofreeze.search.objective import Objective
 from autofreeze.search.observer import Observers, Run, SearchObserver
 from autofreeze.search.probe import prior_plans, probe_lines, run_probe
@@ -152,6 +157,7 @@ def start_study(
     recipes = recipes if cfg.study.baselines else []
     taken = {p.boundary for _, p in recipes if (p.schedule, p.init) == STATIC_PRETRAINED}
     priors = prior_plans(result, prepared.n_blocks, taken) if result is not None else []
+    priors = [(name, fit_recipe_lr(plan, space.lr_floor)) for name, plan in priors]
     room = first_plans_room(allowance(cfg), estimate)
     plans = first_plans(
         recipes,

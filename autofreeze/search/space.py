@@ -12,6 +12,15 @@ first, then only what can change training at that boundary. A parameter that can
 backbone LR ratio when no block trains, say) is not suggested and takes its value in
 :data:`DEFAULT` moved into the configured range; with every block frozen the plan is static and
 pretrained (:meth:`SearchSpace.structure`), so no plan contradicts itself.
+
+The space also widens with the evidence. The first :data:`NARROW_TRIALS` sampled trials vary
+only :data:`CORE`: the boundary and the two learning rates, the space a user's own loop
+searches; the schedule, its knobs, the init, layer decay, weight decay, the BatchNorm mode and
+the augmentation keep :data:`DEFAULT`'s values until then (the recipes, queued before them,
+try the other schedules and the scratch init). A short budget then searches three dimensions
+instead of nine: in the equal-time benchmark a search of about ten sampled trials spread over
+every dimension spent most of them on corners (a random init on a similar task, a layer decay
+of 0.5) that its three core dimensions never visit (docs/benchmarks.md, "Search quality").
 """
 
 from __future__ import annotations
@@ -31,6 +40,9 @@ from autofreeze.schedules import Budget, Knob
 # what a plan says where a parameter cannot change its training: the plan's own defaults
 # (static, pretrained, eval, no layer decay), numbers moved into the configured ranges
 DEFAULT = FreezePlan(boundary=0)
+# what the first sampled trials vary (see the module's text), and for how many of them
+CORE = ("boundary", "head_lr", "backbone_lr_ratio")
+NARROW_TRIALS = 10
 
 
 class Dimension(Protocol):
@@ -221,6 +233,7 @@ class SearchSpace:
     init: Dimension
     augment: Dimension = Fixed(None)  # the policy, where [search] augment is given
     notes: tuple[str, ...] = ()  # what was clamped to fit the budget, for the user
+    lr_floor: float | None = None  # the head LR floor of this run's steps (:func:`head_lr_floor`)
 
     @classmethod
     def from_config(
@@ -280,10 +293,12 @@ class SearchSpace:
             init=init,
             augment=Fixed(None) if search.augment is None else choices(search.augment),
             notes=tuple(notes),
+            lr_floor=head_lr_floor,
         )
 
-    def structure(self, boundary: int) -> tuple[Dimension, Dimension]:
-        """The schedule and init dimensions at ``boundary``.
+    def structure(self, boundary: int, wide: bool = True) -> tuple[Dimension, Dimension]:
+        """The schedule and init dimensions at ``boundary`` (``wide``: past the first sampled
+        trials, see the module's text; narrow, both take :data:`DEFAULT`'s values).
 
         With every block frozen there is nothing to unfreeze: whatever the schedule, the head
         trains alone, so the plan is the static one (an LP-FT here is a linear probe with an LR
@@ -292,6 +307,9 @@ class SearchSpace:
         """
         if boundary == self.n_blocks:
             return Fixed(DEFAULT.schedule), Fixed(DEFAULT.init)
+        if not wide:
+            schedule, init = self.schedule.clamp(DEFAULT.schedule), self.init.clamp(DEFAULT.init)
+            return Fixed(schedule), Fixed(init)
         return self.schedule, self.init
 
     def knobs_of(self, schedule: str) -> dict[str, Dimension]:
@@ -299,10 +317,10 @@ class SearchSpace:
         where ``static`` is not among the configured schedules)."""
         return self.knobs.get(schedule, {})
 
-    def numbers(self, boundary: int, schedule: str) -> dict[str, Dimension]:
+    def numbers(self, boundary: int, schedule: str, wide: bool = True) -> dict[str, Dimension]:
         """The LRs, weight decay, BatchNorm mode and augmentation at ``boundary`` under
         ``schedule``; one that cannot change training there is fixed at :data:`DEFAULT`'s value
-        moved into its dimension.
+        moved into its dimension, and so is every one outside :data:`CORE` unless ``wide``.
 
         No block trains at ``n_blocks``: the backbone LR ratio has nothing to scale. With one
         trainable block, layer decay has no second block to decay toward. At boundary 0 under
@@ -325,15 +343,18 @@ class SearchSpace:
             "bn_mode": boundary == 0 and schedule == DEFAULT.schedule,
         }
         return {
-            name: Fixed(dim.clamp(getattr(DEFAULT, name))) if idle.get(name) else dim
+            name: Fixed(dim.clamp(getattr(DEFAULT, name)))
+            if idle.get(name) or not (wide or name in CORE)
+            else dim
             for name, dim in dims.items()
         }
 
-    def suggest(self, trial: optuna.Trial) -> FreezePlan:
+    def suggest(self, trial: optuna.Trial, wide: bool = True) -> FreezePlan:
         """Ask ``trial`` for one freeze plan (parameter names as in ``FreezePlan.to_params``):
-        the boundary first, then only what can change training at that boundary."""
+        the boundary first, then only what can change training at that boundary; not ``wide``,
+        only :data:`CORE` (see :func:`searches_wide`)."""
         boundary = self.boundary.suggest(trial, "boundary")
-        schedules, inits = self.structure(boundary)
+        schedules, inits = self.structure(boundary, wide)
         schedule = schedules.suggest(trial, "schedule")
         return FreezePlan(
             boundary=boundary,
@@ -345,7 +366,7 @@ class SearchSpace:
             init=inits.suggest(trial, "init"),
             **{
                 name: dim.suggest(trial, name)
-                for name, dim in self.numbers(boundary, schedule).items()
+                for name, dim in self.numbers(boundary, schedule, wide).items()
             },
         )
 
@@ -378,3 +399,17 @@ class SearchSpace:
                 for name, dim in self.numbers(plan.boundary, plan.schedule).items()
             },
         )
+
+
+def searches_wide(queued: dict[str, Any] | None, sampled: int) -> bool:
+    """Whether a trial is asked the whole space or only :data:`CORE`.
+
+    ``queued``: the parameters it was enqueued with (a recipe, the probe's plan, a retry), or
+    None for a trial the sampler proposes. A queued trial is asked as it was queued: a recipe
+    names its schedule and init (the whole space), a retry of a narrow trial only the core.
+    A sampled one is asked the whole space once ``sampled`` trials (the sampler's, finished)
+    reach :data:`NARROW_TRIALS`.
+    """
+    if queued is not None:
+        return any(name not in CORE for name in queued)
+    return sampled >= NARROW_TRIALS

@@ -22,6 +22,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autofreeze.config import StudyConfig
+from autofreeze.plan import FreezePlan
 from autofreeze.progress import Progress, output_lost
 from autofreeze.search.objective import Objective, OverBudget, TrialFailed
 from autofreeze.search.observer import Observers, Run
@@ -143,7 +144,9 @@ def rerun_plan(
     objective on a ``FixedTrial`` (no new trial in the study), recorded on the study."""
 
     def run_plan(trial: FrozenTrial, seed: int) -> float | None:
-        fixed = optuna.trial.FixedTrial(records.params_of(trial), number=trial.number)
+        # the whole plan as parameters: a trial of the narrow space lacks the others' names
+        params = FreezePlan.from_dict(records.plan(trial)).to_params()
+        fixed = optuna.trial.FixedTrial(params, number=trial.number)
         for key, value in records.reevaluation_attrs(trial.number, seed).items():
             fixed.set_user_attr(key, value)
         t0 = time.perf_counter()

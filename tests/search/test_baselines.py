@@ -57,3 +57,23 @@ def test_lp_phase_follows_the_epochs():
     assert recipes(5, 1)["lp_ft"].schedule_params["lp_epochs"] == 1
     assert recipes(5, 15)["lp_ft"].schedule_params["lp_epochs"] == 7
     assert recipes(12, 8)["freeze_first_half"].boundary == 6
+
+
+def test_a_recipe_whose_head_lr_cannot_move_the_head_in_a_short_run_is_raised():
+    from autofreeze.search.baselines import RECIPE_LR_FLOOR
+    from autofreeze.search.space import head_lr_floor
+
+    section = SearchSection()
+    short = head_lr_floor(18, 512)  # 75 images, batch 25, 6 epochs: the benchmark's small task
+    space = SearchSpace.from_config(section, REGISTRY, 5, 6, short)
+    got = dict(baseline_plans(space, 5, 6))
+    lifted = RECIPE_LR_FLOOR * short
+    assert 0.009 < lifted < 0.01
+    for name, plan in recipes(5, 6).items():
+        expected = max(plan.head_lr, lifted)
+        assert got[name].head_lr == expected, name
+        assert got[name].backbone_lr_ratio == space.backbone_lr_ratio.clamp(plan.backbone_lr_ratio)
+    assert got["linear_probe"].head_lr == 1e-2  # already above: as written
+    # a long run (thousands of steps) keeps the textbook's LRs
+    long = SearchSpace.from_config(section, REGISTRY, 5, 6, head_lr_floor(5000, 512))
+    assert dict(baseline_plans(long, 5, 6)) == recipes(5, 6)

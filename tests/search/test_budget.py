@@ -121,3 +121,25 @@ def test_a_time_budget_ends_cleanly_within_it_and_resumes_without_growing(tmp_pa
     again = CliRunner().invoke(cli, ["search", str(config), "--json"])
     assert again.exit_code == 0 and json.loads(again.stdout)["ran_this_time"] == 0
     assert len(_study(tmp_path, "timed").trials) == len(study.trials)
+
+
+def test_a_time_budget_keeps_the_re_runs_share_only_once_the_search_has_run_enough_trials():
+    from autofreeze.study import records
+    from autofreeze.study.allowance import RERUN_FROM, search_spent
+
+    a = Allowance(trials=None, top=3, seeds=1, seconds=100.0)
+
+    def study_of(n: int, seconds: float) -> optuna.Study:
+        study = optuna.create_study(direction="maximize")
+        for _ in range(n):
+            trial = study.ask()
+            records.write_seconds(trial, seconds)
+            study.tell(trial, 0.5)
+        return study
+
+    few = study_of(5, 17.0)  # 85 s of 100 in 5 trials: the search goes on to the whole budget
+    assert not search_spent(a, few, few.get_trials(deepcopy=False))
+    many = study_of(RERUN_FROM, 4.2)  # 84 s in 20 trials: a fifth is left for the re-runs
+    assert search_spent(a, many, many.get_trials(deepcopy=False))
+    no_reruns = Allowance(trials=None, top=0, seeds=0, seconds=100.0)
+    assert not search_spent(no_reruns, many, many.get_trials(deepcopy=False))

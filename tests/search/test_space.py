@@ -390,3 +390,53 @@ def test_a_study_begun_by_the_unconditional_space_resumes():
     from autofreeze.study import records
 
     assert FreezePlan.from_dict(records.plan(study.trials[0])) == old
+
+
+def test_the_first_sampled_trials_search_the_core_and_their_plans_re_run_exactly():
+    from autofreeze.search.space import CORE
+
+    s = conditional_space()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=4))
+    narrow = []
+    for i in range(60):
+        trial = study.ask()
+        narrow.append(s.suggest(trial, wide=False))
+        study.tell(trial, (i * 0.37) % 1.0)
+        assert set(study.trials[-1].params) <= set(CORE)
+    assert {p.boundary for p in narrow} == set(range(6))
+    for plan in narrow:  # the user's own loop: static, pretrained, no decay, eval
+        assert (plan.schedule, plan.init, plan.layer_decay) == ("static", "pretrained", 1.0)
+        assert (plan.weight_decay, plan.bn_mode, plan.augment) == (0.05, "eval", None)
+        # a re-run asks a FixedTrial of the whole plan, in the whole space: the same plan
+        fixed = optuna.trial.FixedTrial(plan.to_params())
+        assert s.suggest(fixed, wide=True) == plan
+    wide = sampled(s, 60, optuna.samplers.RandomSampler(seed=4))
+    assert {p.schedule for p, _ in wide} == set(ALL_SCHEDULES)
+    assert any({"schedule", "init", "weight_decay"} <= set(params) for _, params in wide)
+
+
+def test_a_trial_is_asked_the_whole_space_after_ten_sampled_trials_or_as_it_was_queued():
+    from autofreeze.search.baselines import baseline_plans
+    from autofreeze.search.objective import Objective
+    from autofreeze.search.space import NARROW_TRIALS, searches_wide
+    from autofreeze.study import records
+
+    s = conditional_space()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    recipe = dict(baseline_plans(s, 5, 12))["gradual_unfreezing"]
+    study.enqueue_trial(recipe.to_params(), user_attrs={records.BASELINE: "gradual_unfreezing"})
+    core = {"boundary": 3, "head_lr": 0.01, "backbone_lr_ratio": 0.5}
+    study.enqueue_trial(core)  # a retry of a trial the sampler asked in the narrow space
+    first, second = study.ask(), study.ask()
+    assert Objective._wide(first) and s.suggest(first, wide=True) == recipe
+    assert not Objective._wide(second)
+    assert s.suggest(second, wide=False).to_params().items() >= core.items()
+    study.tell(first, 0.5)
+    study.tell(second, 0.5)
+    for n in range(NARROW_TRIALS + 1):  # the sampler's own trials, finished
+        trial = study.ask()
+        assert Objective._wide(trial) == (n >= NARROW_TRIALS)
+        s.suggest(trial, wide=Objective._wide(trial))
+        study.tell(trial, 0.4)
+    assert not searches_wide(None, NARROW_TRIALS - 1) and searches_wide(None, NARROW_TRIALS)
+    assert searches_wide(recipe.to_params(), 0) and not searches_wide(core, 99)
