@@ -82,11 +82,40 @@ def sqlite_files(path: Path) -> list[Path]:
 
 
 def new_sqlite_path(url: str) -> Path | None:
-    """The file of a SQLite URL that does not exist yet (a study about to be created)."""
+    """The file of a SQLite URL that does not exist yet (a study about to be created), as an
+    absolute path (a relative URL is relative to the current folder: say which one)."""
     if not url.startswith("sqlite:///"):
         return None
     path = Path(url.removeprefix("sqlite:///"))
-    return None if str(path) in ("", ":memory:") or path.exists() else path
+    return None if str(path) in ("", ":memory:") or path.exists() else path.absolute()
+
+
+ROOT = Path("/")  # where an absolute path starts (tests put it elsewhere)
+
+
+def meant_absolute(url: str) -> str | None:
+    """Why a relative SQLite URL probably meant an absolute one, or None.
+
+    ``sqlite:///data/studies/my.db`` (three slashes) is ``data/studies/my.db`` under the current
+    folder; ``sqlite:////data/studies/my.db`` (four) is ``/data/studies/my.db``. When the
+    relative path's first folder is missing here but exists at the filesystem root, the fourth
+    slash was probably forgotten: a new, empty study would be created where nobody looks. A
+    path spelled ``./data/...``, or a ``data/`` folder made here first, says the relative path
+    is meant.
+    """
+    raw = url.removeprefix("sqlite:///")
+    if not url.startswith("sqlite:///") or raw.startswith((".", "/", "file:", ":memory:")):
+        return None
+    parts = Path(raw).parts
+    if len(parts) < 2 or Path(parts[0]).exists() or not (ROOT / parts[0]).is_dir():
+        return None
+    absolute = ROOT / raw
+    return (
+        f"{url} is a path relative to the current folder ({Path.cwd()}, which has no "
+        f"{parts[0]}/), but {ROOT / parts[0]} exists: for {absolute} write "
+        f"sqlite:///{absolute} (four slashes); to create a new database under the current "
+        f"folder, write sqlite:///./{raw}"
+    )
 
 
 def remove_if_empty(path: Path) -> None:
@@ -104,16 +133,18 @@ def remove_if_empty(path: Path) -> None:
         f.unlink(missing_ok=True)
 
 
-def _readable_sqlite_url(path: Path, progress: Any) -> str:
+def _readable_sqlite_url(path: Path, progress: Any, url: str = "") -> str:
     """For a command that only reads (``trials``, ``best``, ``train``): never create a file;
     a file that cannot be opened for writing (read-only folder, immutable file) is read as an
     immutable snapshot, which needs no lock and no ``-wal``/``-shm`` file beside it."""
     import sqlite3
 
     if not path.is_file():
+        meant = meant_absolute(url or f"sqlite:///{path}")
         raise StorageError(
-            f"no SQLite study database at {path} (check the path; `autofreeze search CONFIG` "
-            "creates it)"
+            f"no SQLite study database at {path} ("
+            + (meant or "check the path; `autofreeze search CONFIG` creates it")
+            + ")"
         )
     try:
         with sqlite3.connect(path, timeout=60) as con:
@@ -188,8 +219,11 @@ def _engine_setup(url: str, read_only: bool, progress: Any) -> tuple[str, dict[s
     path = Path(url.removeprefix("sqlite:///"))
     if str(path) not in ("", ":memory:") and not str(path).startswith("file:"):
         if read_only:
-            url = _readable_sqlite_url(path, progress)
+            url = _readable_sqlite_url(path, progress, url)
         else:
+            meant = None if path.exists() else meant_absolute(url)
+            if meant:  # refused before a new, empty study is created and searched unnoticed
+                raise StorageError(meant)
             _prepare_sqlite(path)
     return url, {"connect_args": {"timeout": 60}}
 

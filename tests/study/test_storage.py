@@ -114,3 +114,51 @@ def test_an_immutable_study_can_be_read_but_not_searched(immutable):
     assert line.startswith(f"Error: cannot write to SQLite file {db}: ")
     assert "read-only or immutable" in line
     assert sorted(p.name for p in db.parent.iterdir()) == ["ro.db"]
+
+
+# -- a relative SQLite path that meant an absolute one --------------------------------------------
+@pytest.fixture
+def elsewhere(tmp_path, monkeypatch):
+    """A current folder without ``data/`` and a filesystem root (injected) that has one, as on
+    a machine with ``/data``; returns (cwd, root, config)."""
+    import autofreeze.study.storage
+
+    cwd, root = tmp_path / "work", tmp_path / "root"
+    (root / "data" / "studies").mkdir(parents=True)
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(autofreeze.study.storage, "ROOT", root, raising=False)
+    config = write_study(
+        tmp_path, "rel", n_trials=1, epochs=1, weights="none", study_extra="baselines = false"
+    )
+    return cwd, root, config
+
+
+def test_a_relative_sqlite_path_that_names_a_root_folder_says_which_url_was_meant(elsewhere):
+    cwd, root, config = elsewhere
+    result = invoke("search", str(config), "--storage", "sqlite:///data/studies/my.db")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line == (
+        f"Error: sqlite:///data/studies/my.db is a path relative to the current folder ({cwd}, "
+        f"which has no data/), but {root}/data exists: for {root}/data/studies/my.db write "
+        f"sqlite:///{root}/data/studies/my.db (four slashes); to create a new database under "
+        "the current folder, write sqlite:///./data/studies/my.db"
+    )
+    assert list(cwd.iterdir()) == [] and list((root / "data" / "studies").iterdir()) == []
+    # a command that only reads says the same where it finds no file
+    listed = invoke("trials", "--storage", "sqlite:///data/studies/my.db", "--study-name", "rel")
+    assert listed.exit_code == 1 and f"sqlite:///{root}/data/studies/my.db" in listed.stderr
+
+
+def test_a_relative_sqlite_path_meant_as_such_is_created_without_a_word(elsewhere):
+    from autofreeze.study.storage import open_storage
+
+    cwd, root, _ = elsewhere
+    open_storage("sqlite:///./data/studies/a.db")  # spelled relative: what it says
+    assert (cwd / "data" / "studies" / "a.db").is_file()
+    open_storage("sqlite:///data/studies/b.db")  # data/ exists here now: no doubt left
+    assert (cwd / "data" / "studies" / "b.db").is_file()
+    open_storage("sqlite:///new/c.db")  # no /new at the root: nothing else was meant
+    assert (cwd / "new" / "c.db").is_file()
+    assert list((root / "data" / "studies").iterdir()) == []
