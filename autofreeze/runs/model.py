@@ -5,16 +5,22 @@ Three lines for a user::
     import autofreeze
     model = autofreeze.load("best.safetensors")
     model.predict(["cat.jpg", "dog.png"])  # [("cat", 0.97), ("dog", 0.88)]
+
+One image (a path, a PIL image, or an array H x W, H x W x C or C x H x W) gives one answer,
+``model.predict("cat.jpg")  # ("cat", 0.97)``; a list of them, or an array N x H x W x C or
+N x C x H x W, a list of answers.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -51,7 +57,43 @@ def load_checkpoint(path: Path) -> tuple[Backbone, dict[str, Any]]:
     return backbone, info
 
 
-@dataclass
+CHANNELS = (1, 3, 4)  # grey, RGB, RGBA
+SHAPES = (
+    "one image H x W, H x W x C or C x H x W (C = 1, 3 or 4), a batch N x H x W x C or "
+    "N x C x H x W, or a list of images (paths, PIL images, arrays)"
+)
+
+
+def _channels_last(arr: np.ndarray) -> np.ndarray:
+    """One image's array as H x W or H x W x C (a C x H x W array is turned round)."""
+    if arr.ndim == 3 and arr.shape[-1] not in CHANNELS and arr.shape[0] in CHANNELS:
+        return arr.transpose(1, 2, 0)
+    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in CHANNELS):
+        return arr
+    raise DatasetError(f"an image array of shape {tuple(arr.shape)}: expected {SHAPES}")
+
+
+def as_images(images: Any) -> tuple[list[Any], bool]:
+    """``images`` as a list of single images, and whether one image was given (see
+    :data:`SHAPES`); torch tensors are read as arrays."""
+    from PIL import Image
+
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu().numpy()
+    if isinstance(images, str | os.PathLike | Image.Image):
+        return [images], True
+    if isinstance(images, np.ndarray):
+        if images.ndim in (2, 3):
+            return [_channels_last(images)], True
+        if images.ndim == 4 and (images.shape[-1] in CHANNELS or images.shape[1] in CHANNELS):
+            return [_channels_last(a) for a in images], False
+        raise DatasetError(f"an image array of shape {tuple(images.shape)}: expected {SHAPES}")
+    if not isinstance(images, Sequence):
+        raise DatasetError(f"images of type {type(images).__name__}: expected {SHAPES}")
+    return [_channels_last(a) if isinstance(a, np.ndarray) else a for a in images], False
+
+
+@dataclass(repr=False)
 class Model:
     """A trained backbone with the classes and the preprocessing it was trained with."""
 
@@ -61,6 +103,25 @@ class Model:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     info: dict[str, Any]
+    path: Path | None = None  # the checkpoint it was loaded from
+
+    def __repr__(self) -> str:
+        """A few lines: backbone, classes, input, plan, where it came from (``model.module``
+        is the whole torch module)."""
+        info, shown = self.info, ", ".join(self.classes[:8])
+        more = f", … ({len(self.classes)} in all)" if len(self.classes) > 8 else ""
+        plan = info.get("plan") or {}
+        frozen = ", ".join(info.get("frozen_blocks") or []) or "none"
+        where = f"{self.path}" if self.path else "memory"
+        study = f", study {info['study']!r}" if info.get("study") else ""
+        return (
+            f"Model({info.get('backbone', type(self.module).__name__)}, "
+            f"{len(self.classes)} classes: {shown}{more}; input {self.image_size}x"
+            f"{self.image_size} RGB\n"
+            f"  plan: boundary {plan.get('boundary', '?')} (frozen: {frozen}), schedule "
+            f"{plan.get('schedule', '?')}; trained on {info.get('trained_on', '?')}\n"
+            f"  from {where}{study})"
+        )
 
     def preprocess(self, images: Sequence[Any]) -> torch.Tensor:
         """Images (paths, PIL images or arrays) as the normalised batch the model expects."""
@@ -82,11 +143,14 @@ class Model:
         ]
         return torch.cat(rows) if rows else torch.zeros(0, len(self.classes))
 
-    def predict(self, images: Sequence[Any]) -> list[tuple[str, float]]:
-        """The most likely class of each image and its probability."""
-        probs = self.probabilities(images)
+    def predict(self, images: Any) -> Any:
+        """The most likely class of each image and its probability: ``(class, probability)``
+        for one image, a list of them for several (the shapes taken: :data:`SHAPES`)."""
+        batch, one = as_images(images)
+        probs = self.probabilities(batch)
         best = probs.argmax(1)
-        return [(self.classes[int(i)], float(probs[n, i])) for n, i in enumerate(best)]
+        out = [(self.classes[int(i)], float(probs[n, i])) for n, i in enumerate(best)]
+        return out[0] if one else out
 
     def evaluate(self, images: ImageSet) -> dict[str, Any]:
         """Accuracy, per-class accuracy and the confusion matrix (rows: true, columns:
@@ -120,6 +184,7 @@ def load(path: str | Path) -> Model:
         mean=tuple(info["mean"]),
         std=tuple(info["std"]),
         info=info,
+        path=Path(path),
     )
 
 

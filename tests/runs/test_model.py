@@ -128,3 +128,39 @@ def test_evaluation_errors_are_one_line(trained, tmp_path):
     )
     result = invoke("evaluate", str(no_test))
     assert result.exit_code == 1 and "has no test split" in result.output
+
+
+def test_predict_takes_one_image_as_an_array_or_a_path_and_a_batch_as_one_array(trained, tmp_path):
+    from autofreeze.errors import DatasetError
+
+    _, out, _ = trained
+    model = autofreeze.load(out)
+    paths = write_digit_folder(tmp_path / "one", per_class=2)
+    grey = [np.asarray(Image.open(p)) for p in paths]  # 8 x 8 uint8, as the digits are
+    rgb = [np.repeat(g[:, :, None], 3, axis=2) for g in grey]
+    expected = model.predict(paths)
+    assert len(expected) == 6 and model.predict(paths[0]) == expected[0]
+    for one in (grey[0], rgb[0], rgb[0].transpose(2, 0, 1), rgb[0] / 255.0, Image.open(paths[0])):
+        assert model.predict(one) == expected[0], getattr(one, "shape", one)
+    assert model.predict(np.stack(rgb)) == expected  # N x H x W x C
+    assert model.predict(np.stack(rgb).transpose(0, 3, 1, 2)) == expected  # N x C x H x W
+    assert model.predict([g.astype(np.float32) / 255 for g in grey]) == expected
+    for shape in ((8,), (5, 8, 8), (2, 5, 8, 8), (1, 2, 3, 8, 8)):
+        with pytest.raises(DatasetError) as err:
+            model.predict(np.zeros(shape, dtype=np.uint8))
+        message = str(err.value)
+        assert f"shape {shape}" in message and "H x W x C or C x H x W" in message
+        assert "N x H x W x C or N x C x H x W" in message and "\n" not in message
+
+
+def test_a_model_reads_in_a_few_lines(trained):
+    _, out, _ = trained
+    model = autofreeze.load(out)
+    text = repr(model)
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert len(text.splitlines()) <= 5, text
+    assert text.startswith("Model(resnet10t, 3 classes: 0, 1, 2; input 16x16 RGB")
+    frozen = ", ".join(sidecar["frozen_blocks"]) or "none"
+    assert f"plan: boundary {sidecar['plan']['boundary']} (frozen: {frozen})" in text
+    assert "trained on train+val" in text and f"from {out}, study 'held')" in text
+    assert "Conv2d" not in text  # the torch module is model.module
