@@ -19,18 +19,28 @@ from autofreeze.cli._group import cli, echo_json, format_table
 @click.option("--data", type=click.Path(file_okay=False), help="a folder of class sub-folders")
 @click.option("--json", "as_json", is_flag=True)
 def evaluate(checkpoint: str, split: str, data: str | None, as_json: bool) -> None:
-    """Accuracy, per-class accuracy and confusion matrix of a trained CHECKPOINT."""
-    from autofreeze.runs.model import evaluation_images, load
+    """Accuracy, per-class accuracy and confusion matrix of a trained CHECKPOINT (a split the
+    model trained on is said to be one)."""
+    from autofreeze.runs.model import evaluation_images, load, seen_in_training
 
     model = load(checkpoint)
     report = model.evaluate(evaluation_images(model, split, data))
     report["data"] = data or split
+    seen = data is None and seen_in_training(model, split)
+    report["seen_in_training"] = seen
+    if seen:
+        click.echo(
+            f"note: {checkpoint} was trained on {model.info.get('trained_on', 'train')}: its "
+            f"{split} images were seen in training, so this accuracy overstates what it does on "
+            "new images; --split test or --data PATH measures that",
+            err=True,
+        )
     if as_json:
         echo_json(report)
         return
     click.echo(
         f"{checkpoint} on {data or split}: accuracy {report['accuracy']:.4f} "
-        f"({report['images']} images)"
+        f"({report['images']} images{', seen in training' if seen else ''})"
     )
     rows = [
         {"class": c, "images": r["images"], "accuracy": r["accuracy"]}

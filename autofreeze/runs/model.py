@@ -188,6 +188,12 @@ def load(path: str | Path) -> Model:
     )
 
 
+def seen_in_training(model: Model, split: str) -> bool:
+    """Whether the images of ``split`` trained the model (its sidecar's ``trained_on``:
+    ``train`` or ``train+val``): its accuracy there is not a measure on new images."""
+    return split in str(model.info.get("trained_on") or "train").split("+")
+
+
 def evaluation_images(model: Model, split: str = "test", data: str | None = None) -> ImageSet:
     """Labelled images to evaluate on: a folder of class sub-folders (``data``), or a split of
     the dataset the model was trained on (recorded in its sidecar)."""

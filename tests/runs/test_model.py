@@ -77,7 +77,7 @@ def test_evaluate_reports_the_test_split_the_search_never_saw(trained):
     assert per_class["accuracy"] == pytest.approx(confusion[1, 1] / 20)
     text = invoke("evaluate", str(out)).output
     assert "accuracy" in text and "confusion" in text and "true \\ predicted" in text
-    val = json.loads(invoke("evaluate", str(out), "--split", "val", "--json").output)
+    val = json.loads(invoke("evaluate", str(out), "--split", "val", "--json").stdout)
     assert val["images"] == 30
 
 
@@ -164,3 +164,27 @@ def test_a_model_reads_in_a_few_lines(trained):
     assert f"plan: boundary {sidecar['plan']['boundary']} (frozen: {frozen})" in text
     assert "trained on train+val" in text and f"from {out}, study 'held')" in text
     assert "Conv2d" not in text  # the torch module is model.module
+
+
+def test_evaluate_says_when_the_split_was_seen_in_training(trained, tmp_path):
+    _, out, _ = trained  # trained on train+val (`train --best`)
+    val = invoke("evaluate", str(out), "--split", "val", "--json")
+    assert val.exit_code == 0 and json.loads(val.stdout)["seen_in_training"] is True
+    (note,) = val.stderr.strip().splitlines()
+    assert note == (
+        f"note: {out} was trained on train+val: its val images were seen in training, so this "
+        "accuracy overstates what it does on new images; --split test or --data PATH measures "
+        "that"
+    )
+    text = invoke("evaluate", str(out), "--split", "train")
+    assert "train images were seen in training" in text.stderr
+    assert (
+        text.stdout.startswith(f"{out} on train: accuracy ")
+        and ", seen in training)" in text.stdout
+    )
+    held = invoke("evaluate", str(out), "--json")  # the test split: never seen
+    assert json.loads(held.stdout)["seen_in_training"] is False and held.stderr == ""
+    paths = write_digit_folder(tmp_path / "more")
+    folder = invoke("evaluate", str(out), "--data", str(tmp_path / "more"), "--json")
+    assert json.loads(folder.stdout)["seen_in_training"] is False and folder.stderr == ""
+    assert len(paths) == 12
