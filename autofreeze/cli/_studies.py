@@ -65,8 +65,20 @@ def with_study_options(f: Any) -> Any:
     return f
 
 
-def _report(result: Any, cfg: Any, as_json: bool, wide: bool = False) -> None:
+def _took(result: Any, search_seconds: float | None) -> str:
+    """``search 2m06s, in all 4m27s with the preparation``: the search's time as the stderr
+    end line says it (trials and re-runs), then the command's (weights, data, probe too)."""
     from autofreeze.review.format import duration
+
+    in_all = f"in all {duration(result.seconds)}"
+    if search_seconds is None:  # no display heard the search start and end
+        return in_all
+    return f"search {duration(search_seconds)}, {in_all} with the preparation"
+
+
+def _report(
+    result: Any, cfg: Any, as_json: bool, wide: bool = False, search_seconds: float | None = None
+) -> None:
     from autofreeze.review.summary import COMPARISON_COLUMNS, best_summary, comparison
     from autofreeze.review.tables import COMPARISON_SHORT, LABELS, WIDTH
 
@@ -78,13 +90,14 @@ def _report(result: Any, cfg: Any, as_json: bool, wide: bool = False) -> None:
                 "comparison": rows,
                 "ran_this_time": result.ran,
                 "seconds": round(result.seconds, 1),
+                "search_seconds": None if search_seconds is None else round(search_seconds, 1),
             }
         )
         return
     click.echo(
         f"study {cfg.study.name}: {cfg.study.metric} ({cfg.study.direction}), "
-        f"{rows[0]['of'] if rows else 0} finished trials, {result.ran} run now in "
-        f"{duration(result.seconds)}"
+        f"{rows[0]['of'] if rows else 0} finished trials, {result.ran} run now; "
+        f"{_took(result, search_seconds)}"
     )
     if wide:
         click.echo(format_table(rows, COMPARISON_COLUMNS))
@@ -170,7 +183,7 @@ def search(
             progress=display,
             observers=[display, Publisher(display)],
         )
-    _report(result, cfg, as_json, wide)
+    _report(result, cfg, as_json, wide, display.search_seconds)
 
 
 @cli.command()

@@ -11,7 +11,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autofreeze.review.format import duration, number
 from autofreeze.review.study_story import trial_kind
 from autofreeze.review.tables import short_plan
-from autofreeze.review.timing import epochs_run, eta
+from autofreeze.review.timing import epochs_run
 from autofreeze.study import best_trial, records
 from autofreeze.study.results import pareto_front
 
@@ -129,32 +129,25 @@ def trial_line(
     n_trials: int | None,
     elapsed: float,
     timeout: float | None,
-    epochs: int | None = None,
+    left: str | None = None,
 ) -> str:
-    """One progress line per finished trial: outcome, best so far, budget and time left (from
-    the measured cost of the study's trials, :func:`autofreeze.review.timing.eta`)."""
+    """One progress line per finished trial: outcome, best so far, budget and the time left
+    (``left``: the display's ETA in words, the one its status line shows)."""
     value = records.metric_value(last)
     best = best_trial(study)
     best_value = None if best is None else records.metric_value(best)
-    trials = study.get_trials(deepcopy=False)
-    done, _ = records.budget(trials)
+    done, _ = records.budget(study.get_trials(deepcopy=False))
     budget = f"{done}/{n_trials} done" if n_trials else f"{done} done"
-    left = ""
-    epochs = epochs or max(  # the epochs of a complete trial: every one
-        (epochs_run(t) for t in trials if t.state == TrialState.COMPLETE), default=0
-    )
-    if n_trials and epochs:
-        seconds = eta(trials, n_trials=n_trials, epochs=epochs)
-        left = f", ~{duration(seconds)} left" if seconds is not None else ""
+    ahead = f", ETA {left}" if left else ""
     if timeout:
-        left += f", timeout in {duration(max(0.0, timeout - elapsed))}"
+        ahead += f", timeout in {duration(max(0.0, timeout - elapsed))}"
     reason = records.fail_reason(last)
     return (
         f"#{last.number} {records.name(last)} {last.state.name.lower()}"
         f"{' (' + reason + ')' if reason else ''}"
         f" value={'-' if value is None else f'{value:.4f}'}"
         f" best={'-' if best_value is None else f'{best_value:.4f} (#{best.number})'}"
-        f" | {budget}, {duration(elapsed)} elapsed{left}"
+        f" | {budget}, {duration(elapsed)} elapsed{ahead}"
     )
 
 

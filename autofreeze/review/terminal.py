@@ -2,8 +2,9 @@
 
 - ``--quiet``: nothing (the lines are held, and shown if the command fails: its context);
 - default, on a terminal: a live area at the bottom (rich): the budget done, the running
-  trials with their epoch and last metric, the best so far with its plan in words, elapsed
-  and ETA; the notes and a line per finished trial scroll above it;
+  trials with their epoch and last metric (during the re-evaluation, the re-runs done), the
+  best so far with its plan in words, elapsed and ETA; the notes and a line per finished
+  trial scroll above it;
 - default, not a terminal (CI, a log, a pipe): plain lines: the notes, a line per new best
   and per failed trial, a status line when ``STATUS_EVERY`` seconds passed without one, the end;
 - ``-v``: every line as well: each epoch (:func:`progress.detail`) and a full line for each
@@ -23,6 +24,11 @@ workers a search starts run with ``--relay``: they show nothing of their own and
 lines to the search, each detail tagged (``progress.DETAIL_TAG``) for the search to show with
 ``-v`` only. Writing them keeps how a
 worker notices that its parent died: its next line fails.
+
+Time: the search's time runs from ``started`` to ``ended`` (its trials and the re-runs of the
+top plans), the same quantity the end line and ``search``'s stdout line call "search"
+(:attr:`Display.search_seconds`); the ETA is :func:`autofreeze.review.timing.eta`, made at
+each read of the study and said the same way in every line.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from autofreeze.review.summary import spent_note, trial_line
 from autofreeze.review.tables import short_plan
 from autofreeze.review.timing import FINISHED, epochs_run, eta
 from autofreeze.study import best_trial, records
-from autofreeze.study.allowance import allowance
+from autofreeze.study.allowance import allowance, search_spent, spent
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
 POLL = 1.0  # seconds between two reads of the study
@@ -93,6 +99,16 @@ class Display:
         self._lock = threading.Lock()
         self._live: Live | None = None
         self._watcher: _Watcher | None = None
+        self.started_at: float | None = None  # time.monotonic() when the search started
+        self.ended_at: float | None = None  # ... and when it ended
+
+    @property
+    def search_seconds(self) -> float | None:
+        """Seconds from the search's start to its end: its trials and the re-runs of the top
+        plans, not the preparation before them (weights, data, the probe). None until both."""
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.started_at
 
     def __call__(self, msg: str) -> None:
         if self.relay:
@@ -154,6 +170,7 @@ class Display:
 
     # -- as the search's observer (autofreeze.search.observer.SearchObserver) -------------
     def started(self, run: Any) -> None:
+        self.started_at, self.ended_at = time.monotonic(), None
         self.watch(run.study, run.cfg, workers=run.workers, reevaluate=run.reevaluate)
 
     def trial_ran(self, run: Any, trial: Any, state: TrialState, values: Any) -> None:
@@ -163,6 +180,7 @@ class Display:
         """Nothing: the display reads finished trials from the study."""
 
     def ended(self, run: Any) -> None:
+        self.ended_at = time.monotonic()
         self.unwatch()
 
     def __enter__(self) -> Display:
@@ -182,16 +200,16 @@ class _Watcher:
         self, display: Display, study: Any, cfg: Any, workers: int | None, reevaluate: bool
     ) -> None:
         self.d, self.study, self.workers = display, study, workers
-        s, a = cfg.study, allowance(cfg)
+        s, self.allowance = cfg.study, allowance(cfg)
         # the search's trials; the re-runs of the top plans follow inside the same budget
-        self.n_trials, self.timeout, self.metric = a.trials, s.timeout, s.metric
+        self.n_trials, self.timeout, self.metric = self.allowance.trials, s.timeout, s.metric
         self.epochs = cfg.training.epochs
-        self.reevaluations = a.reruns if reevaluate else 0
-        self.t0 = time.monotonic()
+        self.reevaluations = self.allowance.reruns if reevaluate else 0
+        self.t0 = display.started_at or time.monotonic()
         self.trials: list[FrozenTrial] = self._read() or []
         self.seen = {t.number for t in self.trials if t.state in FINISHED}
         self.counted_at_start = records.budget(self.trials)[0]
-        self.reruns_at_start = len(records.reruns(study))
+        self.reruns_at_start = self.reruns_done = len(records.reruns(study))
         self.best: FrozenTrial | None = best_trial(study)
         self.left: tuple[float | None, float] = (None, self.t0)  # the ETA and when it was made
         self.last_status = self.t0
@@ -235,15 +253,9 @@ class _Watcher:
             improved = None
         now = time.monotonic()
         self.trials = trials
-        left = eta(
-            trials,
-            n_trials=self.n_trials,
-            epochs=self.epochs,
-            workers=self.workers,
-            reevaluations=self.reevaluations,
-            reruns_done=len(records.reruns(self.study)) if self.reevaluations else 0,
-        )
-        self.left = (left, now)
+        if self.reevaluations:
+            self.reruns_done = len(records.reruns(self.study))
+        self.left = (self.eta(trials), now)
         for t in new:
             self._finished(t, improved is not None and t.number == improved.number)
         if improved is not None and not self.d.live:
@@ -261,7 +273,8 @@ class _Watcher:
         if self.d.level == QUIET or not ran or records.over_budget(t):
             return
         if self.d.level == VERBOSE:
-            line = trial_line(self.study, t, self.n_trials, self.elapsed(), self.timeout)
+            left = self.eta_words() if self.shows_eta() and self.left[0] is not None else None
+            line = trial_line(self.study, t, self.n_trials, self.elapsed(), self.timeout, left)
             self.d.print(line)
             return
         if self.d.live:
@@ -270,6 +283,54 @@ class _Watcher:
             self.d.print(f"new best {best_words(t, self.metric)} ({self.progress()})")
         elif reason:
             self.d.print(f"{trial_title(t)} failed ({reason})")
+
+    # -- time left -------------------------------------------------------------------------
+    def eta(self, trials: list[FrozenTrial]) -> float | None:
+        """Seconds until the search and its re-runs are done, from the trials read now."""
+        a = self.allowance
+        budget_left = search_left = None
+        if a.seconds is not None:
+            used = spent(self.study, trials)
+            budget_left = a.seconds - used
+            search_left = (a.search_seconds or a.seconds) - used
+        return eta(
+            trials,
+            n_trials=self.n_trials,
+            epochs=self.epochs,
+            workers=self.workers,
+            reruns=self.reruns_left(),
+            budget_left=budget_left,
+            search_left=search_left,
+        )
+
+    def reruns_left(self) -> int:
+        return max(0, self.reevaluations - self.reruns_done)
+
+    def shows_eta(self) -> bool:
+        """A count or a time budget says where the end is."""
+        return bool(self.n_trials) or self.allowance.seconds is not None
+
+    def eta_words(self) -> str:
+        """``3m10s``; ``up to 40s`` while re-runs remain (they stop once one plan leads
+        clearly); ``measuring`` before a trial that trained a backbone has finished."""
+        left, at = self.left
+        if left is None:
+            return "measuring"
+        words = duration(max(0.0, left - (time.monotonic() - at)))
+        return f"up to {words}" if self.reruns_left() else words
+
+    def rerunning(self) -> bool:
+        """Whether the search's trials are over and the re-runs of the top plans are on."""
+        if not self.reevaluations:
+            return False
+        done, running = records.budget(self.trials)
+        if running:
+            return False
+        if self.reruns_done > self.reruns_at_start:
+            return True
+        if self.n_trials is not None and done >= self.n_trials:
+            return True
+        return search_spent(self.allowance, self.study, self.trials)
 
     # -- the words -------------------------------------------------------------------------
     def trial_line(self, t: FrozenTrial, new_best: bool = False) -> str:
@@ -289,16 +350,17 @@ class _Watcher:
         )
 
     def progress(self) -> str:
-        """``12/40 trials done, 2 running, 1m30s elapsed, ETA 3m10s``"""
+        """``12/40 trials done, 2 running, 1m30s elapsed, ETA 3m10s``; during the re-evaluation
+        ``34/34 trials done, re-evaluating: 2 of up to 6 re-runs done, ...``"""
         done, running = records.budget(self.trials)
         budget = f"{done}/{self.n_trials}" if self.n_trials else f"{done}"
-        left, at = self.left
-        eta_words = (
-            "measuring" if left is None else duration(max(0.0, left - (time.monotonic() - at)))
-        )
-        words = f"{budget} trials done, {running} running, {duration(self.elapsed())} elapsed"
-        if self.n_trials:
-            words += f", ETA {eta_words}"
+        if self.rerunning():
+            now = f"re-evaluating: {self.reruns_done} of up to {self.reevaluations} re-runs done"
+        else:
+            now = f"{running} running"
+        words = f"{budget} trials done, {now}, {duration(self.elapsed())} elapsed"
+        if self.shows_eta():
+            words += f", ETA {self.eta_words()}"
         if self.timeout:
             words += f", timeout in {duration(max(0.0, self.timeout - self.elapsed()))}"
         return words
@@ -334,7 +396,10 @@ class _Watcher:
         budget = f"{done}/{self.n_trials}" if self.n_trials else f"{done}"
         best = best_trial(self.study)
         again = f" and {reruns} re-run{'s' if reruns != 1 else ''}" if reruns else ""
-        line = f"{budget} trials{again} done ({counts}) in {duration(self.elapsed())}"
+        seconds = self.d.search_seconds
+        line = (
+            f"{budget} trials{again} done ({counts}); search {duration(seconds or self.elapsed())}"
+        )
         if best is not None:
             line += f"; best {best_words(best, self.metric)}"
         self.d.print(line)

@@ -25,6 +25,7 @@ from autofreeze.review.summary import COMPARISON_COLUMNS, TRIAL_COLUMNS
 from autofreeze.review.tables import LABELS
 from autofreeze.review.timing import eta
 from autofreeze.study import records
+from autofreeze.study.storage import load_existing_study
 from tests.commands import invoke
 from tests.studies import write_study
 
@@ -33,7 +34,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
 
 
 def load(config: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{config.parent / name}.db")
+    return load_existing_study(f"sqlite:///{config.parent / name}.db", name)
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +220,7 @@ def test_the_eta_uses_the_cost_of_trials_that_trained_a_backbone():
     study.add_trial(_trial(0.4, 4, cache="pooled", baseline="linear_probe"))
 
     def left(**kw):
-        kw = {"n_trials": 10, "epochs": 4, "workers": 1, "reevaluations": 2, **kw}
+        kw = {"n_trials": 10, "epochs": 4, "workers": 1, "reruns": 2, **kw}
         return eta(study.get_trials(), **kw)
 
     assert left() is None  # never from the first (cached) trial alone
@@ -228,9 +229,10 @@ def test_the_eta_uses_the_cost_of_trials_that_trained_a_backbone():
     study.add_trial(_trial(12.0, 4))  # 3.0 s per epoch
     study.add_trial(_trial(0.0, 1, TrialState.RUNNING))  # 3 epochs to go
     # median 2.5 s per epoch; 5 trials not started at the searched trials' mean of 3 epochs,
-    # 3 epochs of the running one, then 2 re-evaluation runs of 4 epochs in one process
-    assert left() == pytest.approx(2.5 * (5 * 3 + 3 + 2 * 4))
-    assert left(workers=2) == pytest.approx(2.5 * ((5 * 3 + 3) / 2 + 2 * 4))
+    # 3 epochs of the running one, then 2 re-runs in one process, each at the median time of
+    # the complete trials that trained a backbone (8 s and 12 s)
+    assert left() == pytest.approx(2.5 * (5 * 3 + 3) + 2 * 10.0)
+    assert left(workers=2) == pytest.approx(2.5 * (5 * 3 + 3) / 2 + 2 * 10.0)
     assert left(n_trials=None) is None
 
 
@@ -267,3 +269,86 @@ def test_a_trial_at_its_last_epoch_is_not_pruned(folder, monkeypatch):
     ]
     assert all(PrunesLate().prune(None, t) for t in found)  # asked, it would prune every one
     assert [records.PRUNED_AT_EPOCH in t.user_attrs for t in found] == [False, True, False]
+
+
+# -- what each time covers -------------------------------------------------------------------
+def test_both_streams_name_the_search_time_and_agree_on_it(searched):
+    _, result = searched
+    end = result.stderr.splitlines()[-1]
+    first = result.stdout.splitlines()[0]
+    on_stderr = re.search(r" done \([^)]*\); search ([\d.hms]+); best ", end)
+    on_stdout = re.search(
+        r", 9 run now; search ([\d.hms]+), in all ([\d.hms]+) with the prep", first
+    )
+    assert on_stderr and on_stdout, (end, first)
+    assert on_stderr.group(1) == on_stdout.group(1)
+
+
+def test_the_json_result_gives_the_search_time_within_the_whole_time(folder):
+    config = write_study(folder, "timed", n_trials=2, epochs=1)
+    result = invoke("search", str(config), "--json", "-q")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert 0 < out["search_seconds"] <= out["seconds"]
+
+
+# -- the ETA: what is left, never more ------------------------------------------------------
+def _study(*trials) -> list:
+    study = optuna.create_study(direction="maximize")
+    for t in trials:
+        study.add_trial(t)
+    return study.get_trials()
+
+
+def test_a_time_budget_caps_the_eta_and_at_the_end_nothing_is_left():
+    # four trials of 14 s (3.5 s an epoch) of a 40-trial study whose time budget is spent:
+    # no trial starts, and no re-run fits in the 10 s left (a re-run costs a full trial, 14 s)
+    done = _study(*(_trial(14.0, 4) for _ in range(4)))
+    kw = {"n_trials": 34, "epochs": 4, "workers": 1, "reruns": 6}
+    assert eta(done, **kw) == pytest.approx(3.5 * 4 * 30 + 6 * 14.0)  # by the count alone
+    assert eta(done, **kw, budget_left=10.0, search_left=-2.0) == 0.0
+    assert eta(done, **kw, budget_left=30.0, search_left=-2.0) == pytest.approx(2 * 14.0)
+    # a running trial still ends: 3 epochs of it, however spent the search's share is
+    running = _study(*(_trial(14.0, 4) for _ in range(3)), _trial(0.0, 1, TrialState.RUNNING))
+    assert eta(running, **kw, budget_left=12.0, search_left=-2.0) == pytest.approx(3 * 3.5)
+    # the search's share left holds two more trials of 14 s, then the re-runs' share
+    assert eta(done, **kw, budget_left=60.0, search_left=28.0) == pytest.approx(28.0 + 2 * 14.0)
+    # at the end: the count reached, nothing running, no re-run left
+    end = _study(*(_trial(14.0, 4) for _ in range(6)))
+    assert eta(end, n_trials=6, epochs=4, workers=1, reruns=0) == 0.0
+    assert eta(end, n_trials=None, epochs=4) is None  # no count and no time budget
+
+
+def test_a_rerun_costs_what_a_full_run_measured():
+    # a pruned trial's epochs cost more (building and caching spread over 1 epoch): the
+    # re-runs of the top plans are priced at the complete trials' median, 8 s
+    trials = _study(_trial(8.0, 4), _trial(8.0, 4), _trial(6.0, 1, TrialState.PRUNED))
+    assert eta(trials, n_trials=3, epochs=4, workers=1, reruns=2) == pytest.approx(2 * 8.0)
+
+
+def test_during_the_reevaluation_the_progress_line_counts_reruns_not_running_trials(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from autofreeze.config import load_config
+    from autofreeze.review.terminal import Display, _Watcher
+    from autofreeze.study.allowance import allowance
+
+    cfg = load_config(write_study(tmp_path, "again", n_trials=8, epochs=4, reevaluate=2))
+    a = allowance(cfg)
+    assert (a.trials, a.reruns) == (6, 2)
+    study = optuna.create_study(direction="maximize")
+    for _ in range(6):
+        study.add_trial(_trial(8.0, 4))
+    display = Display(console=Console(file=io.StringIO()), poll=3600)
+    watcher = _Watcher(display, study, cfg, workers=1, reevaluate=True)
+    watcher.poll(status=False)
+    records.add_rerun(study, 0, 1, 0.5, 8.0)  # one re-run done, one left at most
+    watcher.poll(status=False)
+    line = watcher.progress()
+    assert line.startswith("6/6 trials done, re-evaluating: 1 of up to 2 re-runs done, ")
+    assert "running" not in line and re.search(r", ETA up to [78]\.\ds$", line), line
+    records.add_rerun(study, 1, 1, 0.5, 8.0)
+    watcher.poll(status=False)
+    assert watcher.progress().endswith(", ETA 0.0s")
