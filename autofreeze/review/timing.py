@@ -7,12 +7,14 @@ the head-only recipe runs first and costs next to nothing per epoch (0.1 s again
 quickstart), so an estimate from it alone said "~30 s left" of a 4-minute search. That time per
 epoch is scaled to the epochs still to run: the rest of each running trial and the trials of
 the budget not started yet (at the mean epochs a searched trial ran, pruning included; all the
-epochs before one has finished), shared by the workers. A time budget caps them: no trial starts
-once the search's share is spent, however many the count leaves (a study of ``n_trials = 40``
-and ``budget = "1m"`` ends after the trials a minute holds; counting the other 36 said 1m26s
-left three seconds before the end). Then come the re-runs of the top plans, one after the other
-in the search's process, each at the measured time of a trial that ran to the end, as many as
-are left and, with a time budget, as the rest of it holds. At the end nothing is left: 0.
+epochs before one has finished), shared by the workers. A time budget caps them: no trial
+starts once the search's share is spent (with half a typical trial to spare, as the trial loop
+judges it: :func:`autofreeze.study.allowance.search_spent`), however many the count leaves (a
+study of ``n_trials = 40`` and ``budget = "1m"`` ends after the trials a minute holds; counting
+the other 36 said 1m26s left three seconds before the end). Then come the re-runs of the top
+plans, one after the other in the search's process, each at the measured time of a trial that
+ran to the end, as many as are left and, with a time budget, as the rest of it holds. At the
+end nothing is left: 0.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Sequence
 from optuna.trial import FrozenTrial, TrialState
 
 from autofreeze.study import records
+from autofreeze.study.allowance import typical_trial
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -103,8 +106,9 @@ def eta(
     if n_trials is not None:
         counted = sum(records.counts(t) for t in runs)
         new = per_epoch * per_trial * max(0, n_trials - counted - len(running))
-    if search_left is not None:  # no trial starts once the search's share is spent
-        new = min(new, max(0.0, search_left - rest))
+    if search_left is not None:  # a trial starts only while the share holds half a typical one
+        typical = typical_trial(trials) or 0.0
+        new = min(new, max(0.0, search_left - rest)) if search_left > 0.5 * typical else 0.0
     parallel = workers or max(1, len(running))
     rerun = full_run(trials) or per_epoch * epochs
     if budget_left is not None:  # a re-run starts only while the budget holds it

@@ -352,3 +352,35 @@ def test_during_the_reevaluation_the_progress_line_counts_reruns_not_running_tri
     records.add_rerun(study, 1, 1, 0.5, 8.0)
     watcher.poll(status=False)
     assert watcher.progress().endswith(", ETA 0.0s")
+
+
+def test_the_display_eta_holds_no_more_than_the_time_budget_left(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from autofreeze.config import load_config
+    from autofreeze.review.terminal import Display, _Watcher
+
+    def watched(seconds: float, **fields) -> _Watcher:
+        config = write_study(
+            tmp_path, "timed", n_trials=40, epochs=4, study_extra='budget = "60s"', **fields
+        )
+        study = optuna.create_study(direction="maximize")
+        for _ in range(4):
+            study.add_trial(_trial(seconds, 4))
+        display = Display(console=Console(file=io.StringIO()), poll=3600)
+        watcher = _Watcher(display, study, load_config(config), workers=1, reevaluate=True)
+        watcher.poll(status=False)
+        return watcher
+
+    # the issue's study: n_trials = 40 and a 60 s budget of which four 14 s trials spent 56 s;
+    # the 4 s left hold no trial (the loop starts none past half a typical one): the end.
+    # By the count, 30 trials were left (1m26s said three seconds before the end).
+    ended = watched(14.0)
+    assert ended.left[0] == 0.0
+    assert re.search(r"4/\d+ trials done, 0 running, .*, ETA 0\.0s$", ended.progress())
+    # four 10 s trials: before 20 trials the search may spend the whole budget (the re-runs'
+    # fifth is kept only after them), so 20 s of trials are left and then no re-run fits
+    going = watched(10.0, reevaluate=1)
+    assert going.reevaluations > 0 and going.left[0] == pytest.approx(20.0)
