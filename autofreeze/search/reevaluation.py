@@ -149,7 +149,7 @@ def reevaluate(
         _rerun(study, top, allowance, base_seed, progress, run_plan, seconds_left)
     summaries = summarize(study, top)
     choice = choose(summaries, maximize)
-    study.set_user_attr(records.CHOICE, choice)
+    records.write_choice(study, choice)
     progress(_chosen_line(choice, allowance))
     return choice
 

@@ -151,7 +151,7 @@ def start_study(
         seconds = time.perf_counter() - t0
         for line in probe_lines(result):
             progress(line)
-        study.set_user_attr(records.PROBE, {**result.to_dict(), "seconds": round(seconds, 3)})
+        records.write_probe(study, {**result.to_dict(), "seconds": round(seconds, 3)})
         estimate = trial_estimate(seconds, cfg.training.epochs)
     recipes = baseline_plans(space, prepared.n_blocks, cfg.training.epochs)
     recipes = recipes if cfg.study.baselines else []

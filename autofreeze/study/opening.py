@@ -31,7 +31,7 @@ def open_study(cfg: StudyConfig, storage: Any = None) -> optuna.Study:
         raise StorageError(
             f"study {cfg.study.name!r} in {mask_url(cfg.storage_url)}: {exc}"
         ) from None
-    return study
+    return records.with_storage(study, storage)  # it reads and writes the machine record
 
 
 def wait_for_study(

@@ -326,6 +326,8 @@ def load_existing_study(url: str, study_name: str, storage: Any = None, **storag
     """
     import optuna
 
+    from autofreeze.study import records
+
     storage = storage or open_storage(url, **{"read_only": True, **storage_kw})
     names = [s.study_name for s in optuna.study.get_all_study_summaries(storage)]
     if study_name not in names:
@@ -333,4 +335,5 @@ def load_existing_study(url: str, study_name: str, storage: Any = None, **storag
             f"no study {study_name!r} in {mask_url(url)} (studies there: "
             f"{', '.join(names) or 'none'}); run `autofreeze search` first"
         )
-    return optuna.load_study(study_name=study_name, storage=storage)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    return records.with_storage(study, storage)  # it reads the machine record

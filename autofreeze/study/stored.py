@@ -77,10 +77,9 @@ def check_same_study(study: optuna.Study, cfg: StudyConfig) -> None:
 def store_config(study: optuna.Study, cfg: StudyConfig) -> None:
     """Store the resolved config (every override applied) for the study's workers to run."""
     stored = cfg.to_dict()
-    if stored["study"].get("storage"):  # user attrs are shown everywhere: no passwords
+    if stored["study"].get("storage"):  # anyone reading the study reads it: no passwords
         stored["study"]["storage"] = mask_url(stored["study"]["storage"])
-    study.set_user_attr(records.CONFIG, stored)
-    study.set_user_attr(records.CONFIG_DIR, str(cfg.base_dir))
+    records.write_config(study, stored, str(cfg.base_dir))
 
 
 def stored_config(

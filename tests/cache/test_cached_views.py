@@ -120,9 +120,9 @@ def test_augmentation_turns_the_cache_off_unless_views_are_asked_for(tmp_path):
         trials = _trials(tmp_path, name)
         if expected is None:
             assert [t.user_attrs[records.FEATURE_CACHE] for t in trials] == [False]
-            assert all(records.CACHE not in t.user_attrs for t in trials)
+            assert all(records.cache(t) is None for t in trials)
         else:
-            assert [t.user_attrs[records.CACHE] for t in trials] == [
+            assert [records.cache(t) for t in trials] == [
                 {"kind": "prefix", "boundary": 2, "source": s, "views": 2} for s in expected
             ]
     # the views entry is keyed apart from the unaugmented one (which a plain study would use)
@@ -148,6 +148,6 @@ def test_a_boundary_that_cannot_be_cached_is_said_once_per_study_and_recorded(tm
     trials = _trials(tmp_path, "vit")
     assert len(trials) == 2
     for t in trials:
-        entry = t.user_attrs[records.CACHE]
+        entry = records.cache(t)
         assert entry["kind"] == "none" and entry["boundary"] == 2 and entry["reason"]
         assert t.user_attrs[records.FEATURE_CACHE] is False

@@ -22,6 +22,7 @@ from autofreeze.data.tensors import tensor_fingerprint
 from autofreeze.errors import PlanError
 from autofreeze.plan import FreezePlan
 from autofreeze.schedules import Gradual, Static
+from autofreeze.study import records
 from autofreeze.testing import tiny_split
 from tests.models import block_sums, make
 
@@ -268,12 +269,12 @@ def test_a_study_serves_its_trials_from_the_prefix_cache_with_the_uncached_resul
         ).trials
         values[cache] = [t.value for t in trials]
         if cache == "true":
-            assert [t.user_attrs["cache"] for t in trials] == [
+            assert [records.cache(t) for t in trials] == [
                 {"kind": "prefix", "boundary": 2, "source": source}
                 for source in ("computed", "memory", "memory")
             ]
         else:
-            assert all("cache" not in t.user_attrs for t in trials)
+            assert all(records.cache(t) is None for t in trials)
     assert values["true"] == pytest.approx(values["false"], abs=1e-6)
     assert len(list((tmp_path / ".autofreeze-cache").glob("*.pt"))) == 1
 

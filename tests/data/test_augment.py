@@ -107,15 +107,15 @@ def test_augment_is_a_search_dimension_recorded_with_how_it_applies(tmp_path):
     for t in study.trials:
         policy = t.params.get("augment")
         seen.add(policy)
-        applied = t.user_attrs[records.AUGMENT]
-        assert applied["policy"] == policy == t.user_attrs[records.PLAN]["augment"]
+        applied = records.augment(t)
+        assert applied["policy"] == policy == records.plan(t)["augment"]
         if policy == "none":
             assert applied["applied"] == "none"
-            assert "views" not in t.user_attrs[records.CACHE]
+            assert "views" not in records.cache(t)
         else:  # cached views of the policy: the prefix is served from the cache
             expected = {"policy": policy, "applied": "cached views", "mix": False, "views": 2}
             assert applied == expected
-            assert t.user_attrs[records.CACHE]["views"] == 2
+            assert records.cache(t)["views"] == 2
     assert len(seen) >= 2, seen
 
 
@@ -134,5 +134,5 @@ def test_mixing_turns_the_caches_off(tmp_path):
     result = CliRunner().invoke(cli, ["search", str(config)])
     assert result.exit_code == 0, result.output
     (trial,) = optuna.load_study(study_name="mix", storage=f"sqlite:///{tmp_path}/mix.db").trials
-    assert trial.user_attrs[records.AUGMENT] == {"policy": "crop", "applied": "online", "mix": True}
+    assert records.augment(trial) == {"policy": "crop", "applied": "online", "mix": True}
     assert trial.user_attrs[records.FEATURE_CACHE] is False

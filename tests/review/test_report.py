@@ -22,6 +22,7 @@ from autofreeze.review.report import freeze_map_html, render_report, write_repor
 from autofreeze.review.trial_figures import phase_changes
 from autofreeze.search.run import run_search
 from autofreeze.study import best_trial, records
+from autofreeze.study.storage import load_existing_study
 from tests.commands import invoke
 from tests.studies import write_study
 
@@ -36,7 +37,7 @@ def built(tmp_path_factory):
     folder = tmp_path_factory.mktemp("report")
     config = write_study(folder, n_trials=16, epochs=3, probe=True, reevaluate=1)
     run_search(load_config(config), progress=quiet, observers=[Publisher(quiet)])
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'tiny.db'}")
+    study = load_existing_study(f"sqlite:///{folder / 'tiny.db'}", "tiny")
     out = folder / "out" / "report.html"
     result = invoke("report", str(config), "--out", str(out), "--json")
     assert result.exit_code == 0, result.output
@@ -97,7 +98,7 @@ def tables(page: str) -> Tables:
 
 def expected_map(t) -> list[list[tuple[str, str]]]:
     """(class, text) of each freeze-map cell, straight from the trial's history."""
-    history, blocks = t.user_attrs["history"], t.user_attrs["blocks"]
+    history, blocks = records.history(t), records.blocks(t)
     rows = []
     for i in range(len(blocks) + 1):
         row = []
@@ -152,9 +153,9 @@ def test_the_page_names_every_recipe_and_the_best_plan(built, page):
         assert float(row[1][2]) == pytest.approx(other.value, abs=1e-4)
         if number != best.number:
             assert row[3][2] == study_story.plan_diff(records.plan(best), records.plan(other))
-    words = story.plan_words(records.plan(best), len(best.user_attrs["blocks"]))
+    words = story.plan_words(records.plan(best), records.n_blocks(best))
     assert f"Plan: {words}." in page.replace("&#x27;", "'")
-    choice = study.user_attrs[records.CHOICE]
+    choice = records.choice(study)
     assert f"mean {choice['mean']:.4f}" in page
     assert study_story.improving(study) in page
 
@@ -190,16 +191,16 @@ def test_every_freeze_map_table_agrees_with_its_trials_history(built, page):
         t = study.trials[int(attrs["data-trial"])]
         assert [c[2] for c in rows[0]] == [
             "block",
-            *(f"ep {h['epoch']}" for h in t.user_attrs["history"]),
+            *(f"ep {h['epoch']}" for h in records.history(t)),
         ]
-        assert [r[0][2] for r in rows[1:]] == [*t.user_attrs["blocks"], "head"]
+        assert [r[0][2] for r in rows[1:]] == [*records.blocks(t), "head"]
         assert [[(c[1], c[2]) for c in r[1:]] for r in rows[1:]] == expected_map(t)
     # the linear probe: every block frozen or cached in every epoch, the head trains
     probe = next(t for t in study.trials if records.baseline(t) == "linear_probe")
     parsed = tables(freeze_map_html(story.freeze_map(probe), probe.number)).tables
-    (_, rows), n = parsed[0], len(probe.user_attrs["blocks"])
+    (_, rows), n = parsed[0], records.n_blocks(probe)
     assert all(c[1] in ("frozen", "cached") for r in rows[1 : n + 1] for c in r[1:])
-    assert [c[1] for c in rows[n + 1][1:]] == ["training"] * len(probe.user_attrs["history"])
+    assert [c[1] for c in rows[n + 1][1:]] == ["training"] * len(records.history(probe))
 
 
 def test_the_axes_name_the_metric(built, page):
@@ -215,7 +216,7 @@ def test_the_axes_name_the_metric(built, page):
     bars = figures.baselines_vs_best(study, METRIC)
     assert bars.layout.xaxis.title.text.startswith(METRIC)
     # the re-evaluated plan's bar is its mean over the seeds, with the 95 % interval
-    choice = study.user_attrs[records.CHOICE]
+    choice = records.choice(study)
     i = next(i for i, y in enumerate(bars.data[0].y) if f"(#{choice['trial']})" in y)
     assert bars.data[0].x[i] == pytest.approx(choice["mean"])
     assert bars.data[0].error_x.array[i] == pytest.approx(choice["ci95"] or 0.0)
@@ -306,6 +307,7 @@ def test_importance_and_a_multi_objective_study(built):
                 params=t.params,
                 distributions=t.distributions,
                 user_attrs=t.user_attrs,
+                system_attrs=t.system_attrs,
             )
             for t in done
         ],
@@ -330,6 +332,6 @@ def test_trial_png_writes_a_readable_picture(built, tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (1000, 800)
-    assert phase_changes(gradual.user_attrs["history"])[0][1].endswith("from block 4")
+    assert phase_changes(records.history(gradual))[0][1].endswith("from block 4")
     bare = create_trial(state=TrialState.PRUNED, value=0.4, intermediate_values={1: 0.4})
     assert figures.trial_png(bare, METRIC, tmp_path / "bare.png").stat().st_size > 10_000

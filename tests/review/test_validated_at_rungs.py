@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -18,6 +17,7 @@ from autofreeze.review.timing import epochs_run, seconds_per_epoch
 from autofreeze.review.trial_figures import trial_figure, trial_png
 from autofreeze.search.run import run_search
 from autofreeze.study import records
+from autofreeze.study.storage import load_existing_study
 from tests.commands import invoke
 from tests.studies import write_study
 
@@ -31,7 +31,7 @@ def searched(tmp_path_factory):
         folder, "rungs", n_trials=3, epochs=EPOCHS, dashboard=True, study_extra="baselines = false"
     )
     run_search(load_config(config), progress=quiet, observers=[Publisher(quiet)])
-    study = optuna.load_study(study_name="rungs", storage=f"sqlite:///{folder / 'rungs.db'}")
+    study = load_existing_study(f"sqlite:///{folder / 'rungs.db'}", "rungs")
     return config, study
 
 

@@ -22,6 +22,7 @@ from autofreeze.errors import PlanError
 from autofreeze.plan import FreezePlan
 from autofreeze.schedules import AutoFreeze, Budget, FreezeOut
 from autofreeze.schedules._autofreeze import change_rate, frozen_prefix, percentile
+from autofreeze.study import records
 from tests.models import make, run
 from tests.studies import write_study
 
@@ -323,10 +324,9 @@ def test_both_schedules_run_in_a_search(tmp_path):
         assert {k for k in t.params if k.startswith(name)} <= {
             f"{name}.{k.name}" for k in (FreezeOut if name == "freezeout" else AutoFreeze).knobs
         }
-        assert all(h["phase"].startswith(f"{name}:") for h in t.user_attrs["history"])
+        assert all(h["phase"].startswith(f"{name}:") for h in records.history(t))
         # freezing, and from then on training on the frozen blocks' cached output
         assert all(
-            "froze blocks" in e or "their output is cached" in e
-            for e in t.user_attrs["phase_events"]
+            "froze blocks" in e or "their output is cached" in e for e in records.phase_events(t)
         )
-    assert any(t.user_attrs["phase_events"] for t in trials if t.params["schedule"] == "freezeout")
+    assert any(records.phase_events(t) for t in trials if t.params["schedule"] == "freezeout")

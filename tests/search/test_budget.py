@@ -14,11 +14,12 @@ from autofreeze.cli import cli
 from autofreeze.config import load_config
 from autofreeze.study import records
 from autofreeze.study.allowance import Allowance, allowance, first_plans_room
+from autofreeze.study.storage import load_existing_study
 from tests.studies import write_study
 
 
 def _study(tmp_path, name):
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/{name}.db")
+    return load_existing_study(f"sqlite:///{tmp_path}/{name}.db", name)
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import signal
 import time
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
+from autofreeze.study import records
+from autofreeze.study.storage import load_existing_study
 from tests.processes import (
     FINISHED,
     assert_budget_kept,
@@ -174,10 +175,11 @@ def test_storage_password_never_reaches_user_attrs(tmp_path, pg_url):
     )
     proc = start("search", str(config), "--json", log=tmp_path / "a.log")
     assert proc.wait(timeout=300) == 0, (tmp_path / "a.log").read_text()[-3000:]
-    study = optuna.load_study(study_name="pw", storage=pg_url)
-    dumped = repr(study.user_attrs) + repr([t.user_attrs for t in study.trials])
+    study = load_existing_study(pg_url, "pw")
+    stored = records.config(study)
+    dumped = repr(
+        (study.user_attrs, stored, [(t.user_attrs, t.system_attrs) for t in study.trials])
+    )
     assert "not-checked-by-trust" not in dumped
     assert "not-checked-by-trust" not in (tmp_path / "a.log").read_text()
-    assert study.user_attrs["autofreeze_config"]["study"]["storage"].startswith(
-        "postgresql://postgres:***@"
-    )
+    assert stored["study"]["storage"].startswith("postgresql://postgres:***@")

@@ -15,6 +15,7 @@ from autofreeze.errors import ConfigError
 from autofreeze.progress import quiet
 from autofreeze.review.dashboard import Publisher
 from autofreeze.search.run import run_search
+from autofreeze.study import records
 from autofreeze.study.results import pareto_front
 from tests.studies import write_study
 
@@ -63,8 +64,8 @@ def test_a_multi_objective_study_keeps_both_values_and_prunes_nothing(multi):
     for t in done:
         accuracy, seconds = t.values
         assert 0 <= accuracy <= 1 and seconds > 0
-        assert accuracy == pytest.approx(t.user_attrs["history"][-1]["val_accuracy"], abs=1e-5)
-    assert "autofreeze_choice" not in study.user_attrs  # the front is the choice
+        assert accuracy == pytest.approx(records.history(t)[-1]["val_accuracy"], abs=1e-5)
+    assert records.choice(study) is None  # the front is the choice
 
 
 def test_the_pareto_front_is_exactly_the_trials_no_other_beats(multi):
@@ -91,7 +92,7 @@ def test_train_any_point_of_the_front(multi, tmp_path):
     result = CliRunner().invoke(cli, [*args, "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
-    assert info["plan"] == cheapest.user_attrs["plan"]
+    assert info["plan"] == records.plan(cheapest)
     # on the data the trial ran, the checkpoint reproduces the trial
     assert info["metrics"]["val_accuracy"] == pytest.approx(cheapest.values[0], abs=1e-6)
     bad = CliRunner().invoke(cli, ["train", str(path), "--trial", "99", "--out", str(out)])

@@ -141,4 +141,4 @@ def test_no_pruning_during_a_head_only_warm_up(tmp_path):
     (trial,) = study.trials
     # epochs 1-2 train the head only: judged from the first epoch the backbone trains
     assert trial.state == TrialState.PRUNED and trial.user_attrs["pruned_at_epoch"] == 3
-    assert len(trial.user_attrs["history"]) == 3  # a pruned trial keeps its curves so far
+    assert len(records.history(trial)) == 3  # a pruned trial keeps its curves so far

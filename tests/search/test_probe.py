@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import optuna
 import pytest
 import torch
 from click.testing import CliRunner
@@ -22,6 +21,7 @@ from autofreeze.search.probe import (
     run_probe,
 )
 from autofreeze.study import records
+from autofreeze.study.storage import load_existing_study
 from tests.studies import write_study
 
 
@@ -92,8 +92,8 @@ def test_the_search_probes_stores_the_curve_and_enqueues_its_prior(tmp_path):
     result = CliRunner().invoke(cli, ["search", str(config)])
     assert result.exit_code == 0, result.output
     assert "transferability probe" in result.output and "boundary" in result.output
-    study = optuna.load_study(study_name="probed", storage=f"sqlite:///{tmp_path}/probed.db")
-    stored = study.user_attrs[records.PROBE]
+    study = load_existing_study(f"sqlite:///{tmp_path}/probed.db", "probed")
+    stored = records.probe(study)
     assert len(stored["blocks"]) == 5 and stored["size"] == "small"
     trials = study.trials
     assert all(records.baseline(t) for t in trials[:6])
@@ -101,7 +101,7 @@ def test_the_search_probes_stores_the_curve_and_enqueues_its_prior(tmp_path):
     # around the predicted boundary, but not where a static baseline already runs:
     # full_finetune_low_lr (0), freeze_first_half (2) and linear_probe (5)
     expected = sorted({max(0, min(5, stored["boundary"] + d)) for d in (-1, 0, 1)} - {0, 2, 5})
-    assert [t.user_attrs["plan"]["boundary"] for t in priors] == expected
+    assert [records.plan(t)["boundary"] for t in priors] == expected
     assert priors[0].number == 6  # right after the baselines
     rows = json.loads(CliRunner().invoke(cli, ["trials", str(config), "--json"]).output)
     assert rows[6]["name"].startswith("probe_k")

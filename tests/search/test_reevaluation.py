@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 from autofreeze.cli import cli
 from autofreeze.search.reevaluation import choose
 from autofreeze.study import best_trial, records
+from autofreeze.study.storage import load_existing_study
 from tests.studies import write_study
 
 
@@ -55,14 +56,14 @@ def test_a_search_re_evaluates_its_top_plans_inside_the_budget_and_not_as_trials
     out = json.loads(result.stdout)
     # 12 trainings at most: 10 search trials, then up to 2 re-runs
     assert out["ran_this_time"] == 10
-    study = optuna.load_study(study_name="again", storage=f"sqlite:///{tmp_path}/again.db")
+    study = load_existing_study(f"sqlite:///{tmp_path}/again.db", "again")
     again = records.reruns(study)
     assert len(study.trials) == 10  # the re-runs are not trials
     assert all(records.reevaluation_of(t) is None for t in study.trials)
     assert {r["seed"] for r in again} == {1}
     originals = {r["of"] for r in again}
     assert 1 <= len(originals) <= 2  # a clear lead after the first round stops the rest
-    choice = study.user_attrs[records.CHOICE]
+    choice = records.choice(study)
     assert choice["trial"] in originals and len(choice["values"]) == 2
     assert choice["mean"] == pytest.approx(sum(choice["values"]) / 2)
     assert out["best"]["number"] == choice["trial"]
@@ -75,7 +76,7 @@ def test_a_search_re_evaluates_its_top_plans_inside_the_budget_and_not_as_trials
     # resuming at the same budget runs nothing more, re-runs included
     same = CliRunner().invoke(cli, ["search", str(config), "--json"])
     assert json.loads(same.stdout)["ran_this_time"] == 0
-    study = optuna.load_study(study_name="again", storage=f"sqlite:///{tmp_path}/again.db")
+    study = load_existing_study(f"sqlite:///{tmp_path}/again.db", "again")
     assert len(study.trials) == 10 and records.reruns(study) == again
 
 

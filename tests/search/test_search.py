@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
-import optuna
 import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from autofreeze.cli import cli
 from autofreeze.recipes import BASELINE_NAMES
+from autofreeze.study import records
+from autofreeze.study.storage import load_existing_study
 from tests.commands import invoke
 from tests.studies import write_study
 
@@ -18,7 +19,7 @@ BASELINES = set(BASELINE_NAMES)
 
 
 def load(config, name="tiny"):
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{config.parent / name}.db")
+    return load_existing_study(f"sqlite:///{config.parent / name}.db", name)
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +42,15 @@ def test_search_writes_the_study_and_runs_baselines_first(searched):
     names = [t.user_attrs.get("baseline") for t in trials]
     assert set(names[:6]) == BASELINES and names[6:] == [None, None]
     scratch = next(t for t in trials if t.user_attrs.get("baseline") == "from_scratch")
-    assert scratch.user_attrs["plan"]["init"] == "scratch"
+    assert records.plan(scratch)["init"] == "scratch"
     probe = next(t for t in trials if t.user_attrs.get("baseline") == "linear_probe")
     assert probe.user_attrs["frozen_param_fraction"] > 0.9
-    assert len(probe.user_attrs["frozen_blocks"]) == 5
+    assert len(records.frozen_blocks(probe)) == 5
     for key in ("seconds", "train_examples_per_second", "trainable_params", "peak_memory_mb"):
         assert probe.user_attrs[key] > 0
     assert out["best"]["value"] == max(t.value for t in trials if t.value is not None)
     # the config travels with the study so other workers run the same search
-    assert study.user_attrs["autofreeze_config"]["backbone"]["name"] == "resnet10t"
+    assert records.config(study)["backbone"]["name"] == "resnet10t"
 
 
 def test_best_and_trials_read_the_study_back(searched):
@@ -236,7 +237,7 @@ def test_out_of_memory_fails_the_trial_with_its_reason_and_the_study_goes_on(tmp
     first = found[0]
     assert first.state == TrialState.FAIL and first.params["schedule"] == "greedy"
     assert first.user_attrs["fail_reason"] == "out of memory"
-    assert len(first.user_attrs["history"]) == 1  # it stopped at the second epoch
+    assert len(records.history(first)) == 1  # it stopped at the second epoch
     assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in found[1:])
 
 
@@ -299,7 +300,7 @@ def test_a_study_name_reused_with_another_config_is_refused_and_the_study_kept(t
         assert "Traceback" not in result.output and "[study] name" in result.output
         study = load(config, "reuse")
         assert len(study.trials) == 2  # nothing ran, nothing enqueued
-        assert study.user_attrs["autofreeze_config"]["dataset"]["train_per_class"] == 8
+        assert records.config(study)["dataset"]["train_per_class"] == 8
     write_study(tmp_path, "reuse", n_trials=3, epochs=1, pruner="none", study_extra=extra)
     assert invoke("search", str(config), "--heartbeat", "5").exit_code == 0  # the budget may grow
     assert len(load(config, "reuse").trials) == 3

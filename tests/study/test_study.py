@@ -50,7 +50,7 @@ def test_the_stored_config_round_trips_masks_the_password_and_takes_overrides(cf
         update={"study": cfg.study.model_copy(update={"storage": "postgresql://u:pw@h/db"})}
     )
     store_config(study, secret)
-    assert study.user_attrs[records.CONFIG]["study"]["storage"] == "postgresql://u:***@h/db"
+    assert records.config(study)["study"]["storage"] == "postgresql://u:***@h/db"
     back = stored_config(study, cfg.storage_url, {"training.epochs": 7})
     assert back.study.storage == cfg.storage_url  # the real URL, not the masked one
     assert back.training.epochs == 7
