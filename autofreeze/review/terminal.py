@@ -53,7 +53,7 @@ from autofreeze.review.summary import spent_note, trial_line
 from autofreeze.review.tables import short_plan
 from autofreeze.review.timing import FINISHED, epochs_run, eta
 from autofreeze.study import best_trial, records
-from autofreeze.study.allowance import RERUN_FROM, allowance, search_spent, spent
+from autofreeze.study.allowance import allowance, search_share, search_spent, spent
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
 POLL = 1.0  # seconds between two reads of the study
@@ -292,12 +292,8 @@ class _Watcher:
         if a.seconds is not None:
             used = spent(self.study, trials)
             budget_left = a.seconds - used
-            # the search's share, as the trial loop reads it (study.allowance.search_spent):
-            # the re-runs' part is kept once the search has run RERUN_FROM trials
-            share = a.search_seconds or a.seconds
-            if a.reruns and sum(records.counts(t) for t in trials) < RERUN_FROM:
-                share = a.seconds
-            search_left = share - used
+            # the search's share, as the trial loop reads it (study.allowance.search_spent)
+            search_left = (search_share(a, trials) or a.seconds) - used
         return eta(
             trials,
             n_trials=self.n_trials,

@@ -135,18 +135,24 @@ def typical_trial(trials: Iterable[FrozenTrial]) -> float | None:
     return done[len(done) // 2] if done else None
 
 
-def search_spent(a: Allowance, study: optuna.Study, trials: list[FrozenTrial]) -> bool:
-    """Whether a new search trial would overrun the search's share of a time budget: the
-    seconds spent plus half a typical trial reach it (on average the budget is then met).
+def search_share(a: Allowance, trials: Iterable[FrozenTrial]) -> float | None:
+    """The seconds of a time budget the search may spend, with ``trials`` run so far (None
+    without a time budget).
 
-    The share kept for the re-runs is kept only once the search has run
-    :data:`RERUN_FROM` trials; before that the search has the whole budget (and no re-run
-    fits after it)."""
-    if a.search_seconds is None:
-        return False
-    limit = a.search_seconds
+    The share kept for the re-runs is kept only once the search has run :data:`RERUN_FROM`
+    trials; before that the search has the whole budget (and no re-run fits after it)."""
     if a.reruns and sum(records.counts(t) for t in trials) < RERUN_FROM:
-        limit = a.seconds or limit
+        return a.seconds
+    return a.search_seconds
+
+
+def search_spent(a: Allowance, study: optuna.Study, trials: list[FrozenTrial]) -> bool:
+    """Whether a new search trial would overrun the search's share of a time budget
+    (:func:`search_share`): the seconds spent plus half a typical trial reach it (on average
+    the budget is then met)."""
+    limit = search_share(a, trials)
+    if limit is None:
+        return False
     typical = typical_trial(trials) or 0.0
     return spent(study, trials) + 0.5 * typical >= limit
 
