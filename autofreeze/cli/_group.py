@@ -11,20 +11,33 @@ import click
 
 from autofreeze.errors import AutofreezeError
 
+RELAY = "autofreeze.relay"  # ctx.meta: the command is a worker of `autofreeze search`
+
 
 class AutofreezeGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
+        from autofreeze.search.signals import on_stop, stopped
+
         try:
-            return super().invoke(ctx)
+            with on_stop():  # SIGTERM stops a command as Ctrl-C does
+                return super().invoke(ctx)
         except AutofreezeError as exc:
             raise click.ClickException(str(exc)) from None
-        except KeyboardInterrupt:
-            click.echo(
-                "interrupted: finished trials are kept and an interrupted trial is "
-                "re-queued; run the same command to resume",
-                err=True,
-            )
-            raise click.exceptions.Exit(130) from None
+        except KeyboardInterrupt as exc:
+            stop = stopped(exc)
+            # a search's worker leaves it to the search, which says it once
+            with on_stop(ignore):  # stopping already: another signal changes nothing
+                if not ctx.meta.get(RELAY):
+                    click.echo(
+                        f"{stop.words}: finished trials are kept and an interrupted trial is "
+                        "re-queued; run the same command to resume",
+                        err=True,
+                    )
+            raise click.exceptions.Exit(stop.exit_code) from None
+
+
+def ignore(signum: int, frame: Any) -> None:
+    """A signal handler that does nothing."""
 
 
 def echo_json(data: Any) -> None:
@@ -82,4 +95,5 @@ def make_display(quiet: bool, verbose: bool, relay: bool = False) -> Any:
 
     if quiet and verbose:
         raise click.UsageError("--quiet and --verbose exclude each other")
+    click.get_current_context().meta[RELAY] = relay
     return Display(level(quiet, verbose), relay=relay)

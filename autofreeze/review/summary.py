@@ -109,7 +109,11 @@ def comparison(study: optuna.Study) -> list[dict[str, Any]]:
     ``BEST (trial 9): searched`` when the sampler chose it, ``BEST (trial 0): recipe
     linear_probe`` or ``BEST (trial 6): probe plan probe_k3 (prior)`` when it was enqueued."""
     trials = study.get_trials(deepcopy=False)
-    rows = [{**trial_row(t), "recipe": records.baseline(t)} for t in trials if records.baseline(t)]
+    rows = [  # a recipe cut short (Ctrl-C, SIGTERM, a dead worker) shows as its re-run only
+        {**trial_row(t), "recipe": records.baseline(t)}
+        for t in trials
+        if records.baseline(t) and (t.state != TrialState.FAIL or records.counts(t))
+    ]
     best = best_trial(study)
     if best is not None:
         label = f"BEST (trial {best.number}): {trial_kind(best)}"

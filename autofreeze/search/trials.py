@@ -10,7 +10,6 @@ What the observers show is told around the trial, never from inside the objectiv
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 import warnings
@@ -23,9 +22,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autofreeze.config import StudyConfig
 from autofreeze.plan import FreezePlan
-from autofreeze.progress import Progress, output_lost
+from autofreeze.progress import Progress, detail, output_lost
 from autofreeze.search.objective import Objective, OverBudget, TrialFailed
 from autofreeze.search.observer import Observers, Run
+from autofreeze.search.signals import Interrupts
 from autofreeze.study import (
     budget,
     make_pruner,
@@ -38,35 +38,6 @@ from autofreeze.study.allowance import allowance, search_spent
 from autofreeze.study.queue import StudyOnStorage
 
 CAUGHT = (TrialFailed, OverBudget)  # a trial that fails with a reason; the search goes on
-
-
-class Interrupts:
-    """Ctrl-C while a trial trains interrupts it at once; anywhere else (Optuna creating or
-    finishing a trial in the database, the wait between trials) it is held until that step is
-    done, so an interrupt never leaves a trial RUNNING with nobody behind it."""
-
-    def __init__(self, objective: Objective) -> None:
-        self.objective = objective
-        self.requested = False
-        self._previous: Any = None
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
-        if self.objective.training:
-            raise KeyboardInterrupt
-
-    def __enter__(self) -> Interrupts:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-    def check(self) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
 
 
 @contextmanager
@@ -203,7 +174,7 @@ def run_trials(
     study.pruner = make_pruner(cfg, design)  # judging from when the sampler starts learning
     t0 = time.perf_counter()
     ran = 0
-    with Interrupts(objective) as interrupts:
+    with Interrupts() as interrupts:  # SIGINT or SIGTERM: the trial re-queued, then raised
         while True:
             interrupts.check()
             done, running = budget(study)
@@ -223,9 +194,9 @@ def run_trials(
                 continue
             trial = run.on.ask()
             try:
-                finished = run_one(run, trial, objective, observers)
-            except KeyboardInterrupt:
-                requeue_interrupted(study, objective.current_trial, progress)
+                finished = run_one(run, trial, interrupts.cutting(objective), observers)
+            except KeyboardInterrupt:  # the CLI says once how to resume: this is a detail
+                requeue_interrupted(study, trial.number, lambda line: detail(progress, line))
                 raise
             if records.over_budget(finished):
                 continue  # another worker took the last of the budget first: nothing ran

@@ -3,7 +3,7 @@
 Each GPU worker sees only its GPU (``CUDA_VISIBLE_DEVICES``) and trains on ``cuda``; CPU
 workers split the cores (``torch.set_num_threads``). Discovery takes the visible GPU list as an
 input, so the multi-GPU path is exercised without GPUs. Workers coordinate only through the
-study database; the parent streams their progress, forwards Ctrl-C and waits.
+study database; the parent streams their progress, forwards Ctrl-C and SIGTERM and waits.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 
 from autofreeze.errors import ConfigError, WorkerError
 from autofreeze.progress import DETAIL_TAG, detail
+from autofreeze.search.signals import STOP_SIGNALS, Stopped, on_stop, stopped
+
+WIND_DOWN = 60.0  # seconds a stopped worker gets to re-queue its trial and exit
 
 
 @dataclass(frozen=True)
@@ -95,11 +98,13 @@ def launch(
     on_line: Callable[[str, str], None],
     env: dict[str, str] | None = None,
 ) -> list[int]:
-    """Start one process per spec, stream their stderr lines, forward Ctrl-C, wait for all.
+    """Start one process per spec, stream their stderr lines, forward a stop signal, wait for
+    all.
 
-    Returns the exit codes in spec order. A Ctrl-C in the parent is passed on to every worker
-    as SIGINT (each finishes its bookkeeping: the trial it was running is marked failed and
-    re-queued), then the parent waits for them and re-raises ``KeyboardInterrupt``.
+    Returns the exit codes in spec order. Ctrl-C (SIGINT) or SIGTERM in the parent is passed
+    on to every worker as the same signal (each finishes its bookkeeping: the trial it was
+    running is marked failed and re-queued), then the parent waits for them and raises
+    :class:`~autofreeze.search.signals.Stopped` (a ``KeyboardInterrupt``) for that signal.
     """
     procs: list[subprocess.Popen[str]] = []
     threads: list[threading.Thread] = []
@@ -120,32 +125,53 @@ def launch(
             stdout=subprocess.DEVNULL,
             text=True,
             bufsize=1,
-            start_new_session=True,  # Ctrl-C reaches workers through us, exactly once
+            start_new_session=True,  # a terminal's Ctrl-C reaches workers through us, once
         )
         procs.append(proc)
         t = threading.Thread(target=_pump, args=(proc, spec.label, on_line), daemon=True)
         t.start()
         threads.append(t)
-    interrupted = False
+    stop: Stopped | None = None
+    waited = True
+    with on_stop():  # SIGINT and SIGTERM raise Stopped while the workers run
+        try:
+            for proc in procs:
+                proc.wait()
+        except KeyboardInterrupt as exc:
+            stop = stopped(exc)
+            waited = _wind_down(procs, stop.signum)
+    if waited:  # their last lines, before what the caller says
+        for t in threads:
+            t.join(timeout=5)
+    if stop is not None:
+        raise stop
+    return [p.returncode for p in procs]
+
+
+def _wind_down(procs: Sequence[subprocess.Popen[str]], signum: int) -> bool:
+    """Pass the stop signal on to every worker and wait for each to re-queue its trial and
+    exit (one that does not within ``WIND_DOWN`` seconds is killed; its trial is retried once
+    its heartbeat goes stale); return whether they all ended. A second signal is passed on too
+    and ends the wait at once: the workers were told, and each stops as soon as its
+    bookkeeping is done."""
+    _tell(procs, signum)
     try:
         for proc in procs:
-            proc.wait()
-    except KeyboardInterrupt:
-        interrupted = True
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for proc in procs:
             try:
-                proc.wait(timeout=60)
+                proc.wait(timeout=WIND_DOWN)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    for t in threads:
-        t.join(timeout=5)
-    if interrupted:
-        raise KeyboardInterrupt
-    return [p.returncode for p in procs]
+    except KeyboardInterrupt as again:
+        _tell(procs, stopped(again).signum)
+        return False
+    return True
+
+
+def _tell(procs: Sequence[subprocess.Popen[str]], signum: int) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signum)
 
 
 def _pump(proc: subprocess.Popen[str], label: str, on_line: Callable[[str, str], None]) -> None:
@@ -210,6 +236,17 @@ def run_workers(
     if failed:
         label, code = failed[0]
         raise WorkerError(
-            f"worker {label} exited with code {code} (its last lines are above); "
-            "the study is consistent: run the same command to resume"
+            f"worker {label} {_ended(code)}; the study is consistent: run the same command "
+            "to resume"
         )
+
+
+def _ended(code: int) -> str:
+    """How a worker ended, from its exit code: stopped by a signal sent to it alone (its trial
+    re-queued, 128 + the signal), killed (a negative code), or failed."""
+    for signum in STOP_SIGNALS:
+        if code in (128 + signum, -signum):
+            return f"was stopped by {signal.Signals(signum).name} (exit code {code})"
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code} (its last lines are above)"
