@@ -1,16 +1,19 @@
-"""Kill and resume: ``search --workers 2`` with SIGKILL or SIGINT sent at a random moment to the
-parent or to a worker, then the same command run again to the end; every round checks that
-nothing was lost or counted twice.
+"""Kill and resume: ``search --workers 2`` with SIGTERM, SIGINT or SIGKILL sent at a random
+moment to the parent or to a worker, then the same command run again to the end; every round
+checks that nothing was lost or counted twice.
 
 Run: .venv/bin/python benchmarks/soak.py [--rounds 10] [--storage sqlite|postgresql|both]
-     [--seed 0] [--epochs 4] [--trials 10]
+     [--seed 0] [--epochs 4] [--trials 10] [--signals SIGTERM,SIGINT,SIGKILL]
 Writes docs/benchmarks.md (section "Kill and resume soak"). PostgreSQL rounds need the server
 at 127.0.0.1:5432 (user postgres, trust auth); each round gets a database of its own, dropped
 after it. The test suite runs a short version (tests/search/test_faults.py).
 
 Checked after each round (see :func:`violations`): exactly the budget counted, every baseline
 finished exactly once, nothing RUNNING or WAITING, every trial cut short re-run by a retry,
-no trial failed with a reason (nothing here diverges).
+no trial failed with a reason (nothing here diverges). After a SIGTERM or a SIGINT, also
+before the resumed run (see :func:`fault_problems`): nothing left RUNNING once the faulted
+search and its workers have stopped, and the exit code the signal gives (a signalled parent
+143 or 130, a search whose worker alone was stopped 1), or 0 if the search had finished.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +46,7 @@ from tests.studies import write_study  # noqa: E402
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 TARGETS = ("parent", "worker")
-SIGNALS = {"SIGKILL": signal.SIGKILL, "SIGINT": signal.SIGINT}
+SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT, "SIGKILL": signal.SIGKILL}
 
 
 @dataclass
@@ -92,6 +96,22 @@ def violations(trials: list[optuna.trial.FrozenTrial], budget: int) -> list[str]
     return problems
 
 
+def fault_problems(r: Round, trials: list[optuna.trial.FrozenTrial]) -> list[str]:
+    """What is wrong right after a SIGTERM or SIGINT, before the resumed run: the study as the
+    signal left it (``trials``) and the faulted search's exit code. A SIGKILL is not checked
+    here: a killed worker's trial stays RUNNING until its heartbeat goes stale."""
+    if r.signal == "SIGKILL":
+        return []
+    problems = []
+    running = [t.number for t in trials if t.state == TrialState.RUNNING]
+    if running:
+        problems.append(f"trials left RUNNING by {r.signal}: {running}")
+    stopped = 128 + SIGNALS[r.signal] if r.target == "parent" else 1
+    if r.exit_code not in (stopped, 0):
+        problems.append(f"{r.signal} to the {r.target}: exit {r.exit_code}, not {stopped}")
+    return problems
+
+
 def _search(config: Path, url: str, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "autofreeze", "search", str(config), "--workers", "2"],
@@ -121,9 +141,10 @@ def soak_round(  # noqa: PLR0913 - one round's settings, each from soak()'s comm
     trials: int,
     epochs: int,
     latest: float = 20.0,
+    signals: Sequence[str] = tuple(SIGNALS),
 ) -> Round:
-    """One study: a search with one fault at a random moment (1 to ``latest`` seconds after
-    its workers started), then the same search resumed."""
+    """One study: a search with one fault (a signal of ``signals``) at a random moment (1 to
+    ``latest`` seconds after its workers started), then the same search resumed."""
     url = f"sqlite:///{folder}/soak{index}.db" if storage == "sqlite" else new_pg_database()
     name = f"soak{index}"
     # the product's default: the dashboard output on, so faults meet it too
@@ -136,7 +157,7 @@ def soak_round(  # noqa: PLR0913 - one round's settings, each from soak()'s comm
         study_extra="heartbeat = 2",
         dashboard=True,
     )
-    r = Round(storage, rng.choice(TARGETS), rng.choice(list(SIGNALS)), rng.uniform(1.0, latest))
+    r = Round(storage, rng.choice(TARGETS), rng.choice(list(signals)), rng.uniform(1.0, latest))
     t0 = time.perf_counter()
     try:
         proc = _search(config, url, folder / f"{name}.log")
@@ -151,13 +172,15 @@ def soak_round(  # noqa: PLR0913 - one round's settings, each from soak()'s comm
             os.kill(victim, SIGNALS[r.signal])
         r.exit_code = proc.wait(timeout=600)
         _wait_gone(workers, 600)  # orphans finish their trial, then stop
+        faulted = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+        early = fault_problems(r, faulted)
         resumed = _search(config, url, folder / f"{name}.resumed.log")
         r.resumed_code = resumed.wait(timeout=900)
         found = optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
         r.cut_short = sum(
             t.state == TrialState.FAIL and not counts(t) and not over_budget(t) for t in found
         )
-        r.problems = violations(found, trials)
+        r.problems = early + violations(found, trials)
         if r.resumed_code != 0:
             tail = (folder / f"{name}.resumed.log").read_text().strip().splitlines()[-1:]
             r.problems.append(f"the resumed search exited {r.resumed_code}: {tail}")
@@ -168,7 +191,7 @@ def soak_round(  # noqa: PLR0913 - one round's settings, each from soak()'s comm
     return r
 
 
-def soak(
+def soak(  # noqa: PLR0913 - the command line's settings, and the test's short version's
     rounds: int,
     storages: list[str],
     seed: int = 0,
@@ -176,13 +199,19 @@ def soak(
     epochs: int = 4,
     progress=print,
     latest: float = 20.0,
+    signals: Sequence[str] = tuple(SIGNALS),
+    cycle: bool = False,
 ) -> list[Round]:
+    """``rounds`` rounds, the storages taken in turn; each round's signal is drawn from
+    ``signals``, or with ``cycle`` taken in turn (the test suite's short version, which must
+    meet each of them)."""
     rng = random.Random(seed)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(rounds):
             storage = storages[i % len(storages)]
-            r = soak_round(Path(tmp), i, storage, rng, trials, epochs, latest)
+            chosen = [signals[i % len(signals)]] if cycle else signals
+            r = soak_round(Path(tmp), i, storage, rng, trials, epochs, latest, chosen)
             progress(
                 f"round {i + 1}/{rounds} {storage}: {r.signal} to the {r.target} after "
                 f"{r.after:.1f}s -> exit {r.exit_code}, resumed {r.resumed_code}, "
@@ -199,8 +228,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument(
+        "--signals", default=",".join(SIGNALS), help="the signals drawn from, comma-separated"
+    )
     args = parser.parse_args()
     storages = ["sqlite", "postgresql"] if args.storage == "both" else [args.storage]
+    signals = [s.strip().upper() for s in args.signals.split(",") if s.strip()]
+    unknown = [s for s in signals if s not in SIGNALS]
+    if unknown or not signals:
+        parser.error(
+            f"--signals: {', '.join(unknown) or 'none given'}; choose from {', '.join(SIGNALS)}"
+        )
+    t0 = time.perf_counter()
     results = soak(
         args.rounds,
         storages,
@@ -208,24 +247,32 @@ def main() -> None:
         args.trials,
         args.epochs,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
+        signals=signals,
     )
+    minutes = (time.perf_counter() - t0) / 60
     bad = [r for r in results if r.problems]
     rows = "\n".join(
         f"| {i + 1} | {r.storage} | {r.signal} → {r.target} at {r.after:.1f} s | {r.exit_code} "
         f"| {r.cut_short} | {r.seconds:.0f} | {'; '.join(r.problems) or 'none'} |"
         for i, r in enumerate(results)
     )
+    chosen = "" if signals == list(SIGNALS) else f" --signals {','.join(signals)}"
     command = (
         f"`.venv/bin/python benchmarks/soak.py --rounds {args.rounds} --storage {args.storage} "
-        f"--seed {args.seed} --trials {args.trials} --epochs {args.epochs}`"
+        f"--seed {args.seed} --trials {args.trials} --epochs {args.epochs}{chosen}`"
     )
+    drawn = Counter(r.signal for r in results)
+    faults = ", ".join(f"{drawn[s]} {s}" for s in SIGNALS if drawn[s])
     body = f"""
-{command} on {platform.machine()}, {os.cpu_count()} cores, CPU only. Each round is a new study
-of {args.trials} trials (resnet10t, 16 px, {args.epochs} epochs, heartbeat 2 s) run by
-`search --workers 2`; one signal goes to the parent or to a worker at a random moment (seeded),
-then the same command is run again to the end. A round passes when exactly the budget is
-counted, every baseline finished once, nothing is left RUNNING or WAITING, and every trial cut
-short was re-run.
+{command} on {platform.machine()}, {os.cpu_count()} cores, CPU only; {minutes:.1f} min in all.
+Each round is a new study of {args.trials} trials (resnet10t, 16 px, {args.epochs} epochs,
+heartbeat 2 s) run by `search --workers 2`; one signal ({", ".join(signals)}, drawn at random,
+seeded) goes to the parent or to a worker at a random moment, then the same command is run
+again to the end. A round passes when, after a SIGTERM or SIGINT, nothing is left RUNNING by
+the stopped search and it exited with the signal's code (143 or 130 for the parent, 1 when a
+worker alone was stopped, 0 if the search had already finished), and when, after the resumed
+run, exactly the budget is counted, every baseline finished once, nothing is left RUNNING or
+WAITING, and every trial cut short was re-run. The faults drawn: {faults}.
 
 **{len(results) - len(bad)} of {len(results)} rounds passed.**
 
