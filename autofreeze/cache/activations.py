@@ -10,13 +10,15 @@ Any boundary (:class:`PrefixCache`, :func:`prefix_features`): for ``0 < k < n_bl
 output of blocks ``0..k-1`` is a fixed function of the image under the same conditions, since no
 schedule ever trains below the plan's boundary; the trial trains the suffix on it (see
 :mod:`autofreeze.core.split`). Entries are content-addressed (backbone, weights, granularity,
-boundary, data and preprocessing, storage dtype, library versions), kept in memory per worker
-and on disk for every worker of the machine.
+boundary, data and preprocessing, storage dtype, library versions), on disk for every worker of
+the machine (:mod:`autofreeze.cache.store`). Computing an entry writes its batches into one
+tensor: the peak is the entry and one batch, never the entry twice.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from torch import nn
 
 from autofreeze.cache.store import Pair, PrefixCache
 from autofreeze.core.backbones import Backbone
-from autofreeze.core.split import Split, SplitError, prefix_outputs, split_at
+from autofreeze.core.split import Split, SplitError, split_at
 from autofreeze.data.augment import view_batches
 from autofreeze.data.tensors import TensorSplit
 from autofreeze.plan import FreezePlan
@@ -66,18 +68,41 @@ class Views:
 
     def apply(
         self,
-        fn: Callable[[Iterable[torch.Tensor]], torch.Tensor],
+        fn: Callable[[torch.Tensor], torch.Tensor],
         split: TensorSplit,
         batch_size: int = FORWARD_BATCH,
+        dtype: torch.dtype | None = None,
     ) -> TensorSplit:
-        """``fn`` of the normalised batches of ``split``'s images in order, or of each of their
-        views (stacked view-major): what a cache holds of a split."""
+        """``fn`` of each normalised batch of ``split``'s images in order, or of each of their
+        views (stacked view-major): what a cache holds of a split, written into one tensor (of
+        ``dtype``, else ``fn``'s) as the batches come, so that it is never held twice."""
         if not self.n:
-            return TensorSplit(fn(split.chunks(batch_size)), split.y)
-        out = [
-            fn(view_batches(split, batch_size, v, self.seed, self.policy)) for v in range(self.n)
-        ]
-        return TensorSplit(torch.cat(out), split.y, self.n)
+            return TensorSplit(fill(fn, split.chunks(batch_size), len(split), dtype), split.y)
+        views = (view_batches(split, batch_size, v, self.seed, self.policy) for v in range(self.n))
+        x = fill(fn, itertools.chain.from_iterable(views), self.n * len(split), dtype)
+        return TensorSplit(x, split.y, self.n)
+
+
+def fill(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    batches: Iterable[torch.Tensor],
+    rows: int,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """``fn`` of each batch, ``rows`` rows in all, copied into one tensor allocated at the first
+    batch (on ``fn``'s device, of ``dtype`` or ``fn``'s): the peak is the result and one batch,
+    where joining a list of batches holds the result twice and converting it a third time."""
+    out: torch.Tensor | None = None
+    at = 0
+    for batch in batches:
+        y = fn(batch)
+        if out is None:
+            out = torch.empty((rows, *y.shape[1:]), dtype=dtype or y.dtype, device=y.device)
+        out[at : at + len(y)] = y
+        at += len(y)
+    if out is None or at != rows:
+        raise ValueError(f"{at} rows of frozen work computed for a split of {rows}")
+    return out
 
 
 @torch.no_grad()
@@ -91,12 +116,9 @@ def pooled_features(
     model.eval()
     device = next(model.parameters()).device
 
-    def pooled(batches: Iterable[torch.Tensor]) -> torch.Tensor:
-        chunks = []
-        for x in batches:
-            h = model.forward_features(x.to(device))
-            chunks.append(model.forward_head(h, pre_logits=True).float())
-        return torch.cat(chunks)
+    def pooled(x: torch.Tensor) -> torch.Tensor:
+        h = model.forward_features(x.to(device))
+        return model.forward_head(h, pre_logits=True).float()
 
     out = views.apply(pooled, split, batch_size)
     model.train(was_training)
@@ -291,6 +313,7 @@ def _check_fits(
         )
 
 
+@torch.no_grad()
 def _prefix_pair(
     backbone: Backbone,
     split: Split,
@@ -303,11 +326,13 @@ def _prefix_pair(
     was = model.training
     model.eval()  # how frozen blocks run: dropout and drop-path off, BatchNorm frozen
     try:
+        device = next(split.prefix.parameters(), torch.empty(0)).device
 
-        def run(batches: Iterable[torch.Tensor]) -> torch.Tensor:
-            return prefix_outputs(split, batches).to(getattr(torch, dtype))
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return split.prefix(x.to(device)).cpu()
 
-        return views.apply(run, train), Views().apply(run, val)
+        store = getattr(torch, dtype)  # converted row by row as they are copied in
+        return views.apply(run, train, dtype=store), Views().apply(run, val, dtype=store)
     finally:
         model.train(was)
 

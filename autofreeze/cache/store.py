@@ -45,10 +45,18 @@ Pair = tuple[torch.Tensor, torch.Tensor]
 
 @dataclass
 class PrefixCache:
-    """Prefix outputs of the train and val images per content key: in memory within a worker
-    (least recently used evicted past ``memory_bytes``, by default a quarter of the RAM
-    available) and, with a ``folder``, on disk for
-    every worker of the study on the machine.
+    """Prefix outputs of the train and val images per content key: on disk for every worker of
+    the study on the machine (with a ``folder``), else in memory within a worker (least
+    recently used evicted past ``memory_bytes``).
+
+    ``memory_bytes`` (by default a quarter of the RAM available) also bounds one entry: larger
+    outputs are refused before they are computed (:mod:`autofreeze.cache.activations`).
+
+    With a folder a worker keeps no copy of its own between trials: the trial that computes an
+    entry trains on the tensors it computed, and every later one maps the file. What a trial
+    holds is freed when it ends, and the entries of earlier trials are in the page cache, which
+    the kernel gives back when memory is needed, rather than in the worker's memory while later
+    trials train (each entry is often larger than the images it came from).
 
     A file is written to a temporary name and renamed into place (a crash leaves no half file
     that is later read), one writer at a time per key (an advisory lock: the second worker waits
@@ -65,21 +73,20 @@ class PrefixCache:
     misses: int = 0  # computed here
 
     def get(self, key: str, compute: Callable[[], Pair]) -> Pair:
+        if self.folder is not None:
+            return self._from_disk(key, compute)
         if key in self._memory:
             self._memory.move_to_end(key)
             self.hits += 1
             return self._memory[key]
-        if self.folder is not None:
-            pair = self._from_disk(key, compute)
-        else:
-            self.misses += 1
-            pair = compute()
+        self.misses += 1
+        pair = compute()
         self._memory[key] = pair
         while len(self._memory) > 1 and _nbytes(self._memory.values()) > self.memory_bytes:
             self._memory.popitem(last=False)
         return pair
 
-    def _from_disk(self, key: str, compute: Callable[[], Pair]) -> Pair | None:
+    def _from_disk(self, key: str, compute: Callable[[], Pair]) -> Pair:
         assert self.folder is not None
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{key}.pt"

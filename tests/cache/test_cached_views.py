@@ -19,8 +19,8 @@ from tests.models import make
 from tests.studies import write_study
 
 
-def stack(batches):
-    return torch.cat(list(batches))
+def stack(batch):  # what Views.apply holds of each batch: the images themselves
+    return batch
 
 
 def test_views_are_fixed_by_their_seed_and_each_is_the_image_or_its_flip():
@@ -112,7 +112,7 @@ def _trials(tmp_path, name):
 def test_augmentation_turns_the_cache_off_unless_views_are_asked_for(tmp_path):
     for name, training, expected in [
         ("online", 'augment = "flip"', None),
-        ("views", "augment = true\ncached_views = 2", ["computed", "memory"]),
+        ("views", "augment = true\ncached_views = 2", ["computed", "disk"]),
     ]:
         config = _study(tmp_path, name, training, n_trials=1 if expected is None else 2)
         result = CliRunner().invoke(cli, ["search", str(config)])
