@@ -16,6 +16,8 @@ page whatever happened, so no renderer or zygote outlives its test."""
 
 from __future__ import annotations
 
+import html
+import json
 import os
 import re
 import shutil
@@ -203,3 +205,96 @@ def dashboard(config: Path, log: Path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# -- measuring what the browser drew ------------------------------------------------------------
+# A page served from the dashboard's own origin (an artifact of a study of its storage) opens
+# a dashboard page in an iframe of ``width`` pixels, waits until plotly drew every figure the
+# page asks for and writes, as JSON in its <pre id="measured">, the rendered boxes (viewport
+# pixels: left, top, right, bottom) and texts of each figure: its card, title, modebar, axis
+# titles, ticks, legend, annotations, bar values, error bars and table header cells. Same origin:
+# the frame's DOM is readable; no DevTools client is needed (``render`` dumps the page's DOM).
+MEASURE_JS = """
+const SELECTOR = %(selector)s, EXPECTED = %(expected)d;
+const frame = document.getElementById("page");
+const box = (el) => {
+  const r = el.getBoundingClientRect();
+  return [r.left, r.top, r.right, r.bottom];
+};
+const words = (el) => {  // a text plotly wrapped into lines: its words, one space apart
+  const lines = [...el.querySelectorAll("tspan.line")];
+  return lines.length ? lines.map((l) => l.textContent).join(" ").trim() : el.textContent;
+};
+const texts = (root, sel) => [...root.querySelectorAll(sel)]
+  .filter((e) => e.textContent.trim())
+  .map((e) => ({text: e.textContent, box: box(e)}));
+function figure(plot) {
+  const title = plot.querySelector(".gtitle");
+  const modebar = plot.querySelector(".modebar");
+  const headers = [...plot.querySelectorAll(".column-block#header .column-cell")].map((c) => ({
+    text: words(c.querySelector(".cell-text")),
+    box: box(c.querySelector(".cell-text")),
+    cell: box(c.querySelector(".cell-rect")),
+  }));
+  return {
+    id: plot.id,
+    card: box(plot.closest(".MuiCard-root") || plot),
+    svg: box(plot.querySelector(".main-svg")),
+    area: box(plot.querySelector(".nsewdrag, .table-control-view") || plot),
+    title: title && {text: title.textContent, box: box(title),
+      lines: [...title.querySelectorAll("tspan.line")].map((t) => t.textContent)},
+    modebar: modebar && box(modebar),
+    axes: texts(plot, ".g-xtitle text, .g-ytitle text"),
+    ticks: texts(plot, ".xtick text, .ytick text"),
+    legend: texts(plot, ".legendtext"),
+    annotations: texts(plot, ".annotation-text-g"),
+    bars: texts(plot, "text.bartext"),
+    errorbars: [...plot.querySelectorAll(".errorbar path")].map(box),
+    headers: headers,
+  };
+}
+let settled = null;
+function measure() {
+  const doc = frame.contentDocument;
+  const plots = doc ? [...doc.querySelectorAll(SELECTOR)] : [];
+  const drawn = plots.length >= EXPECTED && plots.every((p) => p.querySelector(".main-svg"));
+  if (!drawn) { setTimeout(measure, 250); return; }
+  const widths = JSON.stringify(plots.map((p) => box(p.querySelector(".main-svg"))));
+  if (widths !== settled) { settled = widths; setTimeout(measure, 1000); return; }  // resized?
+  document.getElementById("measured").textContent = JSON.stringify(plots.map(figure));
+}
+setTimeout(measure, 500);
+"""
+
+
+def measuring_page(path: str, selector: str, expected: int, width: int, height: int) -> str:
+    """The HTML of a page that measures the figures ``selector`` finds (at least ``expected``)
+    on the dashboard page ``path`` (same origin) rendered ``width`` pixels wide."""
+    script = MEASURE_JS % {"selector": json.dumps(selector), "expected": expected}
+    return (
+        '<!doctype html><html><body style="margin:0"><pre id="measured"></pre>'
+        f'<iframe id="page" src="{path}" style="width:{width}px;height:{height}px;border:0">'
+        f"</iframe><script>{script}</script></body></html>"
+    )
+
+
+def measured(dom: str) -> list[dict]:
+    """The measurements a measuring page wrote into its DOM."""
+    found = re.search(r'<pre id="measured">(.*?)</pre>', dom, re.S)
+    assert found and found.group(1), "the measuring page wrote nothing: see the screenshot"
+    return json.loads(html.unescape(found.group(1)))
+
+
+def inside(inner: list[float], outer: list[float], slack: float = 0.5) -> bool:
+    """Whether box ``inner`` lies within box ``outer`` (boxes: left, top, right, bottom)."""
+    return (
+        inner[0] >= outer[0] - slack
+        and inner[1] >= outer[1] - slack
+        and inner[2] <= outer[2] + slack
+        and inner[3] <= outer[3] + slack
+    )
+
+
+def overlap(a: list[float], b: list[float]) -> bool:
+    """Whether two boxes share any area (touching edges do not count)."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]

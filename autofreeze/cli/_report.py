@@ -74,9 +74,9 @@ def dashboard(
 ) -> None:
     """Serve optuna-dashboard on the study's storage: notes, figures and the report. With a
     CONFIG, its study must be in the storage (else: which studies are)."""
-    import optuna_dashboard
     from optuna.artifacts import FileSystemArtifactStore
 
+    from autofreeze.review.dashboard import serve
     from autofreeze.study.storage import load_existing_study, mask_url, open_storage
 
     if not (config or storage):
@@ -93,4 +93,4 @@ def dashboard(
         f"optuna-dashboard on http://{host}:{port}/ for {mask_url(url)}{shown} (Ctrl-C stops)",
         err=True,
     )
-    optuna_dashboard.run_server(store, host=host, port=port, artifact_store=figures)
+    serve(store, host=host, port=port, artifact_store=figures)  # figures in reading order

@@ -5,8 +5,9 @@ recipe, whether the search was still improving, a link to the report) and plotly
 
 Figures live in Optuna's artifact store: a folder (``[study] artifacts``, by default
 ``<study>-artifacts`` beside the config), which workers on other machines must share to add
-theirs. Notes and figures live in the study's storage, so any storage URL works. The user
-attrs stay the machine-readable record; everything here is rebuilt from them.
+theirs. Notes and figures live in the study's storage, so any storage URL works. What
+:mod:`autofreeze.study.records` stores stays the machine-readable record; everything here is
+rebuilt from it. :func:`serve` runs optuna-dashboard with the study's figures in reading order.
 
 A trial's figure is uploaded by the worker that ran it, before the trial is told (Optuna
 takes no attribute of a finished trial); its note is written after, from the final state.
@@ -31,6 +32,7 @@ FIGURE_NAME = "trial-{number}.png"
 REPORT_NAME = "report.html"
 _GAVE_UP: set[Path] = set()  # artifact folders this process could not write
 GRAPH_PREFIX = "autofreeze-"  # graph object ids: re-publishing replaces a figure, not adds one
+RECIPES_TABLE = "best against the recipes"  # the study page's first figure: the answer
 
 
 def artifact_store(folder: Path) -> Any:
@@ -161,13 +163,13 @@ class Publisher:
         link = self._report(run)
         note = study_story.study_note(study, self.metric, link)
         save_note(study, note + config_markdown(records.config(study)))
-        shown = {"best against the recipes": recipes_table(study, self.metric)}
+        shown = {RECIPES_TABLE: recipes_table(study, self.metric)}
         # the dashboard draws its own parameter importance (the report carries autofreeze's)
         drawn = study_figures(study, self.metric)
         shown |= {k: f for k, f in drawn.items() if k != IMPORTANCE_FIGURE}
         for title, figure in shown.items():
-            if figure is not None:  # (the dashboard lists its figures in no fixed order)
-                save_plotly_graph_object(study, figure, graph_object_id=GRAPH_PREFIX + _slug(title))
+            if figure is not None:  # shown in the order of figure_order() (see serve())
+                save_plotly_graph_object(study, figure, graph_object_id=graph_id(title))
 
     def _report(self, run: Any) -> str:
         """The HTML report as a study artifact (the previous one replaced); its link."""
@@ -235,6 +237,64 @@ def _slug(title: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")
 
 
+def graph_id(title: str) -> str:
+    """The id a study figure is saved under (the same at every publish: it replaces it)."""
+    return GRAPH_PREFIX + _slug(title)
+
+
+def figure_order() -> list[str]:
+    """The graph object ids in reading order: the table of the best against the recipes,
+    then the study figures as :func:`autofreeze.review.figures.study_figures` orders them."""
+    from autofreeze.review import figures
+
+    titles = [
+        figures.PROBE_FIGURE,
+        figures.BASELINES_FIGURE,
+        figures.BOUNDARY_FIGURE,
+        figures.SECONDS_FIGURE,
+        figures.PARAMS_FIGURE,
+        figures.HISTORY_FIGURE,
+    ]
+    return [graph_id(RECIPES_TABLE), *(graph_id(t) for t in titles)]
+
+
+def _in_reading_order(ids: list[str]) -> list[str]:
+    order = {g: i for i, g in enumerate(figure_order())}
+    return sorted(ids, key=lambda g: (order.get(g, len(order)), g))
+
+
+def sort_dashboard_figures() -> None:
+    """Make optuna-dashboard list a study's figures in reading order (:func:`figure_order`,
+    other ids after them by name), the same at every start.
+
+    optuna-dashboard (0.21) lists the ids of ``save_plotly_graph_object`` from a ``set``
+    (``optuna_dashboard._custom_plot_data.list_graph_object_ids``), whose order changes with
+    Python's string hashing at every start of the server; it has no public call to order them.
+    This adapter wraps that function; tests/review/test_dashboard.py starts the server with two
+    hash seeds and fails if a new optuna-dashboard no longer goes through it.
+    """
+    from optuna_dashboard import _custom_plot_data as plots
+
+    listed = plots.list_graph_object_ids
+    if getattr(listed, "in_reading_order", False):
+        return
+
+    def in_order(system_attrs: dict[str, Any]) -> list[str]:
+        return _in_reading_order(listed(system_attrs))
+
+    in_order.in_reading_order = True  # type: ignore[attr-defined]
+    plots.list_graph_object_ids = in_order
+
+
+def serve(storage: Any, *, host: str, port: int, artifact_store: Any = None) -> None:
+    """optuna-dashboard on ``storage`` (what ``autofreeze dashboard`` runs), the figures of
+    each study in reading order."""
+    import optuna_dashboard
+
+    sort_dashboard_figures()
+    optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=artifact_store)
+
+
 def recipes_table(study: optuna.Study, metric: str) -> Any:
     """The best plan against each textbook recipe as a table figure: the study page shows
     figures, while the study's note sits behind a tab."""
@@ -244,6 +304,8 @@ def recipes_table(study: optuna.Study, metric: str) -> Any:
     rows = study_story.recipe_rows(study, best) if best is not None else []
     if not rows:
         return None
+    from autofreeze.review.figures import LAYOUT, titled
+
     header = study_story.recipe_header(metric)
     columns = [
         [("-" if v is None else f"{v:.4f}" if isinstance(v, float) else v) for v in c]
@@ -251,15 +313,39 @@ def recipes_table(study: optuna.Study, metric: str) -> Any:
     ]
     figure = go.Figure(
         go.Table(
-            columnwidth=[1.6, 0.8, 0.8, 3.4],
+            columnwidth=column_widths(header, columns),
             header={"values": [f"<b>{h}</b>" for h in header], "align": "left"},
             cells={"values": columns, "align": "left", "height": 26},
         )
     )
-    title = f"best: {story.trial_title(best)}, {metric} {records.metric_value(best):.4f}"
-    # rows wrap in the dashboard's half-width panel: room for three lines each
-    figure.update_layout(title=title, height=140 + 64 * len(rows), margin={"t": 50, "b": 10})
+    head = titled(
+        f"best: {story.trial_title(best)}",
+        f"{metric} {records.metric_value(best):.4f}, against each textbook recipe",
+        bottom=10,
+    )
+    # the card's height: plotly scrolls the rows that do not fit (the header stays)
+    margin = {**head["margin"], "l": 10, "r": 10}
+    figure.update_layout(title=head["title"], height=LAYOUT["height"], margin=margin)
+    # a table does not push the title's margin as a plot does: 16 px between them
+    table_height = LAYOUT["height"] - margin["t"] - margin["b"]
+    figure.update_traces(domain={"y": [0, 1 - 16 / table_height]})
     return figure
+
+
+TABLE_CHAR = 7.5  # pixels a character of the table's 12 px type takes (bold, at most)
+TABLE_PAD = 18  # pixels of a cell's padding
+
+
+def column_widths(header: list[str], columns: list[list[Any]]) -> list[float]:
+    """The table's column widths (plotly scales them to the table): each column as wide as
+    its longest word (plotly wraps a cell at spaces and cuts a word that does not fit), the
+    last one, the plan's differences, as wide as the rest of a half-width card."""
+    widths = [
+        TABLE_PAD + TABLE_CHAR * max(len(w) for v in [h, *c] for w in str(v).split() or [""])
+        for h, c in zip(header, columns, strict=True)
+    ]
+    card = 540  # pixels of a half-width card's table in a 1280-pixel window
+    return [*widths[:-1], max(widths[-1], card - sum(widths[:-1]))]
 
 
 def config_markdown(stored: dict[str, Any] | None) -> str:

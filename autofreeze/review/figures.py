@@ -5,12 +5,21 @@ search history; and each trial's figure (:mod:`autofreeze.review.trial_figures`,
 
 A study-level figure is None where it cannot say anything (too few trials, no probe). The
 metric is a trial's first value, so a multi-objective study draws its metric the same way.
+
+Every figure is read in a half-width card of optuna-dashboard (about 560 pixels wide in a 1280
+pixel window): a short title, its details wrapped below it in smaller type (:func:`titled`),
+axis titles of a few words, long category labels given their margin, bar values clear of the
+error bars and recipe labels that do not overlap. tests/review/test_browser.py measures what the
+browser draws.
 """
 
 from __future__ import annotations
 
+import html
 import textwrap
 import warnings
+from dataclasses import dataclass
+from typing import Any
 
 import optuna
 import plotly.graph_objects as go
@@ -27,6 +36,13 @@ from autofreeze.review.trial_figures import trial_png as trial_png
 from autofreeze.study import best_trial, records
 
 KIND_COLOURS = {"baseline": "#54a24b", "searched": "#4c78a8", "best": "#e45756"}
+TITLE_CHARS = 50  # a title line at 16 px that a half-width dashboard card shows whole
+DETAIL_CHARS = 76  # a detail line under it, at 12 px
+LABEL_GAP = 15  # pixels between two recipe labels of the boundary chart (10 px type)
+MODEBAR = 30  # pixels of plotly's modebar at the top of a figure: the title starts below
+NARROW_PLOT = 280  # pixels: the narrowest plot area the recipe labels are laid out for
+LABEL_CHAR = 6.5  # pixels a character of a 10 px label takes (at most)
+ARROW = 24  # pixels from a recipe's point to its label
 COST_WORDS = {
     records.SECONDS: "wall time (s)",
     records.TRAINABLE_PARAMS: "trainable parameters (most at once)",
@@ -74,7 +90,98 @@ def _kind(t: FrozenTrial) -> str:
     return "baseline" if records.baseline(t) else "searched"
 
 
+def titled(title: str, detail: str = "", bottom: int = 60) -> dict[str, Any]:
+    """Layout keywords for a title that fits a half-width card: ``title`` in 16 px type (lines
+    of :data:`TITLE_CHARS`), ``detail`` in 12 px type below it (lines of
+    :data:`DETAIL_CHARS`), both below the card's modebar (its buttons, top right), and the top
+    margin they take (``bottom``: the bottom margin)."""
+    heads = textwrap.wrap(html.escape(title, quote=False), TITLE_CHARS) or [""]
+    lines = textwrap.wrap(html.escape(detail, quote=False), DETAIL_CHARS)
+    big = [f"<span style='font-size:16px'>{line}</span>" for line in heads]
+    return {
+        "title": {
+            "text": "<br>".join([*big, *lines]),
+            "x": 0.02,
+            "xanchor": "left",
+            "yref": "container",
+            "y": 1,
+            "yanchor": "top",
+            # plotly.js 2.35 (optuna-dashboard's) sets the text's top 14 px above this pad
+            "pad": {"t": MODEBAR + 14},
+            "font": {"size": 12},  # plotly spaces the lines by it: 16 px apart
+        },
+        "margin": {
+            **LAYOUT["margin"],
+            "t": MODEBAR + 14 + 16 * (len(heads) + len(lines)),
+            "b": bottom,
+        },
+    }
+
+
 # -- the study -----------------------------------------------------------------------------------
+@dataclass
+class _Label:
+    """A recipe's label on the boundary chart: its point, the side it stands on and the span
+    of x (in data units) it may cover."""
+
+    t: FrozenTrial
+    x: float
+    wanted: float  # pixels from the plot's top: the point's height
+    left: bool
+    span: tuple[float, float]
+    y: float = 0.0  # where it stands, pixels from the plot's top
+
+
+def _recipe_labels(fig: go.Figure, done: list[FrozenTrial], top: int, bottom: int) -> None:
+    """Name each recipe's point on the boundary chart, an arrow from the label to the point:
+    right of it (left at the last boundary), as near its height as it can stand without
+    overlapping another label. Heights are in pixels (the figure's height is fixed); widths
+    depend on the card, so two labels count as side by side wherever they could meet in a plot
+    area as narrow as :data:`NARROW_PLOT`."""
+    lo, hi = fig.layout.yaxis.range
+    x_lo, x_hi = fig.layout.xaxis.range
+    inside = fig.layout.height - top - bottom  # the plot area's height in pixels
+    per_pixel, per_x = (hi - lo) / inside, (x_hi - x_lo) / NARROW_PLOT
+    last = max(records.plan(t).get("boundary", 0) for t in done)
+    labels = []
+    for t in sorted((t for t in done if records.baseline(t)), key=lambda t: (-value(t), t.number)):
+        k = records.plan(t).get("boundary", 0)
+        x, left = k + _jitter(t), k == last and k > 0
+        width = (ARROW + LABEL_CHAR * len(records.baseline(t)) + 8) * per_x
+        span = (x - width, x) if left else (x, x + width)
+        labels.append(_Label(t, x, (hi - value(t)) / per_pixel, left, span))
+    placed: list[_Label] = []
+    for label in labels:
+        label.y = _free_height(label, placed, inside)
+        placed.append(label)
+        fig.add_annotation(
+            x=label.x,
+            y=value(label.t),
+            text=records.baseline(label.t),
+            showarrow=True,
+            arrowhead=0,
+            arrowcolor="#999",
+            ax=-ARROW if label.left else ARROW,
+            ay=label.y - label.wanted,
+            xanchor="right" if label.left else "left",
+            font={"size": 10},
+            bgcolor="rgba(255,255,255,0.85)",
+        )
+
+
+def _free_height(label: _Label, placed: list[_Label], inside: float) -> float:
+    """The height nearest the label's point where it keeps :data:`LABEL_GAP` from every placed
+    label beside it, within the plot area."""
+    beside = [p.y for p in placed if p.span[0] < label.span[1] and label.span[0] < p.span[1]]
+    steps = (label.wanted + d * s * LABEL_GAP / 3 for s in range(200) for d in (1, -1))
+    for y in steps:
+        if LABEL_GAP / 2 <= y <= inside - LABEL_GAP / 2 and all(
+            abs(y - other) >= LABEL_GAP for other in beside
+        ):
+            return y
+    return label.wanted  # no room left: at its point
+
+
 def value_vs_boundary(study: optuna.Study, metric: str) -> go.Figure | None:
     """The metric against the frozen blocks at the start, one colour per schedule."""
     done = runs(study)
@@ -97,32 +204,24 @@ def value_vs_boundary(study: optuna.Study, metric: str) -> go.Figure | None:
                 hoverinfo="text",
             )
         )
-    stacked: dict[int, int] = {}  # recipes at one boundary: their labels stand in a column
-    for t in (t for t in done if records.baseline(t)):
-        k = records.plan(t).get("boundary", 0)
-        stacked[k] = stacked.get(k, 0) + 1
-        fig.add_annotation(
-            x=k + _jitter(t),
-            y=value(t),
-            text=records.baseline(t),
-            showarrow=True,
-            arrowhead=0,
-            arrowcolor="#999",
-            ax=0,
-            ay=-18 * stacked[k],
-            font={"size": 10},
-        )
+    values = [value(t) for t in done]
+    pad = max(max(values) - min(values), 0.05) * 0.08
+    head = titled(
+        f"{metric} by frozen blocks",
+        "Each point a trial at its boundary (the blocks below it never train), coloured by "
+        "schedule; diamonds: the textbook recipes.",
+    )
     fig.update_layout(
-        **LAYOUT,
-        title=f"{metric} by the plan's boundary (diamonds: the textbook recipes)",
+        **{**LAYOUT, **head},
         xaxis={
-            "title": "frozen blocks: the boundary (the blocks below it never train)",
+            "title": "frozen blocks (the boundary)",
             "dtick": 1,
             "range": [-0.7, max(records.plan(t).get("boundary", 0) for t in done) + 0.7],
         },
-        yaxis_title=metric,
+        yaxis={"title": metric, "range": [min(values) - pad, max(values) + pad]},
         legend_title="schedule",
     )
+    _recipe_labels(fig, done, head["margin"]["t"], head["margin"]["b"])
     return fig
 
 
@@ -162,19 +261,27 @@ def baselines_vs_best(study: optuna.Study, metric: str) -> go.Figure | None:
             y=[r[1] for r in rows],
             marker_color=[KIND_COLOURS[r[2]] for r in rows],
             error_x={"type": "data", "array": [r[3] for r in rows], "visible": True},
-            text=[f"{r[0]:.4f}" for r in rows],
-            textposition="inside",
             hovertext=[r[4] for r in rows],
             hoverinfo="text",
         )
     )
     shown = ["each textbook recipe"] + ["the best searched plan"] * bool(sampled)
     shown += ["the probe's best plan (prior)"] * bool(priors)
-    named = f"; red: the chosen plan, trial {top.number} ({study_story.trial_kind(top)})"
+    named = f"Red: the chosen plan, trial {top.number} ({study_story.trial_kind(top)})."
+    again = " A re-run plan shows its mean over seeds with the 95 % interval." * bool(means)
+    head = titled(
+        f"{metric}: best plan vs the recipes", f"Bars: {', '.join(shown)}. {named}{again}"
+    )
     fig.update_layout(
-        **{**LAYOUT, "height": max(300, 60 + 45 * len(rows))},
-        title=f"{metric} of {', '.join(shown)}{named}",
-        xaxis_title=metric + (" (mean over seeds with 95 % interval where re-run)" * bool(means)),
+        **{**LAYOUT, **head},
+        xaxis_title=metric + (" (mean of re-runs, 95 % interval)" * bool(means)),
+        # each bar's value beside its name, where no error bar can cover it; never cut
+        yaxis={
+            "automargin": True,
+            "tickmode": "array",
+            "tickvals": [r[1] for r in rows],
+            "ticktext": [f"{r[1]}  {r[0]:.4f}" for r in rows],
+        },
     )
     return fig
 
@@ -225,10 +332,14 @@ def value_vs_cost(
     )
     costs = [records.cost_value(t, cost) for t in done]
     log = max(costs) / min(costs) > 30
+    words = COST_WORDS.get(cost, cost)
+    head = titled(
+        f"{metric} against {words.split(' (')[0]}",
+        "Each point a trial; the line is the Pareto front: the best value for its cost.",
+    )
     fig.update_layout(
-        **LAYOUT,
-        title=f"{metric} against {COST_WORDS.get(cost, cost)}: the front is the best for its cost",
-        xaxis={"title": COST_WORDS.get(cost, cost), "type": "log" if log else "linear"},
+        **{**LAYOUT, **head},
+        xaxis={"title": words, "type": "log" if log else "linear"},
         yaxis_title=metric,
     )
     return fig
@@ -252,10 +363,11 @@ def param_importance(study: optuna.Study, metric: str = "value") -> go.Figure | 
         return None
     names = list(found)[::-1]  # the most important at the top
     fig = go.Figure(go.Bar(orientation="h", x=[found[n] for n in names], y=names))
+    head = titled(f"what moved {metric}", "fANOVA importance over the complete trials.")
     fig.update_layout(
-        **{**LAYOUT, "height": max(300, 60 + 30 * len(names))},
-        title=f"which searched parameters moved {metric} (fANOVA over the complete trials)",
+        **{**LAYOUT, **head},
         xaxis_title=f"importance for {metric} (share of its variance)",
+        yaxis={"automargin": True},
     )
     return fig
 
@@ -295,14 +407,12 @@ def history(study: optuna.Study, metric: str) -> go.Figure | None:
             ys.append(value(t) if not ys else pick(ys[-1], value(t)))
     line = {"shape": "hv", "color": KIND_COLOURS["best"]}
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=line, name="best so far"))
-    fig.update_layout(
-        **LAYOUT,
-        title=f"{metric} by trial and the best so far: "
+    head = titled(
+        f"{metric} by trial, and the best so far",
         f"{sum(study_story.searched(t) for t in counted)} of {len(counted)} trials searched, "
-        "the others enqueued (textbook recipes, the probe's plans)",
-        xaxis_title="trial number",
-        yaxis_title=metric,
+        "the others enqueued (the textbook recipes, the probe's plans).",
     )
+    fig.update_layout(**{**LAYOUT, **head}, xaxis_title="trial number", yaxis_title=metric)
     return fig
 
 
@@ -321,9 +431,9 @@ def probe_curve(study: optuna.Study) -> go.Figure | None:
     k = probe.get("boundary", 0)
     frozen = f"blocks 0-{k - 1} frozen" if k else "nothing frozen"
     fig.add_vline(x=k - 0.5, line_dash="dash", annotation_text=f"boundary {k}: {frozen}")
+    recommended = probe.get("recommendation", "")
     fig.update_layout(
-        **LAYOUT,
-        title=f"linear probe on each block's features: {probe.get('recommendation', '')}",
+        **{**LAYOUT, **titled("linear probe on each block's features", recommended)},
         xaxis={
             "title": "block",
             "tickvals": x,

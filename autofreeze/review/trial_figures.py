@@ -19,7 +19,8 @@ from autofreeze.study import records
 
 COLOURS = {story.FROZEN: "#b8c0cc", story.CACHED: "#4c78a8", story.TRAINING: "#f58518"}
 STATES = (story.FROZEN, story.CACHED, story.TRAINING)
-LAYOUT = {"template": "plotly_white", "height": 460, "margin": {"t": 70, "r": 30}}
+# 450 px: the height optuna-dashboard gives a figure of the study page (its card cuts the rest)
+LAYOUT = {"template": "plotly_white", "height": 450, "margin": {"t": 70, "r": 30}}
 
 
 def value(t: FrozenTrial) -> float | None:

@@ -4,6 +4,7 @@ figures, artifacts) is read back through the real server's HTTP API."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from plotly.offline import get_plotlyjs
 from autofreeze.config import load_config
 from autofreeze.progress import quiet
 from autofreeze.recipes import BASELINE_NAMES
-from autofreeze.review.dashboard import Publisher
+from autofreeze.review.dashboard import Publisher, figure_order
 from autofreeze.search.run import run_search
 from tests.studies import write_study
 
@@ -69,7 +70,11 @@ def test_dashboard_serves_the_study_with_plans_as_user_attrs(tmp_path):
         assert any(a["key"] == "plan" and "boundary" in a["value"] for a in attrs)
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # SIGTERM during a request: wsgiref logs it, serves on
+            proc.kill()
+            proc.wait()
 
 
 # -- what autofreeze writes for the dashboard, read back through a real server -----------------
@@ -77,14 +82,16 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @contextmanager
-def dashboard(*args: str):
-    """``autofreeze dashboard ARGS`` on a free port; yields its base URL once it answers."""
+def dashboard(*args: str, env: dict[str, str] | None = None):
+    """``autofreeze dashboard ARGS`` on a free port (``env``: more environment variables);
+    yields its base URL once it answers."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "autofreeze", "dashboard", *args, "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -100,7 +107,11 @@ def dashboard(*args: str):
         yield base
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # SIGTERM during a request: wsgiref logs it, serves on
+            proc.kill()
+            proc.wait()
 
 
 def raw(url: str) -> bytes:
@@ -188,6 +199,22 @@ def test_the_study_figures_are_saved_once_each(published):
     with dashboard(str(path)) as base:
         again = get(f"{base}/api/studies/{study_id}")
     assert sorted(g["id"] for g in again["plotly_graph_objects"]) == sorted(ids)
+
+
+def test_the_figures_are_listed_in_reading_order_whatever_the_hash_seed(published):
+    """optuna-dashboard lists saved figures from a set, whose order follows Python's string
+    hashing: two starts of ``autofreeze dashboard`` with other hash seeds list them the same,
+    in reading order (the table against the recipes first)."""
+    path, _, study_id, detail = published
+    orders = []
+    for seed in ("1", "2"):
+        with dashboard(str(path), env={"PYTHONHASHSEED": seed}) as base:
+            orders.append(
+                [g["id"] for g in get(f"{base}/api/studies/{study_id}")["plotly_graph_objects"]]
+            )
+    assert orders[0] == orders[1] == [i for i in figure_order() if i in orders[0]]
+    assert len(orders[0]) == len(detail["plotly_graph_objects"]) >= 6
+    assert orders[0][0] == "autofreeze-best-against-the-recipes"
 
 
 def test_an_artifact_folder_that_cannot_be_written_is_one_note(tmp_path):
