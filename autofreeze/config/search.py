@@ -59,6 +59,9 @@ class SearchSection(Strict):
     # narrow schedule knobs and the head LR to what the training budget can use (with a note);
     # false searches the configured ranges exactly as written
     fit_to_budget: bool = True
+    # the sampler's first trials vary only the boundary and the two LRs, the rest after them;
+    # 0 searches every dimension from the first sampled trial (docs/search_space.md)
+    core_trials: int = Field(default=10, ge=0)
 
     @field_validator("head_lr", "backbone_lr_ratio", mode="before")
     @classmethod

@@ -29,7 +29,7 @@ from autofreeze.core.train import EpochResult, TrainingDiverged, fit
 from autofreeze.plan import FreezePlan
 from autofreeze.progress import Progress, detail, quiet
 from autofreeze.runs.prepare import Prepared
-from autofreeze.search.space import SearchSpace, searches_wide
+from autofreeze.search.space import SearchSpace
 from autofreeze.study import records
 from autofreeze.study.allowance import allowance
 from autofreeze.study.retries import requeue_over_budget
@@ -220,9 +220,9 @@ class Objective:
         train, val = self.prepared.train, self.prepared.val
         return refreezer(backbone, train, val, t.device, t.cache_dtype, views)
 
-    @staticmethod
-    def _wide(trial: optuna.Trial) -> bool:
-        """Whether ``trial`` is asked the whole space or its core (:func:`searches_wide`)."""
+    def _wide(self, trial: optuna.Trial) -> bool:
+        """Whether ``trial`` is asked the whole space or its core (see
+        ``SearchSpace.searches_wide``)."""
         study = getattr(trial, "study", None)
         if study is None:  # a FixedTrial (re-runs, ``train``): its parameters are a whole plan
             return True
@@ -235,7 +235,7 @@ class Objective:
             if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
             and "fixed_params" not in t.system_attrs
         )
-        return searches_wide(queued, sampled)
+        return self.space.searches_wide(queued, sampled)
 
     def _check_budget(self, trial: optuna.Trial) -> None:
         """Refuse to run a trial that raced another worker for the last of the budget and lost

@@ -13,14 +13,16 @@ backbone LR ratio when no block trains, say) is not suggested and takes its valu
 :data:`DEFAULT` moved into the configured range; with every block frozen the plan is static and
 pretrained (:meth:`SearchSpace.structure`), so no plan contradicts itself.
 
-The space also widens with the evidence. The first :data:`NARROW_TRIALS` sampled trials vary
-only :data:`CORE`: the boundary and the two learning rates, the space a user's own loop
-searches; the schedule, its knobs, the init, layer decay, weight decay, the BatchNorm mode and
-the augmentation keep :data:`DEFAULT`'s values until then (the recipes, queued before them,
-try the other schedules and the scratch init). A short budget then searches three dimensions
-instead of nine: in the equal-time benchmark a search of about ten sampled trials spread over
-every dimension spent most of them on corners (a random init on a similar task, a layer decay
-of 0.5) that its three core dimensions never visit (docs/benchmarks.md, "Search quality").
+The space also widens with the evidence. The first ``[search] core_trials`` sampled trials
+(default 10) vary only the core: the boundary and the two learning rates (:data:`CORE`), the
+space a user's own loop searches, and whatever ``[search]`` names explicitly (:data:`NAMED`:
+what a user asks for by name is searched at once). The others (the schedule and its knobs, the
+init, layer decay, weight decay, the BatchNorm mode, the augmentation, at their defaults) keep
+:data:`DEFAULT`'s values until then; the recipes, queued before them, try the other schedules
+and the scratch init. A short budget then searches three dimensions instead of nine: in the
+equal-time benchmark a search of about ten sampled trials spread over every dimension spent
+most of them on corners (a random init on a similar task, a layer decay of 0.5) that its three
+core dimensions never visit (docs/benchmarks.md, "Search quality").
 """
 
 from __future__ import annotations
@@ -40,9 +42,18 @@ from autofreeze.schedules import Budget, Knob
 # what a plan says where a parameter cannot change its training: the plan's own defaults
 # (static, pretrained, eval, no layer decay), numbers moved into the configured ranges
 DEFAULT = FreezePlan(boundary=0)
-# what the first sampled trials vary (see the module's text), and for how many of them
+# what the first sampled trials vary (see the module's text), with every dimension that
+# [search] names (the key -> the parameter): what a user asks for by name is searched at once
 CORE = ("boundary", "head_lr", "backbone_lr_ratio")
-NARROW_TRIALS = 10
+NAMED = {
+    "schedules": "schedule",
+    "knobs": "schedule",
+    "init": "init",
+    "layer_decay": "layer_decay",
+    "weight_decay": "weight_decay",
+    "bn_mode": "bn_mode",
+    "augment": "augment",
+}
 
 
 class Dimension(Protocol):
@@ -234,6 +245,8 @@ class SearchSpace:
     augment: Dimension = Fixed(None)  # the policy, where [search] augment is given
     notes: tuple[str, ...] = ()  # what was clamped to fit the budget, for the user
     lr_floor: float | None = None  # the head LR floor of this run's steps (:func:`head_lr_floor`)
+    core_trials: int = 0  # sampled trials asked only the core (``[search] core_trials``)
+    core: frozenset[str] = frozenset(CORE)  # what those ask: CORE and what [search] names
 
     @classmethod
     def from_config(
@@ -294,6 +307,8 @@ class SearchSpace:
             augment=Fixed(None) if search.augment is None else choices(search.augment),
             notes=tuple(notes),
             lr_floor=head_lr_floor,
+            core_trials=search.core_trials,
+            core=frozenset(CORE) | {NAMED[f] for f in search.model_fields_set if f in NAMED},
         )
 
     def structure(self, boundary: int, wide: bool = True) -> tuple[Dimension, Dimension]:
@@ -307,10 +322,12 @@ class SearchSpace:
         """
         if boundary == self.n_blocks:
             return Fixed(DEFAULT.schedule), Fixed(DEFAULT.init)
-        if not wide:
-            schedule, init = self.schedule.clamp(DEFAULT.schedule), self.init.clamp(DEFAULT.init)
-            return Fixed(schedule), Fixed(init)
-        return self.schedule, self.init
+        schedule, init = self.schedule, self.init
+        if not (wide or "schedule" in self.core):
+            schedule = Fixed(schedule.clamp(DEFAULT.schedule))
+        if not (wide or "init" in self.core):
+            init = Fixed(init.clamp(DEFAULT.init))
+        return schedule, init
 
     def knobs_of(self, schedule: str) -> dict[str, Dimension]:
         """The knobs of ``schedule`` (none for the static plan of a head-only boundary, also
@@ -320,7 +337,7 @@ class SearchSpace:
     def numbers(self, boundary: int, schedule: str, wide: bool = True) -> dict[str, Dimension]:
         """The LRs, weight decay, BatchNorm mode and augmentation at ``boundary`` under
         ``schedule``; one that cannot change training there is fixed at :data:`DEFAULT`'s value
-        moved into its dimension, and so is every one outside :data:`CORE` unless ``wide``.
+        moved into its dimension, and so is every one outside :attr:`core` unless ``wide``.
 
         No block trains at ``n_blocks``: the backbone LR ratio has nothing to scale. With one
         trainable block, layer decay has no second block to decay toward. At boundary 0 under
@@ -344,7 +361,7 @@ class SearchSpace:
         }
         return {
             name: Fixed(dim.clamp(getattr(DEFAULT, name)))
-            if idle.get(name) or not (wide or name in CORE)
+            if idle.get(name) or not (wide or name in self.core)
             else dim
             for name, dim in dims.items()
         }
@@ -352,7 +369,7 @@ class SearchSpace:
     def suggest(self, trial: optuna.Trial, wide: bool = True) -> FreezePlan:
         """Ask ``trial`` for one freeze plan (parameter names as in ``FreezePlan.to_params``):
         the boundary first, then only what can change training at that boundary; not ``wide``,
-        only :data:`CORE` (see :func:`searches_wide`)."""
+        only :attr:`core` (see :meth:`searches_wide`)."""
         boundary = self.boundary.suggest(trial, "boundary")
         schedules, inits = self.structure(boundary, wide)
         schedule = schedules.suggest(trial, "schedule")
@@ -369,6 +386,21 @@ class SearchSpace:
                 for name, dim in self.numbers(boundary, schedule, wide).items()
             },
         )
+
+    def searches_wide(self, queued: dict[str, Any] | None, sampled: int) -> bool:
+        """Whether a trial is asked the whole space or only :attr:`core`.
+
+        ``queued``: the parameters it was enqueued with (a recipe, the probe's plan, a retry),
+        or None for a trial the sampler proposes. A queued trial is asked as it was queued: a
+        recipe names its schedule and init (the whole space), a retry of a narrow trial only
+        the core. A sampled one is asked the whole space once ``sampled`` trials (the
+        sampler's, finished) reach :attr:`core_trials`.
+        """
+        if queued is not None:
+            # a schedule's knob (``gradual.every``) is asked with the schedule
+            asked = {"schedule" if "." in name else name for name in queued}
+            return not asked <= self.core
+        return sampled >= self.core_trials
 
     def clamp(self, plan: FreezePlan) -> FreezePlan | None:
         """The plan moved into the space, or ``None`` if its structure is outside it.
@@ -399,17 +431,3 @@ class SearchSpace:
                 for name, dim in self.numbers(plan.boundary, plan.schedule).items()
             },
         )
-
-
-def searches_wide(queued: dict[str, Any] | None, sampled: int) -> bool:
-    """Whether a trial is asked the whole space or only :data:`CORE`.
-
-    ``queued``: the parameters it was enqueued with (a recipe, the probe's plan, a retry), or
-    None for a trial the sampler proposes. A queued trial is asked as it was queued: a recipe
-    names its schedule and init (the whole space), a retry of a narrow trial only the core.
-    A sampled one is asked the whole space once ``sampled`` trials (the sampler's, finished)
-    reach :data:`NARROW_TRIALS`.
-    """
-    if queued is not None:
-        return any(name not in CORE for name in queued)
-    return sampled >= NARROW_TRIALS

@@ -395,7 +395,7 @@ def test_a_study_begun_by_the_unconditional_space_resumes():
 def test_the_first_sampled_trials_search_the_core_and_their_plans_re_run_exactly():
     from autofreeze.search.space import CORE
 
-    s = conditional_space()
+    s = budget_space(12)  # every [search] entry at its default
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=4))
     narrow = []
     for i in range(60):
@@ -411,32 +411,48 @@ def test_the_first_sampled_trials_search_the_core_and_their_plans_re_run_exactly
         fixed = optuna.trial.FixedTrial(plan.to_params())
         assert s.suggest(fixed, wide=True) == plan
     wide = sampled(s, 60, optuna.samplers.RandomSampler(seed=4))
-    assert {p.schedule for p, _ in wide} == set(ALL_SCHEDULES)
+    assert {p.schedule for p, _ in wide} == {"static", "gradual", "lp_ft"}
     assert any({"schedule", "init", "weight_decay"} <= set(params) for _, params in wide)
+    # what [search] names is searched from the first trial: here the schedules and bn_mode
+    named = conditional_space()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=4))
+    asked = set()
+    for _ in range(40):
+        trial = study.ask()
+        named.suggest(trial, wide=False)
+        study.tell(trial, 0.5)
+        asked |= set(study.trials[-1].params)
+    assert {"schedule", "bn_mode"} <= asked and not {"init", "layer_decay"} & asked
 
 
-def test_a_trial_is_asked_the_whole_space_after_ten_sampled_trials_or_as_it_was_queued():
+def test_a_trial_is_asked_the_whole_space_after_the_core_trials_or_as_it_was_queued():
     from autofreeze.search.baselines import baseline_plans
     from autofreeze.search.objective import Objective
-    from autofreeze.search.space import NARROW_TRIALS, searches_wide
     from autofreeze.study import records
 
-    s = conditional_space()
+    s = budget_space(12)
+    assert s.core_trials == 10  # [search] core_trials' default
+    wide = Objective.__new__(Objective)  # _wide reads the space alone
+    wide.space = s
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     recipe = dict(baseline_plans(s, 5, 12))["gradual_unfreezing"]
     study.enqueue_trial(recipe.to_params(), user_attrs={records.BASELINE: "gradual_unfreezing"})
     core = {"boundary": 3, "head_lr": 0.01, "backbone_lr_ratio": 0.5}
     study.enqueue_trial(core)  # a retry of a trial the sampler asked in the narrow space
     first, second = study.ask(), study.ask()
-    assert Objective._wide(first) and s.suggest(first, wide=True) == recipe
-    assert not Objective._wide(second)
+    assert wide._wide(first) and s.suggest(first, wide=True) == recipe
+    assert not wide._wide(second)
     assert s.suggest(second, wide=False).to_params().items() >= core.items()
     study.tell(first, 0.5)
     study.tell(second, 0.5)
-    for n in range(NARROW_TRIALS + 1):  # the sampler's own trials, finished
+    for n in range(s.core_trials + 1):  # the sampler's own trials, finished
         trial = study.ask()
-        assert Objective._wide(trial) == (n >= NARROW_TRIALS)
-        s.suggest(trial, wide=Objective._wide(trial))
+        assert wide._wide(trial) == (n >= s.core_trials)
+        s.suggest(trial, wide=wide._wide(trial))
         study.tell(trial, 0.4)
-    assert not searches_wide(None, NARROW_TRIALS - 1) and searches_wide(None, NARROW_TRIALS)
-    assert searches_wide(recipe.to_params(), 0) and not searches_wide(core, 99)
+    assert s.searches_wide(recipe.to_params(), 0) and not s.searches_wide(core, 99)
+    assert budget_space(12, core_trials=0).searches_wide(None, 0)
+    # a retry of a narrow trial whose schedule [search] names is narrow all the same
+    assert not conditional_space().searches_wide(
+        {**core, "schedule": "gradual", "gradual.every": 2}, 0
+    )
