@@ -1,19 +1,22 @@
 """The transferability probe: how useful are the pretrained features after each block?
 
 Before the first trial, one forward pass of the pretrained backbone over the training and
-validation images records each block's output (pooled over space or tokens). A linear probe is
+validation images gives each block's output (pooled over space or tokens). A linear probe is
 fitted on every block's features in closed form: ridge regression on one-hot labels, the
 least-squares classifier used as the cheap "linear probe" of intermediate layers (Alain &
 Bengio, *Understanding intermediate layers using linear classifier probes*, 2016), scored on
-validation. The curve, with the images per class, places the task in the classic size/similarity
-quadrant (Yosinski et al., *How transferable are features in deep neural networks?*, 2014;
-the CS231n transfer-learning rule of thumb) and predicts a freeze boundary, around which the
-search enqueues plans right after the baselines.
+validation. Both are done batch by batch (:class:`RidgeProbe`): the fit from each block's
+running sums, so that the probe's memory does not grow with the images. The curve, with the
+images per class, places the task in the classic size/similarity quadrant (Yosinski et al.,
+*How transferable are features in deep neural networks?*, 2014; the CS231n transfer-learning
+rule of thumb) and predicts a freeze boundary, around which the search enqueues plans right
+after the baselines.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -55,12 +58,15 @@ def _pool(out: Any) -> torch.Tensor | None:
     return out.float().flatten(1)
 
 
+PROBE_BATCH = 32  # images per forward pass of the probe
+
+
 @torch.no_grad()
-def block_features(
-    backbone: Backbone, x: torch.Tensor | TensorSplit, batch: int = 32
-) -> list[torch.Tensor]:
-    """Pooled output of each block (its last top-level module to run), one row per image of
-    ``x`` (normalised images, or a split normalised batch by batch)."""
+def block_batches(
+    backbone: Backbone, x: torch.Tensor | TensorSplit, batch: int = PROBE_BATCH
+) -> Iterator[list[torch.Tensor]]:
+    """Per batch of ``x`` (normalised images, or a split normalised batch by batch), in order:
+    the pooled output of each block (its last top-level module to run), one row per image."""
     owners = backbone.module_blocks()
     tops = {
         name: owner
@@ -79,19 +85,113 @@ def block_features(
         return hook
 
     handles = [modules[name].register_forward_hook(keep(i)) for name, i in tops.items()]
-    chunks: list[list[torch.Tensor]] = [[] for _ in backbone.blocks]
     backbone.model.eval()
     try:
         batches = x.chunks(batch) if isinstance(x, TensorSplit) else x.split(batch)
         for images in batches:
             latest.clear()
             backbone.model(images)
-            for i in range(backbone.n_blocks):
-                chunks[i].append(latest.get(i, torch.zeros(len(images), 1)))
+            yield [latest.get(i, torch.zeros(len(images), 1)) for i in range(backbone.n_blocks)]
     finally:
         for h in handles:
             h.remove()
-    return [torch.cat(c) for c in chunks]
+
+
+def block_features(
+    backbone: Backbone, x: torch.Tensor | TensorSplit, batch: int = PROBE_BATCH
+) -> list[torch.Tensor]:
+    """Pooled output of each block, one row per image of ``x`` (every image at once: the probe
+    itself reduces them batch by batch, see :class:`RidgeProbe`)."""
+    return [torch.cat(c) for c in zip(*block_batches(backbone, x, batch), strict=True)]
+
+
+class RidgeProbe:
+    """A ridge least-squares classifier on standardised features (one-hot targets, centred),
+    fitted and scored batch by batch, so that no block's features are held for every image.
+
+    From the training batches it keeps the features' sums about a shift (the first batch's
+    mean, for precision): count, sum, the Gram matrix and the sums per class, from which the
+    standardised normal equations follow exactly; where the Gram matrix (``d x d`` float64)
+    would be larger than the features themselves (``n x d`` float32: ``d > n / 2``), it keeps
+    the features and solves as :func:`ridge_probe` always did (the dual form when ``n < d``).
+    Validation batches are scored as they come.
+    """
+
+    def __init__(self, n: int, num_classes: int, alpha: float = 1.0) -> None:
+        self.n, self.k, self.alpha = n, num_classes, alpha
+        self.d = 0
+        self.seen = 0
+        self.rows: torch.Tensor | None = None  # the features (wide blocks), else None
+        self.labels: list[torch.Tensor] = []  # of the features kept (wide blocks)
+        self.counts = torch.zeros(0, dtype=torch.int64)  # images per class
+        self.shift = self.total = self.gram = self.per_class = torch.zeros(0, dtype=torch.float64)
+        self.mean = self.std = self.w = torch.zeros(0, dtype=torch.float64)
+        self.correct = self.scored = 0
+
+    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Training features ``x`` (rows of images) and their labels ``y``."""
+        if not self.seen:
+            self.d = x.shape[1]
+            if 2 * self.d > self.n:
+                self.rows = torch.empty((self.n, self.d), dtype=torch.float32)
+            else:
+                self.shift = x.double().mean(0)
+                self.total = torch.zeros(self.d, dtype=torch.float64)
+                self.gram = torch.zeros((self.d, self.d), dtype=torch.float64)
+                self.per_class = torch.zeros((self.d, self.k), dtype=torch.float64)
+                self.counts = torch.zeros(self.k, dtype=torch.int64)
+        if self.rows is not None:
+            self.rows[self.seen : self.seen + len(x)] = x
+            self.labels.append(y)
+        else:
+            c = x.double() - self.shift
+            self.total += c.sum(0)
+            # in place: a d x d temporary a batch fragmented the heap (RSS grew with batches)
+            self.gram.addmm_(c.T, c)
+            self.per_class.index_add_(1, y, c.T)
+            self.counts += torch.bincount(y, minlength=self.k)
+        self.seen += len(x)
+
+    def fit(self) -> None:
+        """Solve for the weights once every training image was added."""
+        n = self.seen
+        if self.rows is not None:
+            y = torch.cat(self.labels)
+            mean, std = self.rows.mean(0), self.rows.std(0).clamp_min(1e-6)
+            a = ((self.rows - mean) / std).double()
+            targets = torch.nn.functional.one_hot(y, self.k).double()
+            self.w = _ridge(a, targets - targets.mean(0), self.alpha)
+            self.mean, self.std, self.rows = mean, std, None  # float32, as the features
+            return
+        counts = self.counts.double()
+        offset = self.total / n  # the mean's distance from the shift
+        scatter = self.gram - n * torch.outer(offset, offset)
+        std = (scatter.diagonal() / max(1, n - 1)).clamp_min(0).sqrt().clamp_min(1e-6)
+        gram = scatter / torch.outer(std, std)
+        cross = (self.per_class - torch.outer(offset, counts)) / std[:, None]
+        eye = torch.eye(self.d, dtype=torch.float64)
+        self.w = torch.linalg.solve(gram + self.alpha * eye, cross)
+        self.mean, self.std = self.shift + offset, std
+        self.gram = self.per_class = torch.zeros(0, dtype=torch.float64)
+
+    def score(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Validation features ``x`` and their labels ``y``."""
+        b = ((x.to(self.mean.dtype) - self.mean) / self.std).double()
+        self.correct += int(((b @ self.w).argmax(1) == y).sum())
+        self.scored += len(y)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / max(1, self.scored)
+
+
+def _ridge(a: torch.Tensor, targets: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Ridge weights of the standardised features ``a`` (float64): the dual form (an ``n x n``
+    system) when there are fewer images than features."""
+    n, d = a.shape
+    if n < d:
+        return a.T @ torch.linalg.solve(a @ a.T + alpha * torch.eye(n, dtype=a.dtype), targets)
+    return torch.linalg.solve(a.T @ a + alpha * torch.eye(d, dtype=a.dtype), a.T @ targets)
 
 
 def ridge_probe(
@@ -103,34 +203,45 @@ def ridge_probe(
     alpha: float = 1.0,
 ) -> float:
     """Validation accuracy of a ridge least-squares classifier on standardised features."""
-    mean, std = train.mean(0), train.std(0).clamp_min(1e-6)
-    a = ((train - mean) / std).double()
-    b = ((val - mean) / std).double()
-    targets = torch.nn.functional.one_hot(y, num_classes).double()
-    targets = targets - targets.mean(0)
-    n, d = a.shape
-    if n < d:  # the dual form: an n x n system
-        w = a.T @ torch.linalg.solve(a @ a.T + alpha * torch.eye(n, dtype=a.dtype), targets)
-    else:
-        w = torch.linalg.solve(a.T @ a + alpha * torch.eye(d, dtype=a.dtype), a.T @ targets)
-    return float(((b @ w).argmax(1) == y_val).double().mean())
+    probe = RidgeProbe(len(train), num_classes, alpha)
+    probe.add(train, y)
+    probe.fit()
+    probe.score(val, y_val)
+    return probe.accuracy
+
+
+def _fitted(backbone: Backbone, train: TensorSplit, num_classes: int) -> list[RidgeProbe]:
+    """One probe per block, fitted on the training images' features batch by batch."""
+    probes = [RidgeProbe(len(train), num_classes) for _ in backbone.blocks]
+    labels = train.y.split(PROBE_BATCH)
+    for features, y in zip(block_batches(backbone, train), labels, strict=True):
+        for probe, x in zip(probes, features, strict=True):
+            probe.add(x, y)
+    for probe in probes:
+        probe.fit()
+    return probes
 
 
 def run_probe(prepared: Prepared) -> ProbeResult:
-    """Probe every block of the config's pretrained backbone on the study's data."""
+    """Probe every block of the config's pretrained backbone on the study's data: one pass
+    over the training images (each block's probe fitted from its running sums), then one over
+    the validation images (scored as they come); no block's features are held for every
+    image."""
     backbone = prepared.backbone(FreezePlan(boundary=prepared.n_blocks))
     train, val = prepared.train, prepared.val
     k = prepared.num_classes
-    feats_train = block_features(backbone, train)
-    feats_val = block_features(backbone, val)
+    probes = _fitted(backbone, train, k)
+    for features, y in zip(block_batches(backbone, val), val.y.split(PROBE_BATCH), strict=True):
+        for probe, x in zip(probes, features, strict=True):
+            probe.score(x, y)
     blocks = [
         {
             "index": b.index,
             "name": b.name,
-            "features": int(ft.shape[1]),
-            "val_accuracy": round(ridge_probe(ft, train.y, fv, val.y, k), 4),
+            "features": p.d,
+            "val_accuracy": round(p.accuracy, 4),
         }
-        for b, ft, fv in zip(backbone.blocks, feats_train, feats_val, strict=True)
+        for b, p in zip(backbone.blocks, probes, strict=True)
     ]
     return assess(blocks, len(train) / k, 1.0 / k, prepared.n_blocks, len(val))
 
