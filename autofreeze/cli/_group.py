@@ -12,6 +12,7 @@ import click
 from autofreeze.errors import AutofreezeError
 
 RELAY = "autofreeze.relay"  # ctx.meta: the command is a worker of `autofreeze search`
+TRIAL_COMMANDS = ("search", "worker")  # stopped, these re-queue the trial they were running
 
 
 class AutofreezeGroup(click.Group):
@@ -27,12 +28,16 @@ class AutofreezeGroup(click.Group):
             stop = stopped(exc)
             # a search's worker leaves it to the search, which says it once
             with on_stop(ignore):  # stopping already: another signal changes nothing
-                if not ctx.meta.get(RELAY):
+                if ctx.meta.get(RELAY):
+                    pass
+                elif ctx.invoked_subcommand in TRIAL_COMMANDS:
                     click.echo(
                         f"{stop.words}: finished trials are kept and an interrupted trial is "
                         "re-queued; run the same command to resume",
                         err=True,
                     )
+                else:
+                    click.echo(stop.words, err=True)
             raise click.exceptions.Exit(stop.exit_code) from None
 
 

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autofreeze.errors import AutofreezeError
 from autofreeze.progress import Progress, quiet
 from autofreeze.review import story, study_story
 from autofreeze.study import best_trial, records
@@ -288,11 +291,38 @@ def sort_dashboard_figures() -> None:
 
 def serve(storage: Any, *, host: str, port: int, artifact_store: Any = None) -> None:
     """optuna-dashboard on ``storage`` (what ``autofreeze dashboard`` runs), the figures of
-    each study in reading order."""
+    each study in reading order, until a stop signal.
+
+    Requests are served in a thread of their own and the main thread only waits, so SIGINT and
+    SIGTERM (raised there as :class:`autofreeze.search.signals.Stopped` by the CLI's handler)
+    always stop the server. ``optuna_dashboard.run_server`` serves in the main thread: a signal
+    that arrived during a request was caught by wsgiref's error handling and the server went
+    on serving, and one between requests ended it with exit code 0.
+    """
     import optuna_dashboard
 
     sort_dashboard_figures()
-    optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=artifact_store)
+    app = optuna_dashboard.wsgi(storage, artifact_store=artifact_store)
+    try:
+        server = make_server(host, port, app, handler_class=_QuietHandler)
+    except OSError as exc:  # the port is taken, the host is not this machine's, ...
+        raise AutofreezeError(
+            f"cannot serve on {host}:{port}: {exc.strerror or exc}; give another --port (or --host)"
+        ) from None
+    thread = threading.Thread(target=server.serve_forever, name="dashboard", daemon=True)
+    thread.start()
+    try:
+        threading.Event().wait()  # a signal handler's exception ends the wait
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """wsgiref's handler without a stderr line per request (as optuna-dashboard's own server)."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (wsgiref's name)
+        pass
 
 
 def recipes_table(study: optuna.Study, metric: str) -> Any:

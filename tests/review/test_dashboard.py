@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -73,6 +74,68 @@ def test_dashboard_serves_the_study_with_plans_as_user_attrs(tmp_path):
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:  # SIGTERM during a request: wsgiref logs it, serves on
+            proc.kill()
+            proc.wait()
+
+
+def test_sigterm_stops_the_dashboard_also_in_the_middle_of_requests_and_a_taken_port_is_one_line(
+    tmp_path,
+):
+    url = f"sqlite:///{tmp_path}/dash.db"
+    study = optuna.create_study(study_name="dash", storage=url, direction="maximize")
+    for i in range(20):
+        study.add_trial(optuna.trial.create_trial(value=i / 20, params={}, distributions={}))
+    port = free_port()
+    command = [sys.executable, "-m", "autofreeze", "dashboard", "--storage", url]
+    proc = subprocess.Popen(
+        [*command, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                sid = get(f"{base}/api/studies")["study_summaries"][0]["study_id"]
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                assert time.monotonic() < deadline, "dashboard did not answer within 60 s"
+                time.sleep(0.3)
+        # a second dashboard on the same port: one line, not a traceback
+        taken = subprocess.run(
+            [*command, "--port", str(port)], capture_output=True, text=True, timeout=60
+        )
+        assert taken.returncode == 1, taken.stderr
+        assert f"cannot serve on 127.0.0.1:{port}" in taken.stderr
+        assert "Traceback" not in taken.stderr
+        # requests without a pause while SIGTERM arrives: optuna-dashboard's own server, which
+        # served them in the main thread, caught the signal inside a request and served on
+        stop = threading.Event()
+
+        def ask() -> None:
+            while not stop.is_set():
+                try:
+                    get(f"{base}/api/studies/{sid}")
+                except OSError:
+                    return
+
+        askers = [threading.Thread(target=ask) for _ in range(3)]
+        for t in askers:
+            t.start()
+        time.sleep(1.0)
+        proc.terminate()
+        code = proc.wait(timeout=10)
+        stop.set()
+        for t in askers:
+            t.join(timeout=10)
+        assert code == 143, proc.stderr.read().decode()
+        last = proc.stderr.read().decode().strip().splitlines()[-1]
+        assert last == "stopped by SIGTERM"  # no word about trials: a dashboard runs none
+    finally:
+        if proc.poll() is None:
             proc.kill()
             proc.wait()
 
