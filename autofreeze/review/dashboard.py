@@ -21,7 +21,7 @@ import threading
 import warnings
 from pathlib import Path
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.simple_server import make_server
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -304,7 +304,7 @@ def serve(storage: Any, *, host: str, port: int, artifact_store: Any = None) -> 
     sort_dashboard_figures()
     app = optuna_dashboard.wsgi(storage, artifact_store=artifact_store)
     try:
-        server = make_server(host, port, app, handler_class=_QuietHandler)
+        server = make_server(host, port, app)  # a line per request on stderr, as before
     except OSError as exc:  # the port is taken, the host is not this machine's, ...
         raise AutofreezeError(
             f"cannot serve on {host}:{port}: {exc.strerror or exc}; give another --port (or --host)"
@@ -316,13 +316,6 @@ def serve(storage: Any, *, host: str, port: int, artifact_store: Any = None) -> 
     finally:
         server.shutdown()
         server.server_close()
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """wsgiref's handler without a stderr line per request (as optuna-dashboard's own server)."""
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (wsgiref's name)
-        pass
 
 
 def recipes_table(study: optuna.Study, metric: str) -> Any:

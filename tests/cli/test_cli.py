@@ -211,15 +211,15 @@ def test_dashboard_for_a_study_the_storage_does_not_hold_is_one_line_and_serves_
     tmp_path, monkeypatch
 ):
     import optuna
-    import optuna_dashboard
 
+    from autofreeze.review import dashboard
     from tests.studies import write_study
 
     config = write_study(tmp_path, "mine")
     url = f"sqlite:///{tmp_path / 'mine.db'}"  # the config's storage, holding another study
     optuna.create_study(study_name="theirs", storage=url)
     served = []
-    monkeypatch.setattr(optuna_dashboard, "run_server", lambda *a, **kw: served.append(kw))
+    monkeypatch.setattr(dashboard, "serve", lambda *a, **kw: served.append(kw))
     line = error_line(invoke("dashboard", str(config)))
     assert line == (
         f"Error: no study 'mine' in {url} (studies there: theirs); run `autofreeze search` first"
