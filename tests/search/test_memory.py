@@ -159,6 +159,7 @@ print(json.dumps({"rise": (status("VmHWM") - before) * 1024,
 """
 
 
+@pytest.mark.slow  # a process of its own, 16,250 images through resnet10t: 8-12 s
 def test_the_probe_holds_no_blocks_features_for_every_image(tmp_path):
     """The probe reduces each block's features to its ridge fit's sums as the batches come
     (and scores the validation batches as they come): its peak does not grow with the images
