@@ -248,6 +248,12 @@ def test_the_head_lr_is_searched_only_where_the_head_can_move():
     assert SearchSpace.from_config(fixed, REGISTRY, 5, 8, head_lr_floor=floor).head_lr == Fixed(
         1e-4
     )
+    # 6 steps (the benchmark's few-label task): the floor 7.4e-3 leaves a span of 4 below the
+    # top; the top moves up to keep a decade, and the note says so
+    six = head_lr_floor(6, 512)
+    s = SearchSpace.from_config(search, REGISTRY, 5, 8, head_lr_floor=six)
+    assert s.head_lr == Range(six, 10 * six, log=True)
+    assert any("top raised to keep a 10x span" in n and "[0.0074, 0.074]" in n for n in s.notes)
     narrow = SearchSection.model_validate({"head_lr": [1e-5, 1e-4]})  # all below: the top
     s = SearchSpace.from_config(narrow, REGISTRY, 5, 8, head_lr_floor=floor)
     assert s.head_lr == Fixed(1e-4)
