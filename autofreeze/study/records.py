@@ -57,7 +57,11 @@ CHOSEN = "chosen"  # ``trial 22: 0.9278 ± 0.0126 over 3 runs``
 # what a person reads (user attrs)
 BASELINE = "baseline"  # the textbook recipe an enqueued trial runs
 PRIOR = "prior"  # a plan the probe suggested, enqueued after the baselines
-KIND = "kind"  # recipe, prior or searched
+WARM = "warm"  # a plan taken from an earlier study (``[search] warm_start``): where it came from
+PORTFOLIO = "portfolio"  # a member of the shipped portfolio of first plans
+# the attrs of a plan the study starts with (enqueued before the sampler proposes any)
+FIRST_PLANS = (BASELINE, WARM, PORTFOLIO, PRIOR)
+KIND = "kind"  # recipe, warm, portfolio, prior or searched
 RETRY_OF = "retry_of"  # the trial a re-queued one replaces
 REEVALUATION_OF = "reevaluation_of"  # the trial whose plan a re-evaluation re-runs
 SEED = "seed"  # the training seed of a re-evaluation (others use [training] seed)
@@ -225,14 +229,17 @@ def name(trial: FrozenTrial) -> str:
     again = reevaluation_of(trial)
     if again is not None:
         return f"re-eval #{again}"
-    return baseline(trial) or trial.user_attrs.get(PRIOR) or SEARCHED
+    return next(
+        (str(trial.user_attrs[k]) for k in FIRST_PLANS if trial.user_attrs.get(k)), SEARCHED
+    )
 
 
 def kind(trial: FrozenTrial | optuna.Trial) -> str:
-    """``recipe`` (a textbook recipe), ``prior`` (one of the probe's plans) or ``searched``."""
+    """``recipe`` (a textbook recipe), ``warm`` (from an earlier study), ``portfolio`` (the
+    shipped portfolio), ``prior`` (one of the probe's plans) or ``searched``."""
     if baseline(trial):
         return "recipe"
-    return "prior" if trial.user_attrs.get(PRIOR) else SEARCHED
+    return next((k for k in FIRST_PLANS[1:] if trial.user_attrs.get(k)), SEARCHED)
 
 
 def initial_design(trials: list[FrozenTrial]) -> int:
@@ -241,7 +248,7 @@ def initial_design(trials: list[FrozenTrial]) -> int:
     return sum(
         1
         for t in trials
-        if (baseline(t) or t.user_attrs.get(PRIOR))
+        if any(t.user_attrs.get(k) for k in FIRST_PLANS)
         and not is_retry(t)
         and reevaluation_of(t) is None
     )
@@ -415,7 +422,7 @@ def reevaluation_attrs(number: int, seed: int) -> dict[str, Any]:
 def retry_attrs(trial: FrozenTrial) -> dict[str, Any]:
     """The user attrs of a trial that re-runs ``trial``: its recipe name and the link back."""
     attrs: dict[str, Any] = {RETRY_OF: trial.number}
-    for key in (BASELINE, PRIOR):
+    for key in FIRST_PLANS:
         if trial.user_attrs.get(key):
             attrs[key] = trial.user_attrs[key]
     return attrs
