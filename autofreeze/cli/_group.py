@@ -24,6 +24,16 @@ class AutofreezeGroup(click.Group):
                 return super().invoke(ctx)
         except AutofreezeError as exc:
             raise click.ClickException(str(exc)) from None
+        except Exception as exc:  # a storage proxy that stopped answering: one line
+            from autofreeze.study.proxy import rpc_failure
+
+            reason = rpc_failure(exc)
+            if reason is None:
+                raise
+            raise click.ClickException(
+                f"the storage proxy stopped answering ({reason}); check that `autofreeze proxy` "
+                "still runs, then run the same command again"
+            ) from None
         except KeyboardInterrupt as exc:
             stop = stopped(exc)
             # a search's worker leaves it to the search, which says it once

@@ -44,6 +44,7 @@ from autofreeze.study import (
     worker_label,
 )
 from autofreeze.study.allowance import allowance, first_plans_room, seconds_left, trial_estimate
+from autofreeze.study.proxy import is_proxy_url
 from autofreeze.study.queue import StudyOnStorage
 from autofreeze.study.storage import (
     mask_url,
@@ -51,6 +52,7 @@ from autofreeze.study.storage import (
     open_storage,
     remove_if_empty,
     set_heartbeat,
+    storage_lost,
 )
 
 STATIC_PRETRAINED = ("static", "pretrained")
@@ -237,8 +239,6 @@ def join_study(
     to ``wait`` seconds for it: until the search has stored its config, the last step of
     :func:`prepare_search`, after the baselines and the probe's plans are queued.
     """
-    from sqlalchemy.exc import OperationalError
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url, attempts=connect_attempts, progress=progress)
     cfg = stored_config(
@@ -256,9 +256,12 @@ def join_study(
         ran = run_trials(run, objective, told, progress, worker_label())
         told.ended(run)
         return ran
-    except OperationalError as exc:
+    except Exception as exc:  # the database or the proxy went away: one line, else a bug
+        reason = storage_lost(exc)
+        if reason is None:
+            raise
+        what = "storage proxy" if is_proxy_url(url) else "study database"
         raise StorageError(
-            f"lost the study database {mask_url(url)} ({str(exc.orig or exc).splitlines()[0]}); "
-            "the trial that was running is retried by another worker once its heartbeat "
-            "goes stale"
+            f"lost the {what} {mask_url(url)} ({reason}); the trial that was running is "
+            "retried by another worker once its heartbeat goes stale"
         ) from None

@@ -3,7 +3,8 @@
 Each trial is asked and told through Optuna's public ask-and-tell interface, with the trial
 taken from the queue in autofreeze's order (:class:`autofreeze.study.queue.StudyOnStorage`):
 retries and re-evaluations first. While a trial runs, this process beats its heartbeat (the
-storage's public ``record_heartbeat``), so that another worker retries it if this one dies.
+storage's public ``record_heartbeat``: in the database, or through a gRPC storage proxy,
+:mod:`autofreeze.study.proxy`), so that another worker retries it if this one dies.
 What the observers show is told around the trial, never from inside the objective
 (:mod:`autofreeze.search.observer`).
 """
@@ -35,6 +36,7 @@ from autofreeze.study import (
     run_stream,
 )
 from autofreeze.study.allowance import allowance, search_spent
+from autofreeze.study.proxy import ProxyStorage
 from autofreeze.study.queue import StudyOnStorage
 
 CAUGHT = (TrialFailed, OverBudget)  # a trial that fails with a reason; the search goes on
@@ -43,9 +45,11 @@ CAUGHT = (TrialFailed, OverBudget)  # a trial that fails with a reason; the sear
 @contextmanager
 def heartbeat(on: StudyOnStorage, trial: optuna.Trial) -> Iterator[None]:
     """Beat the trial's heartbeat every ``heartbeat_interval`` seconds while it runs (what
-    ``Study.optimize`` does); nothing when the storage has no heartbeat (``RDBStorage``'s
-    public ``get_heartbeat_interval`` and ``record_heartbeat``)."""
-    beats = on.storage if isinstance(on.storage, optuna.storages.RDBStorage) else None
+    ``Study.optimize`` does); nothing when the storage has no heartbeat (the public
+    ``get_heartbeat_interval`` and ``record_heartbeat`` of ``RDBStorage`` and of
+    :class:`~autofreeze.study.proxy.ProxyStorage`)."""
+    has_beats = isinstance(on.storage, (optuna.storages.RDBStorage, ProxyStorage))
+    beats = on.storage if has_beats else None
     interval = beats.get_heartbeat_interval() if beats is not None else None
     if beats is None or interval is None:
         yield
@@ -68,11 +72,15 @@ def heartbeat(on: StudyOnStorage, trial: optuna.Trial) -> Iterator[None]:
         thread.join()
 
 
-def fail_stale(study: optuna.Study) -> None:
-    """Mark the trials of dead workers FAIL; the retry callback re-queues them."""
+def fail_stale(on: StudyOnStorage) -> None:
+    """Mark the trials of dead workers FAIL; the retry callback re-queues them (Optuna's
+    ``fail_stale_trials`` for a database; the proxy's own, which Optuna's skips)."""
+    if isinstance(on.storage, ProxyStorage):
+        on.storage.fail_stale_trials(on.study)
+        return
     with warnings.catch_warnings():  # "experimental" since Optuna 2.9, as Optuna itself does
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+        optuna.storages.fail_stale_trials(on.study)
 
 
 def run_one(
@@ -183,7 +191,7 @@ def run_trials(
             if timeout is not None and time.perf_counter() - t0 >= timeout:
                 progress(f"timeout of {timeout:.0f}s reached")
                 break
-            fail_stale(study)
+            fail_stale(run.on)
             if search_spent(a, study, study.get_trials(deepcopy=False)):
                 if not running:
                     break

@@ -85,6 +85,9 @@ CACHE = "cache"  # which cache: pooled (head only) or prefix, at which block, fr
 AUGMENT = "augment"  # the augmentation in force: policy, online or cached views, mixing
 PHASE_EVENTS = "phase_events"
 HISTORY = "history"
+# a running trial's heartbeat through a gRPC storage proxy, which has no heartbeat of its own
+# (:mod:`autofreeze.study.proxy`): who beats, a count, after how many silent seconds it is stale
+HEARTBEAT = "heartbeat"
 # (PLAN as data, FAIL_REASON in full)
 
 
@@ -603,6 +606,17 @@ def write_uncached(trial: optuna.Trial, boundary: int, reason: str) -> None:
 
 def write_seconds(trial: optuna.Trial, seconds: float) -> None:
     trial.set_user_attr(SECONDS, round(seconds, 3))
+
+
+def heartbeat(trial: FrozenTrial) -> dict[str, Any] | None:
+    """The trial's last heartbeat through a gRPC storage proxy (see
+    :func:`write_heartbeat`), or None if it never beat that way."""
+    return trial.system_attrs.get(_system_key(HEARTBEAT))
+
+
+def write_heartbeat(storage: BaseStorage, trial_id: int, beat: dict[str, Any]) -> None:
+    """A running trial's heartbeat through a gRPC storage proxy: a new value every beat."""
+    storage.set_trial_system_attr(trial_id, _system_key(HEARTBEAT), beat)
 
 
 def mark_retry_of(trial: FrozenTrial, first: int) -> None:

@@ -1,4 +1,6 @@
-"""Study storage: an Optuna RDB URL (SQLite by default, PostgreSQL/MySQL unchanged)."""
+"""Study storage: an Optuna RDB URL (SQLite by default, PostgreSQL/MySQL unchanged), or
+``grpc://HOST:PORT``, Optuna's gRPC storage proxy in front of one (:mod:`autofreeze.study.proxy`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from typing import Any
 
 from autofreeze.errors import StorageError
 from autofreeze.progress import stderr_progress
+from autofreeze.study import proxy
 
 _QUERY_SECRET = re.compile(r"([?&](?:password|passwd|pwd)=)[^&]*", re.IGNORECASE)
 
@@ -197,7 +200,9 @@ def _serialize_sqlite_writes(engine: Any) -> None:
 
 def set_heartbeat(storage: Any, interval: int) -> None:
     """Running trials beat every ``interval`` seconds; one silent for three intervals is marked
-    FAIL and re-queued as a new WAITING trial (up to ``retries.MAX_RETRY`` times).
+    FAIL and re-queued as a new WAITING trial (up to ``retries.MAX_RETRY`` times). An
+    ``RDBStorage`` beats in its database, a :class:`autofreeze.study.proxy.ProxyStorage` through
+    the proxy; both take the same attributes.
 
     Every worker of a study must use the same interval: the others judge a trial stale by it.
     It is the study config's ``[study] heartbeat``, set once the config is known.
@@ -251,7 +256,7 @@ def _unusable_url(url: str, exc: Exception) -> StorageError:
         )
     return StorageError(
         f"bad storage URL {mask_url(url)!r}: {_short(exc)} (expected e.g. "
-        f"sqlite:///studies/x.db or postgresql://user@host/db)"
+        f"sqlite:///studies/x.db, postgresql://user@host/db or grpc://host:port)"
     )
 
 
@@ -264,11 +269,12 @@ def open_storage(
     progress: Any = None,
     read_only: bool = False,
 ) -> Any:
-    """Open (and create the tables of) an RDB storage, failing with one clear line.
+    """Open (and create the tables of) an RDB storage, failing with one clear line; a
+    ``grpc://`` URL is a storage proxy, which must answer (:func:`autofreeze.study.proxy.connect`).
 
     With ``heartbeat`` (seconds), running trials beat and dead workers' trials are retried (see
-    :func:`set_heartbeat`). With ``attempts > 1`` an unreachable database is retried with
-    exponential backoff. Processes started together on a new database (a job array) may all
+    :func:`set_heartbeat`). With ``attempts > 1`` an unreachable database or proxy is retried
+    with exponential backoff. Processes started together on a new database (a job array) may all
     create its tables at once; the losers of that race retry. ``read_only`` storage is for
     commands that only read: it never creates a SQLite file and reads a read-only one.
     """
@@ -284,6 +290,14 @@ def open_storage(
     )
 
     progress = progress or stderr_progress
+    if proxy.is_proxy_url(url):
+        try:
+            storage = proxy.connect(url, attempts=attempts, backoff=backoff, progress=progress)
+        except ValueError as exc:
+            raise StorageError(f"bad storage URL {mask_url(url)!r}: {exc}") from None
+        if heartbeat:
+            set_heartbeat(storage, heartbeat)
+        return storage
     url, engine_kwargs = _engine_setup(url, read_only, progress)
     attempt = races = 0
     while True:
@@ -318,6 +332,17 @@ def _short(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
+def storage_lost(exc: BaseException) -> str | None:
+    """Why a call to the storage failed because the database or the proxy went away (a line),
+    or None for any other error."""
+    from sqlalchemy.exc import OperationalError
+
+    reason = proxy.rpc_failure(exc)
+    if reason is None and isinstance(exc, OperationalError):
+        reason = _short(exc)
+    return reason
+
+
 def load_existing_study(url: str, study_name: str, storage: Any = None, **storage_kw: Any) -> Any:
     """Load a study that must exist; a missing one lists the names the storage holds.
 
@@ -329,7 +354,7 @@ def load_existing_study(url: str, study_name: str, storage: Any = None, **storag
     from autofreeze.study import records
 
     storage = storage or open_storage(url, **{"read_only": True, **storage_kw})
-    names = [s.study_name for s in optuna.study.get_all_study_summaries(storage)]
+    names = [s.study_name for s in storage.get_all_studies()]  # no trials read
     if study_name not in names:
         raise StorageError(
             f"no study {study_name!r} in {mask_url(url)} (studies there: "
