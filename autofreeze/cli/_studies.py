@@ -1,4 +1,4 @@
-"""Commands on studies: search, worker, train, pretrain, probe (best and trials:
+"""Commands on studies: search, worker, proxy, train, pretrain, probe (best and trials:
 ``_results.py``; report and dashboard: ``_report.py``)."""
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ def search(
     type=click.IntRange(min=1),
     default=5,
     show_default=True,
-    help="tries to reach the database (exponential backoff) before giving up",
+    help="tries to reach the database or storage proxy (exponential backoff) before giving up",
 )
 @click.option(
     "--wait",
@@ -250,6 +250,34 @@ def worker(
             observers=[display, Publisher(display, study_view=not relay)],
         )
     (display.detail if relay else display.print)(f"worker done: {ran} trials run")
+
+
+@cli.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--storage",
+    envvar="AUTOFREEZE_STORAGE",
+    help="the database to serve (default: the config's; env AUTOFREEZE_STORAGE)",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="the address to listen on; 0.0.0.0 for every interface (the proxy has no "
+    "authentication: keep it on a private network)",
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=13000, show_default=True)
+def proxy(config: str | None, storage: str | None, host: str, port: int) -> None:
+    """Serve a study database through Optuna's gRPC storage proxy until Ctrl-C or SIGTERM:
+    workers (search, worker, best, trials, report, dashboard) reach it with --storage
+    grpc://HOST:PORT, and only the proxy connects to the database."""
+    from autofreeze.progress import stderr_progress
+    from autofreeze.study.proxy_server import serve_proxy
+
+    if not (config or storage):
+        raise click.UsageError("give a CONFIG or --storage URL: the database to serve")
+    url = storage or _config(config).storage_url
+    serve_proxy(url, host=host, port=port, progress=stderr_progress)
 
 
 @cli.command()
