@@ -5,6 +5,7 @@ read their study back, check its budget. Every process started here is killed af
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -34,6 +35,37 @@ def start(*args: str, log: Path, env: dict[str, str] | None = None) -> subproces
     )
     STARTED.append(proc)
     return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_proxy(db_url: str, log: Path) -> tuple[subprocess.Popen, str]:
+    """``autofreeze proxy`` in front of the database ``db_url`` on a free port; returns the
+    process and its ``grpc://`` URL once the proxy answers."""
+    from autofreeze.study.proxy import ProxyStorage
+
+    port = free_port()
+    proc = start("proxy", "--storage", db_url, "--port", str(port), log=log)
+
+    def serving() -> bool:
+        assert proc.poll() is None, log.read_text()
+        return "workers use --storage" in log.read_text()
+
+    wait_for(serving, 60, "the proxy to start")
+    ProxyStorage(host="127.0.0.1", port=port).wait_server_ready(timeout=30)
+    return proc, f"grpc://127.0.0.1:{port}"
+
+
+def stop_proxy(proc: subprocess.Popen, log: Path) -> None:
+    """SIGTERM stops the proxy as it stops every long command: exit code 143, one line."""
+    proc.terminate()
+    assert proc.wait(timeout=30) == 143, log.read_text()
+    text = log.read_text()
+    assert "Traceback" not in text and text.strip().splitlines()[-1] == "stopped by SIGTERM", text
 
 
 def trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
