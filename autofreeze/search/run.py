@@ -20,10 +20,10 @@ from autofreeze.progress import Progress, stderr_progress
 from autofreeze.runs.prepare import Prepared, prepare
 from autofreeze.runs.pretrain import ensure_weights
 from autofreeze.search.baselines import (
-    baseline_plans,
     enqueue_first,
     first_plans,
     fit_recipe_lr,
+    reference_plans,
 )
 from autofreeze.search.objective import Objective
 from autofreeze.search.observer import Observers, Run, SearchObserver
@@ -153,9 +153,10 @@ def start_study(
             progress(line)
         records.write_probe(study, {**result.to_dict(), "seconds": round(seconds, 3)})
         estimate = trial_estimate(seconds, cfg.training.epochs)
-    recipes = baseline_plans(space, prepared.n_blocks, cfg.training.epochs)
-    recipes = recipes if cfg.study.baselines else []
-    taken = {p.boundary for _, p in recipes if (p.schedule, p.init) == STATIC_PRETRAINED}
+    recipes, portfolio = reference_plans(cfg.study, space, prepared.n_blocks, cfg.training.epochs)
+    taken = {
+        p.boundary for _, p in recipes + portfolio if (p.schedule, p.init) == STATIC_PRETRAINED
+    }
     priors = prior_plans(result, prepared.n_blocks, taken) if result is not None else []
     priors = [(name, fit_recipe_lr(plan, space.lr_floor)) for name, plan in priors]
     room = first_plans_room(allowance(cfg), estimate)
@@ -165,12 +166,14 @@ def start_study(
         None if result is None else result.boundary,
         result is not None and result.similarity == "similar",
         room,
+        portfolio,
     )
-    if len(plans) < len(recipes) + len(priors):
+    offered = len(recipes) + len(portfolio) + len(priors)
+    if len(plans) < offered:
         which = "the probe ranks first" if result is not None else "listed first"
         progress(
             f"the budget runs about {room} first plans: queued the {len(plans)} {which} "
-            f"of {len(recipes) + len(priors)}"
+            f"of {offered}"
         )
     enqueue_first(study, space, plans, progress)
 
