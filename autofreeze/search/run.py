@@ -181,7 +181,8 @@ def start_study(
     priors = [(name, fit_recipe_lr(plan, space.lr_floor)) for name, plan in priors]
     room = first_plans_room(allowance(cfg), estimate)
     probe = None if result is None else result.to_dict()
-    warmed = warm_plans(warm, cfg, space, floor, probe, progress)[:room]  # first, kept first
+    offered_warm = warm_plans(warm, cfg, space, floor, probe, progress)
+    warmed = offered_warm[:room]  # first, and kept first by a small budget
     if warmed:  # a prior or portfolio plan an earlier study ran already is not run twice
         priors, portfolio = (unlike(warmed, space, ps) for ps in (priors, portfolio))
     plans = first_plans(
@@ -193,11 +194,11 @@ def start_study(
         portfolio,
     )
     offered = len(recipes) + len(portfolio) + len(priors)
-    if len(plans) < offered:
+    if len(plans) < offered or len(warmed) < len(offered_warm):
         which = "the probe ranks first" if result is not None else "listed first"
-        ahead = f" after {len(warmed)} warm-start plans" if warmed else ""
+        ahead = f"{len(warmed)} of {len(offered_warm)} warm-start plans, then " * bool(offered_warm)
         progress(
-            f"the budget runs about {room} first plans: queued{ahead} the {len(plans)} "
+            f"the budget runs about {room} first plans: queued {ahead}the {len(plans)} "
             f"{which} of {offered}"
         )
     enqueue_first(study, space, warmed + plans, progress)
