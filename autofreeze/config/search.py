@@ -64,7 +64,7 @@ def _warm_entries(value: Any) -> Any:
             if unknown or not isinstance(entry.get("study"), str) or not entry["study"]:
                 what = f"unknown key {unknown[0]!r}" if unknown else "needs a study name"
                 raise ValueError(f"{entry!r}: {what}; an entry {WARM_ENTRY}")
-            if not isinstance(entry.get("storage", ""), str):
+            if not isinstance(entry.get("storage") or "", str):  # None: as stored
                 raise ValueError(f"{entry!r}: storage is a URL string; an entry {WARM_ENTRY}")
         elif not isinstance(entry, str) or (entry != WARM_AUTO and not entry.endswith(".toml")):
             raise ValueError(f"{entry!r}: an entry {WARM_ENTRY}")

@@ -229,6 +229,15 @@ def test_a_bad_entry_is_a_config_error_naming_the_key(tmp_path):
     assert not list(tmp_path.glob("new.db*"))
 
 
+def test_the_warm_keys_read_back_from_the_stored_config():
+    """Workers run the config the study stored: its warm-start entries parse again."""
+    search = 'warm_start = ["auto", { study = "a" }, "o.toml"]\nwarm_from = "sqlite:///b.db"'
+    cfg = parse_config(tomllib.loads(TinyStudy(search=search).toml("new")))
+    again = parse_config(cfg.to_dict())
+    assert again.search == cfg.search and again.search.warm_from == ["sqlite:///b.db"]
+    assert cfg.search.warm_plans is None  # the default, as in configs stored before the key
+
+
 # -- "auto" -------------------------------------------------------------------------------------
 def auto_start(tmp_path: Path, library: str):
     """A new study of ``library`` with ``warm_start = "auto"``: what it read, and its space."""
