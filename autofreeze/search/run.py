@@ -197,10 +197,8 @@ def start_study(
     if len(plans) < offered or len(warmed) < len(offered_warm):
         which = "the probe ranks first" if result is not None else "listed first"
         ahead = f"{len(warmed)} of {len(offered_warm)} warm-start plans, then " * bool(offered_warm)
-        progress(
-            f"the budget runs about {room} first plans: queued {ahead}the {len(plans)} "
-            f"{which} of {offered}"
-        )
+        rest = f"the {len(plans)} {which} of {offered}" if plans else f"none of the other {offered}"
+        progress(f"the budget runs about {room} first plans: queued {ahead}{rest}")
     enqueue_first(study, space, warmed + plans, progress)
 
 
