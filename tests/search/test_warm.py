@@ -238,6 +238,26 @@ def test_the_warm_keys_read_back_from_the_stored_config():
     assert cfg.search.warm_plans is None  # the default, as in configs stored before the key
 
 
+def test_passwords_of_warm_start_storages_stay_out_of_the_study_and_a_new_one_resumes(tmp_path):
+    """The stored config is read by anyone who reads the study (optuna-dashboard, `optuna
+    studies`); the warm-start keys act only when a study is created, so changing them later
+    does not refuse the resume."""
+    from autofreeze.study.stored import config_changes
+
+    secret = "postgresql://u:hunter2@db.example/library"
+    search = f'warm_start = {{ storage = "{secret}", study = "a" }}\nwarm_from = "{secret}"'
+    cfg = parse_config(tomllib.loads(TinyStudy(search=search).toml("new")))
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="new")
+    store_config(study, cfg)
+    stored = records.config(study)
+    assert "hunter2" not in str(stored), stored
+    assert stored["search"]["warm_start"][0]["storage"].startswith("postgresql://u:***@")
+    other = parse_config(tomllib.loads(TinyStudy(search='warm_start = "auto"').toml("new")))
+    assert config_changes(stored, other.to_dict()) == []
+    wider = parse_config(tomllib.loads(TinyStudy(search="head_lr = [1e-3, 1e-2]").toml("new")))
+    assert config_changes(stored, wider.to_dict())  # the search space itself still counts
+
+
 # -- "auto" -------------------------------------------------------------------------------------
 def auto_start(tmp_path: Path, library: str):
     """A new study of ``library`` with ``warm_start = "auto"``: what it read, and its space."""
