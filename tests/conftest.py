@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import signal
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -75,9 +76,29 @@ def mysql_url():
         admin.close()
 
 
+# the longest files (about a minute and more of real processes each, `pytest --durations`),
+# longest first: xdist's loadfile hands each process two files to start with, so these four
+# pair up as faults + quickstart and distributed + signals
+LONGEST = (
+    "search/test_faults.py",
+    "search/test_distributed.py",
+    "test_quickstart.py",
+    "search/test_signals.py",
+)
+
+
 def pytest_collection_modifyitems(items):
-    """Files with slow tests run first, each file kept whole (its module fixtures built once):
-    with two xdist processes the long files start at once and the short ones fill in behind
-    them, instead of one long file starting last while the other process has nothing left."""
+    """The longest files first, then the other files with slow tests, each file kept whole (its
+    module fixtures built once): with two xdist processes the long files start at once and the
+    short ones fill in behind them, instead of one long file starting last while the other
+    process has nothing left."""
+    here = Path(__file__).parent
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)  # a stable sort
+
+    def rank(item: pytest.Item) -> int:
+        where = item.path.relative_to(here).as_posix() if item.path.is_relative_to(here) else ""
+        if where in LONGEST:
+            return LONGEST.index(where)
+        return len(LONGEST) + (item.path not in slow_files)
+
+    items.sort(key=rank)  # a stable sort

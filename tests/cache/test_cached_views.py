@@ -4,6 +4,7 @@ N fixed views of each training image, and the trial trains as it would on those 
 from __future__ import annotations
 
 import optuna
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -109,6 +110,7 @@ def _trials(tmp_path, name):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/{name}.db").trials
 
 
+@pytest.mark.slow  # several seconds: the full suite, not `make check`
 def test_augmentation_turns_the_cache_off_unless_views_are_asked_for(tmp_path):
     for name, training, expected in [
         ("online", 'augment = "flip"', None),

@@ -64,7 +64,10 @@ def trainer_for(backbone, plan, schedule_cls=Static, epochs=3):
     return Trainer(backbone, plan, schedule, TrainConfig(epochs=epochs, batch_size=8))
 
 
-@pytest.mark.parametrize(("name", "size"), [("resnet18", 32), ("vit_tiny_patch16_224", 224)])
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [("resnet18", 32), pytest.param("vit_tiny_patch16_224", 224, marks=pytest.mark.slow)],
+)
 def test_cached_and_uncached_training_give_the_same_logits_loss_and_history(name, size):
     """The same batch in training mode (frozen blocks as the freezer runs them), then a whole
     run: cached and uncached agree to 1e-4 in every epoch's loss and accuracy."""

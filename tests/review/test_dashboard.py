@@ -78,6 +78,7 @@ def test_dashboard_serves_the_study_with_plans_as_user_attrs(tmp_path):
             proc.wait()
 
 
+@pytest.mark.slow  # several seconds: the full suite, not `make check`
 def test_sigterm_stops_the_dashboard_also_in_the_middle_of_requests_and_a_taken_port_is_one_line(
     tmp_path,
 ):
@@ -264,6 +265,7 @@ def test_the_study_figures_are_saved_once_each(published):
     assert sorted(g["id"] for g in again["plotly_graph_objects"]) == sorted(ids)
 
 
+@pytest.mark.slow  # several seconds: the full suite, not `make check`
 def test_the_figures_are_listed_in_reading_order_whatever_the_hash_seed(published):
     """optuna-dashboard lists saved figures from a set, whose order follows Python's string
     hashing: two starts of ``autofreeze dashboard`` with other hash seeds list them the same,

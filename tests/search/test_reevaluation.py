@@ -41,6 +41,7 @@ def test_a_lucky_reevaluation_seed_does_not_make_a_plan_best():
     assert best_trial(study).number == 0  # once chosen by re-evaluation
 
 
+@pytest.mark.slow  # several seconds: the full suite, not `make check`
 def test_a_search_re_evaluates_its_top_plans_inside_the_budget_and_not_as_trials(tmp_path):
     config = write_study(
         tmp_path,

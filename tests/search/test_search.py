@@ -308,6 +308,7 @@ def test_a_study_name_reused_with_another_config_is_refused_and_the_study_kept(t
     assert len(load(config, "reuse").trials) == 3
 
 
+@pytest.mark.slow  # several seconds: the full suite, not `make check`
 def test_a_diverged_trial_is_one_line_on_stderr_without_optunas_traceback(tmp_path):
     import subprocess
     import sys
