@@ -77,12 +77,16 @@ USER_SEARCH = (
 )
 
 
-def study_toml(setup: Setup, study: dict[str, Any], user: bool) -> str:
+def study_toml(
+    setup: Setup, study: dict[str, Any], user: bool, search: dict[str, Any] | None = None
+) -> str:
     """A study config for ``setup``; ``user``: the vanilla space, no cache, every epoch
-    validated; else autofreeze's defaults. ``study``: extra ``[study]`` keys."""
+    validated; else autofreeze's defaults. ``study``: extra ``[study]`` keys; ``search``:
+    extra ``[search]`` keys (e.g. ``warm_start``)."""
     options = setup.task.options(setup.seed)
     dataset = "\n".join(f"{k} = {_toml(v)}" for k, v in options.items())
     extra = "\n".join(f"{k} = {_toml(v)}" for k, v in study.items())
+    searched = "\n".join(f"{k} = {_toml(v)}" for k, v in (search or {}).items())
     training = 'feature_cache = false\nvalidate = "every_epoch"' if user else ""
     return f"""
 [study]
@@ -107,11 +111,20 @@ seed = {setup.seed}
 
 [search]
 {USER_SEARCH if user else ""}
+{searched}
 """
 
 
 def _toml(value: Any) -> str:
-    return repr(value).replace("'", '"') if not isinstance(value, bool) else str(value).lower()
+    """A TOML value: inline tables and arrays element by element, others as Python writes
+    them with double quotes."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value).replace("'", '"')
 
 
 # keys today's product may not know yet: (the key as it appears in a ConfigError, its line,
@@ -122,15 +135,22 @@ FALLBACKS = (
 )
 
 
-def load_study(setup: Setup, study: dict[str, Any], user: bool, said: set[str]) -> Any:
+def load_study(
+    setup: Setup,
+    study: dict[str, Any],
+    user: bool,
+    said: set[str],
+    search: dict[str, Any] | None = None,
+) -> Any:
     """The config, written into the run's folder; a key today's product rejects as unknown is
-    replaced as :data:`FALLBACKS` says (said once per process on stderr)."""
+    replaced as :data:`FALLBACKS` says (said once per process on stderr). ``search``: extra
+    ``[search]`` keys."""
     from autofreeze.config import load_config
     from autofreeze.errors import ConfigError
 
     setup.folder.mkdir(parents=True, exist_ok=True)
     path = setup.folder / "study.toml"
-    text = study_toml(setup, study, user)
+    text = study_toml(setup, study, user, search)
     for _ in range(len(FALLBACKS) + 1):
         path.write_text(text)
         try:
@@ -318,15 +338,24 @@ class Recorder:
         pass
 
 
-def run_autofreeze(setup: Setup, budget: float, said: set[str]) -> MethodRun:
-    """autofreeze's default study with a wall-time budget of ``budget`` seconds."""
+def run_autofreeze(
+    setup: Setup,
+    budget: float,
+    said: set[str],
+    study: dict[str, Any] | None = None,
+    search: dict[str, Any] | None = None,
+    method: str = "autofreeze",
+) -> MethodRun:
+    """autofreeze's default study with a wall-time budget of ``budget`` seconds; ``study`` and
+    ``search``: extra ``[study]`` and ``[search]`` keys (benchmarks/warm_start.py), the run
+    named ``method``."""
     from autofreeze.progress import quiet
     from autofreeze.search.run import run_search
     from autofreeze.study import best_trial, records
 
-    run = MethodRun("autofreeze")
-    limits = {"n_trials": 200, "budget": round(budget, 1)}
-    cfg = load_study(setup, limits, user=False, said=said)
+    run = MethodRun(method)
+    limits = {"n_trials": 200, "budget": round(budget, 1), **(study or {})}
+    cfg = load_study(setup, limits, user=False, said=said, search=search)
     run.info["limit"] = "budget" if cfg.study.model_dump().get("budget") else "timeout"
     t0 = time.perf_counter()
     recorder = Recorder(run, t0)

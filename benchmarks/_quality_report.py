@@ -53,10 +53,10 @@ def spearman(a: list[float], b: list[float]) -> float:
 class Table:
     """The results arranged by task, method and seed: only seeds that every method ran."""
 
-    def __init__(self, results: dict[str, Any]) -> None:
+    def __init__(self, results: dict[str, Any], order: tuple[str, ...] = METHODS) -> None:
         self.results = results
         runs = results["runs"]
-        self.methods = [m for m in METHODS if any(k.endswith(f"|{m}") for k in runs)]
+        self.methods = [m for m in order if any(k.endswith(f"|{m}") for k in runs)]
         self.runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
         for task in TASKS:
             seeds = sorted({int(k.split("|")[1]) for k in runs if k.startswith(f"{task}|")})
@@ -127,13 +127,13 @@ def diffs(t: Table, task: str) -> list[float]:
     return out
 
 
-def reach(t: Table, task: str) -> float:
-    """The first fraction of T at which autofreeze's mean test accuracy reaches the vanilla
-    loop's at T (inf: not by T)."""
-    target = t.mean_at(task, "vanilla")
+def reach(t: Table, task: str, method: str = "autofreeze", target: str = "vanilla") -> float:
+    """The first fraction of T at which ``method``'s mean test accuracy reaches ``target``'s
+    at T (inf: not by T)."""
+    goal = t.mean_at(task, target)
     fractions = (1 / 6, 1 / 3, 1 / 2, 2 / 3, 1.0)
-    for f, value in zip(fractions, t.curve(task, "autofreeze"), strict=True):
-        if value >= target - 1e-9:
+    for f, value in zip(fractions, t.curve(task, method), strict=True):
+        if value >= goal - 1e-9:
             return f
     return math.inf
 
@@ -333,9 +333,9 @@ def section(t: Table) -> str:
 
 
 # -- the figure ----------------------------------------------------------------------------------
-def draw(t: Table, path: Path = FIGURE) -> None:
+def draw(t: Table, path: Path = FIGURE, order: tuple[str, ...] = METHODS) -> None:
     """Test accuracy against the fraction of T, one line per method, one panel per task and
-    one for the mean over tasks."""
+    one for the mean over tasks; ``order``: the methods, each drawn in its :data:`STYLES`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -349,7 +349,7 @@ def draw(t: Table, path: Path = FIGURE) -> None:
     for ax, panel in zip(axes.flat, panels, strict=False):
         for m in t.methods:
             y = t.mean_curve(m) if panel == "mean over tasks" else t.curve(panel, m)
-            ax.plot(x, y, label=m, **STYLES[METHODS.index(m)])
+            ax.plot(x, y, label=m, **STYLES[order.index(m)])
         ax.set_title(panel, fontsize=9)
         ax.set_xticks(x, FRACTION_NAMES, fontsize=7)
         ax.tick_params(axis="y", labelsize=7)

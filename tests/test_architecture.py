@@ -88,6 +88,7 @@ FLOORS = {
     "hookspecs": 1,
     "config": 2,
     "recipes": 2,
+    "portfolio": 2,
     "data": 2,
     "core": 3,
     "cache": 4,

@@ -2,7 +2,7 @@
 
 Commands live in ``_catalog.py`` (what the plugins register: backbones, datasets, plugins) and
 ``_studies.py`` (search, worker, train, pretrain, dashboard, probe), ``_results.py`` (best,
-trials), ``_model.py`` (evaluate, predict) and ``_report.py`` (report).
+trials, studies), ``_model.py`` (evaluate, predict) and ``_report.py`` (report).
 
 Data go to stdout (``--json`` for machines), progress and chatter to stderr. Errors a user can
 cause (:class:`autofreeze.errors.AutofreezeError`) become one line and exit code 1; bad usage

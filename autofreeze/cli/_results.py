@@ -1,4 +1,4 @@
-"""Commands that read a study's results: best, trials."""
+"""Commands that read a study's results: best, trials; and studies, what a storage holds."""
 
 from __future__ import annotations
 
@@ -111,3 +111,49 @@ def trials(
         click.echo(format_table(rows, TRIAL_COLUMNS))
     else:
         click.echo(format_table(rows, TRIAL_SHORT, width=WIDTH, labels=LABELS))
+
+
+@cli.command()
+@click.argument("storage", required=False)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    help="take the storage of this study config (as `search` would use it)",
+)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option(
+    "--wide", is_flag=True, help="the task and the plan in full words (the default fits 100)"
+)
+def studies(storage: str | None, config: str | None, as_json: bool, wide: bool) -> None:
+    """The studies a storage holds, one row each: task, backbone, metric, trials counted,
+    best plan and its value (the re-evaluated mean where its plan was re-run). STORAGE is an
+    Optuna storage URL (default: AUTOFREEZE_STORAGE, or --config's storage); a study there
+    can warm-start a new one ([search] warm_start)."""
+    import os
+
+    from autofreeze.config import STORAGE_ENV
+    from autofreeze.review.summary import STUDY_COLUMNS, STUDY_SHORT, short_study_row, study_row
+    from autofreeze.review.tables import WIDTH
+    from autofreeze.study.library import read_storage
+    from autofreeze.study.storage import mask_url
+
+    if storage and config:
+        raise click.UsageError("give a STORAGE URL or --config, not both")
+    if config:
+        from autofreeze.cli._studies import _config
+
+        storage = _config(config).storage_url
+    storage = storage or os.environ.get(STORAGE_ENV)
+    if not storage:
+        raise click.UsageError(f"give a STORAGE URL, --config CONFIG, or set {STORAGE_ENV}")
+    rows = [study_row(s) for s in read_storage(storage)]
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo(f"no studies in {mask_url(storage)}", err=True)
+        return
+    if wide:
+        click.echo(format_table(rows, STUDY_COLUMNS))
+    else:
+        click.echo(format_table([short_study_row(r) for r in rows], STUDY_SHORT, width=WIDTH))

@@ -13,7 +13,13 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from autofreeze.config.base import Strict
 from autofreeze.plan import LIMITS, Augment, BnMode, Init
 
-__all__ = ["FloatRange", "SearchSection"]
+__all__ = ["FloatRange", "SearchSection", "WarmStudy"]
+
+WARM_AUTO = "auto"  # a [search] warm_start entry: the most similar earlier studies
+WARM_ENTRY = (
+    'is a study config path ("studies/other.toml"), a table { storage = "sqlite:///x.db", '
+    'study = "name" } or "auto"'
+)
 
 
 class FloatRange(Strict):
@@ -41,6 +47,32 @@ def _range(value: Any, *, log: bool) -> Any:
     return value
 
 
+class WarmStudy(Strict):
+    """An earlier study of ``[search] warm_start`` by its address; without ``storage``, in this
+    study's storage."""
+
+    storage: str | None = Field(default=None, min_length=1)
+    study: str = Field(min_length=1)
+
+
+def _warm_entries(value: Any) -> Any:
+    """``warm_start``: one entry or a list of them, each checked (see :data:`WARM_ENTRY`)."""
+    entries = value if isinstance(value, list) else [value]
+    for entry in entries:
+        if isinstance(entry, dict):
+            unknown = sorted(set(entry) - set(WarmStudy.model_fields))
+            if unknown or not isinstance(entry.get("study"), str) or not entry["study"]:
+                what = f"unknown key {unknown[0]!r}" if unknown else "needs a study name"
+                raise ValueError(f"{entry!r}: {what}; an entry {WARM_ENTRY}")
+            if not isinstance(entry.get("storage") or "", str):  # None: as stored
+                raise ValueError(f"{entry!r}: storage is a URL string; an entry {WARM_ENTRY}")
+        elif not isinstance(entry, str) or (entry != WARM_AUTO and not entry.endswith(".toml")):
+            raise ValueError(f"{entry!r}: an entry {WARM_ENTRY}")
+    if entries.count(WARM_AUTO) > 1:
+        raise ValueError('lists "auto" twice')
+    return entries
+
+
 class SearchSection(Strict):
     """The search space. Each entry is fixed or searched (see docs/search_space.md)."""
 
@@ -62,6 +94,21 @@ class SearchSection(Strict):
     # the sampler's first trials vary only the boundary and the two LRs, the rest after them;
     # 0 searches every dimension from the first sampled trial (docs/search_space.md)
     core_trials: int = Field(default=10, ge=0)
+    # earlier studies whose best plans this one runs first (docs/warm_start.md); None (not
+    # an empty list) by default, as in the configs stored before these keys existed
+    warm_start: list[str | WarmStudy] | None = None
+    warm_plans: int | None = Field(default=None, ge=1, le=20)  # per earlier study (default 3)
+    warm_from: list[str] | None = None  # more storages "auto" looks in, beside this study's
+
+    @field_validator("warm_start", mode="before")
+    @classmethod
+    def _warm_start(cls, v: Any) -> Any:
+        return None if v is None else _warm_entries(v)
+
+    @field_validator("warm_from", mode="before")
+    @classmethod
+    def _warm_from(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
 
     @field_validator("head_lr", "backbone_lr_ratio", mode="before")
     @classmethod

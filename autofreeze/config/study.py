@@ -1,5 +1,6 @@
 """The ``[study]`` table: name and storage, metric or objectives, budget (trials, time), sampler
-and pruner, baselines, probe, re-evaluation and the dashboard output."""
+and pruner, the first plans (baselines: the portfolio, the recipes), probe, re-evaluation and
+the dashboard output."""
 
 from __future__ import annotations
 
@@ -51,7 +52,11 @@ class StudySection(Strict):
     prune_after: float = Field(default=0.65, gt=0, lt=1)
     prune_percentile: float = Field(default=25.0, gt=0, lt=100)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    # the reference plans that open a study (false: none, only the probe's): which ones is
+    # first_plans, the shipped portfolio (autofreeze/portfolio.json), the textbook recipes or
+    # both (docs/benchmarks.md, "Portfolio of first plans")
     baselines: bool = True
+    first_plans: Literal["portfolio", "recipes", "both"] = "recipes"
     heartbeat: int = Field(default=20, ge=1)
     probe: bool = True  # per-block transferability probe before the first trial
     reevaluate: int = Field(default=3, ge=0)  # top plans re-run before one is named best

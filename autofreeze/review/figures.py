@@ -226,15 +226,18 @@ def value_vs_boundary(study: optuna.Study, metric: str) -> go.Figure | None:
 
 
 def baselines_vs_best(study: optuna.Study, metric: str) -> go.Figure | None:
-    """A bar per textbook recipe, for the best searched plan (the sampler's best trial) and for
-    the probe's best plan, each named by what it is, the chosen plan in red; re-evaluated plans
-    show the mean over their seeds with its 95 % interval."""
+    """A bar per textbook recipe, for the best searched plan (the sampler's best trial), the
+    probe's, the warm start's and the portfolio's best plans, each named by what it is, the
+    chosen plan in red; re-evaluated plans show the mean over their seeds with its 95 %
+    interval."""
     top = best_trial(study)
     pick = max if records.maximizes(study) else min
     done = runs(study)
     sampled = [t for t in done if study_story.searched(t)]
-    priors = [t for t in done if not records.baseline(t) and not study_story.searched(t)]
-    bests = [pick(ts, key=value) for ts in (sampled, priors) if ts]
+    priors = [t for t in done if records.kind(t) == records.PRIOR]
+    warm = [t for t in done if records.kind(t) == records.WARM]
+    portfolio = [t for t in done if records.kind(t) == records.PORTFOLIO]
+    bests = [pick(ts, key=value) for ts in (sampled, priors, warm, portfolio) if ts]
     bars = {t.number: t for t in [*baselines(study), *bests, *([top] if top else [])]}
     bars = {n: t for n, t in bars.items() if value(t) is not None}  # the chosen plan among them
     if top is None or len(bars) < 2:
@@ -267,6 +270,8 @@ def baselines_vs_best(study: optuna.Study, metric: str) -> go.Figure | None:
     )
     shown = ["each textbook recipe"] + ["the best searched plan"] * bool(sampled)
     shown += ["the probe's best plan (prior)"] * bool(priors)
+    shown += ["the best plan from an earlier study (warm start)"] * bool(warm)
+    shown += ["the portfolio's best plan"] * bool(portfolio)
     named = f"Red: the chosen plan, trial {top.number} ({study_story.trial_kind(top)})."
     again = " A re-run plan shows its mean over seeds with the 95 % interval." * bool(means)
     head = titled(

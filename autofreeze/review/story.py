@@ -90,10 +90,10 @@ def plan_words(plan: dict[str, Any], n_blocks: int | None = None) -> str:
 
 
 def trial_title(t: FrozenTrial) -> str:
-    """``trial 4 · baseline lp_ft`` or ``trial 12 · searched``."""
+    """``trial 4 · baseline lp_ft``, ``trial 0 · warm other#12`` or ``trial 12 · searched``."""
     name = records.name(t)
-    kind = "baseline " if records.baseline(t) else ""
-    return f"trial {t.number} · {kind}{name}"
+    kind = {"recipe": "baseline ", records.WARM: "warm ", records.PORTFOLIO: "portfolio "}
+    return f"trial {t.number} · {kind.get(records.kind(t), '')}{name}"
 
 
 @dataclass

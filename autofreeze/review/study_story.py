@@ -23,13 +23,19 @@ def searched(t: FrozenTrial) -> bool:
 
 def trial_kind(t: FrozenTrial) -> str:
     """What a trial is, for a label: ``searched`` (the sampler chose it), ``recipe lp_ft`` (a
-    textbook recipe), ``probe plan probe_k3 (prior)`` or ``re-run of trial 4`` (no quote
-    marks: the report escapes them)."""
+    textbook recipe), ``warm start other#12`` (an earlier study's plan), ``portfolio plan
+    deep_ft``, ``probe plan probe_k3 (prior)`` or ``re-run of trial 4`` (no quote marks: the
+    report escapes them)."""
     again = records.reevaluation_of(t)
     if again is not None:
         return f"re-run of trial {again}"
-    if records.baseline(t):
+    kind = records.kind(t)
+    if kind == "recipe":
         return f"recipe {records.baseline(t)}"
+    if kind == records.WARM:
+        return f"warm start {records.name(t)}"
+    if kind == records.PORTFOLIO:
+        return f"portfolio plan {records.name(t)}"
     return "searched" if searched(t) else f"probe plan {records.name(t)} (prior)"
 
 

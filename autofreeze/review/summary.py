@@ -13,7 +13,9 @@ from autofreeze.review.study_story import trial_kind
 from autofreeze.review.tables import short_plan
 from autofreeze.review.timing import epochs_run
 from autofreeze.study import best_trial, records
+from autofreeze.study.library import StoredStudy
 from autofreeze.study.results import pareto_front
+from autofreeze.study.storage import mask_url
 
 # the columns of `autofreeze trials`, each a key of trial_row()
 TRIAL_COLUMNS = (
@@ -38,6 +40,71 @@ TRIAL_COLUMNS = (
 COMPARISON_COLUMNS = ("recipe",) + tuple(
     c for c in TRIAL_COLUMNS if c not in ("number", "name", "bn_mode", "frozen_fraction", "reason")
 )
+
+
+# the columns of `autofreeze studies --wide`, each a key of study_row(); the default table
+# leaves out the runs behind a value and shows the plan in short (short_study_row)
+STUDY_COLUMNS = (
+    "study",
+    "task",
+    "backbone",
+    "metric",
+    "direction",
+    "trials",
+    "value",
+    "runs",
+    "plan",
+)
+STUDY_SHORT = ("study", "task", "backbone", "metric", "trials", "value", "plan")
+ARROWS = {"maximize": "↑", "minimize": "↓"}
+
+
+def task_words(dataset: dict[str, Any]) -> str:
+    """``synthetic(num_classes=3, image_size=16)``: a dataset table in a line, a path by its
+    last part (``imagefolder(path=flowers)``)."""
+    if not dataset:
+        return "-"
+    options = []
+    for key, value in dataset.items():
+        if key != "name":
+            shown = value.rstrip("/").rsplit("/", 1)[-1] if key in ("path", "root") else value
+            options.append(f"{key}={shown}")
+    name = str(dataset.get("name", "?"))
+    return f"{name}({', '.join(options)})" if options else name
+
+
+def short_study_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A :func:`study_row` for the 100-column table: the metric with an arrow, the plan in
+    short (the task is cut to fit by the table)."""
+    arrow = ARROWS.get(row["direction"], row["direction"])
+    return {**row, "metric": f"{row['metric'] or '-'} {arrow}", "plan": row["short_plan"]}
+
+
+def study_row(s: StoredStudy) -> dict[str, Any]:
+    """One study of a storage as ``autofreeze studies`` lists it: what it runs (dataset and
+    options, backbone, metric and direction), the trials it counted, its best plan in words
+    and its value (the re-evaluated mean where its plan was re-run, over ``runs`` runs)."""
+    best = s.best()
+    trial, value, runs = best if best is not None else (None, None, 0)
+    plan = records.plan(trial) if trial is not None else {}
+    return {
+        "study": s.name,
+        "storage": mask_url(s.url),
+        "task": task_words(s.dataset),
+        "dataset": s.dataset,
+        "backbone": s.backbone,
+        "blocks": s.n_blocks,
+        "metric": s.metric,
+        "direction": s.direction,
+        "trials": s.counted,
+        "best_trial": None if trial is None else trial.number,
+        "value": value,
+        "runs": runs or None,
+        "plan": records.plan_words(plan, records.n_blocks(trial)) if plan else "",
+        "short_plan": short_plan(plan, records.n_blocks(trial)) if plan else "",
+        "best_plan": plan or None,
+        "probe_boundary": (s.probe or {}).get("boundary"),
+    }
 
 
 def trial_row(t: FrozenTrial) -> dict[str, Any]:

@@ -16,7 +16,8 @@ WIDTH = 100  # the default tables fit this many characters
 TRIAL_SHORT = ("number", "name", "state", "value", "epochs_run", "seconds", "plan", "reason")
 COMPARISON_SHORT = ("recipe", "state", "value", "seconds", "plan")
 LABELS = {"number": "#", "epochs_run": "epochs", "seconds": "time"}  # headers of short tables
-SQUEEZE = ("plan", "reason", "knobs", "name", "recipe")  # cut with "…" to fit, in this order
+# cut with "…" to fit, in this order
+SQUEEZE = ("task", "plan", "reason", "knobs", "name", "recipe")
 ROUNDED = ("head_lr", "backbone_lr_ratio", "layer_decay", "frozen_fraction")  # 3 digits
 STATES = ("complete", "pruned", "fail", "running", "waiting")  # `trials --state`
 

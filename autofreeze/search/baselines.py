@@ -1,25 +1,37 @@
-"""The textbook recipes (:mod:`autofreeze.recipes`) enqueued as the first trials of every study
-(``[study] baselines``), and the probe's plans after them: as many as the budget runs
-(:func:`autofreeze.study.allowance.first_plans_room`), the probe picking which.
+"""The reference plans enqueued as the first trials of every study (``[study] baselines``):
+the shipped portfolio (:mod:`autofreeze.portfolio`), the textbook recipes
+(:mod:`autofreeze.recipes`) or both (``[study] first_plans``), and the probe's plans after
+them: as many as the budget runs (:func:`autofreeze.study.allowance.first_plans_room`), the
+probe picking which.
 
-Each recipe is a freeze plan the search space can express: its structure (boundary, schedule,
-init) must lie in the space, or the recipe is skipped; its numbers are moved into the space's
-ranges (:meth:`autofreeze.search.space.SearchSpace.clamp`).
+Each is a freeze plan the search space can express: its structure (boundary, schedule, init)
+must lie in the space, or the plan is skipped; its numbers are moved into the space's ranges
+(:meth:`autofreeze.search.space.SearchSpace.clamp`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import optuna
 
+from autofreeze.config import StudySection
 from autofreeze.plan import FreezePlan
+from autofreeze.portfolio import Member, members
 from autofreeze.progress import Progress
 from autofreeze.recipes import BASELINE_NAMES, recipes
 from autofreeze.search.space import SearchSpace
 from autofreeze.study import records
 
-__all__ = ["BASELINE_NAMES", "baseline_plans", "enqueue_first", "first_plans"]
+__all__ = [
+    "BASELINE_NAMES",
+    "baseline_plans",
+    "enqueue_first",
+    "first_plans",
+    "portfolio_plans",
+    "reference_plans",
+]
 
 
 # a recipe's head LR is at least this many times the space's floor (:func:`head_lr_floor`)
@@ -53,23 +65,59 @@ def baseline_plans(space: SearchSpace, n_blocks: int, epochs: int) -> list[tuple
     return out
 
 
+def portfolio_plans(
+    space: SearchSpace, epochs: int, chosen: tuple[Member, ...] | None = None
+) -> list[tuple[str, FreezePlan]]:
+    """The portfolio's members (``chosen``, default the shipped ones) as plans of this run:
+    the boundary a share of the space's blocks, the head LR a multiple of the space's floor
+    (:attr:`SearchSpace.lr_floor`; absolute without one), epoch knobs a share of ``epochs``;
+    moved into ``space``, in the portfolio's order; those outside skipped."""
+    out = []
+    for member in members() if chosen is None else chosen:
+        plan = member.plan(space.n_blocks, epochs, space.lr_floor)
+        clamped = space.clamp(plan)
+        if clamped is not None:
+            out.append((member.name, clamped))
+    return out
+
+
+def reference_plans(
+    study: StudySection, space: SearchSpace, n_blocks: int, epochs: int
+) -> tuple[list[tuple[str, FreezePlan]], list[tuple[str, FreezePlan]]]:
+    """(recipes, portfolio members) that open a study as ``[study]`` asks: none without
+    ``baselines``; else those ``first_plans`` names. A member that is a recipe already
+    queued is not queued twice."""
+    if not study.baselines:
+        return [], []
+    recipes = baseline_plans(space, n_blocks, epochs) if study.first_plans != "portfolio" else []
+    if study.first_plans == "recipes":
+        return recipes, []
+    queued = [p for _, p in recipes]
+    return recipes, [(n, p) for n, p in portfolio_plans(space, epochs) if p not in queued]
+
+
 def first_plans(
     recipes: list[tuple[str, FreezePlan]],
     priors: list[tuple[str, FreezePlan]],
     probe_boundary: int | None,
     similar: bool,
     room: int | None,
+    portfolio: Sequence[tuple[str, FreezePlan]] = (),
 ) -> list[tuple[str, str, FreezePlan]]:
-    """The plans a study starts with, as ``(attr, name, plan)``: every recipe, then the
-    probe's plans, when the budget runs them all (``room`` None or large enough).
+    """The plans a study starts with, as ``(attr, name, plan)``: the portfolio's members, every
+    recipe, then the probe's plans, when the budget runs them all (``room`` None or large
+    enough).
 
     A smaller budget keeps ``room`` of them and the probe picks which: the plans nearest its
     boundary first (its own plans sit on it), the scratch reference last when the probe finds
-    the source's features transfer; without a probe, the recipes in their listed order.
+    the source's features transfer, ties in the listed order (the portfolio's in the order it
+    was chosen); without a probe, the listed order.
     """
-    plans = [(records.BASELINE, n, p) for n, p in recipes] + [
-        (records.PRIOR, n, p) for n, p in priors
-    ]
+    plans = (
+        [(records.PORTFOLIO, n, p) for n, p in portfolio]
+        + [(records.BASELINE, n, p) for n, p in recipes]
+        + [(records.PRIOR, n, p) for n, p in priors]
+    )
     if room is None or room >= len(plans):
         return plans
     if probe_boundary is not None:

@@ -132,7 +132,7 @@ class Objective:
         pruner says so; say the epoch's line."""
         cfg = self.prepared.cfg
         metric, epochs, multi = cfg.study.metric, cfg.training.epochs, bool(cfg.study.objectives)
-        label = f"#{trial.number} {records.baseline(trial) or records.SEARCHED}"
+        label = f"#{trial.number} {records.name(trial)}"
 
         def report(r: EpochResult) -> None:
             value = getattr(r, metric)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 
@@ -20,10 +21,10 @@ from autofreeze.progress import Progress, stderr_progress
 from autofreeze.runs.prepare import Prepared, prepare
 from autofreeze.runs.pretrain import ensure_weights
 from autofreeze.search.baselines import (
-    baseline_plans,
     enqueue_first,
     first_plans,
     fit_recipe_lr,
+    reference_plans,
 )
 from autofreeze.search.objective import Objective
 from autofreeze.search.observer import Observers, Run, SearchObserver
@@ -31,6 +32,7 @@ from autofreeze.search.probe import prior_plans, probe_lines, run_probe
 from autofreeze.search.reevaluation import reevaluate
 from autofreeze.search.space import SearchSpace, head_lr_floor
 from autofreeze.search.trials import rerun_plan, run_trials, search_done
+from autofreeze.search.warm import WarmStart, read_warm_start, run_floor, unlike, warm_plans
 from autofreeze.search.workers import plan_workers, run_workers
 from autofreeze.study import (
     budget,
@@ -112,6 +114,8 @@ def prepare_study(
     created = new_sqlite_path(cfg.storage_url)
     storage = open_storage(cfg.storage_url, heartbeat=cfg.study.heartbeat)  # fail fast on a bad URL
     try:
+        # the earlier studies first: a refusal costs no pretraining and no decoding
+        warm = read_warm_start(cfg, _is_new(storage, cfg.study.name), progress)
         prepared, space = _prepare_trials(cfg, registry, progress)
     except BaseException:  # a config that fails here leaves no trace, not even an empty file
         if created is not None:
@@ -129,11 +133,21 @@ def prepare_study(
         progress(f"note: {note}")
     requeue_lost(study, progress)
     if not study.get_trials(deepcopy=False):
-        start_study(study, cfg, prepared, space, progress)
+        start_study(study, cfg, prepared, space, progress, warm)
     # last: a worker waiting for the study (`worker --wait`) starts once the config is stored,
     # so it never runs a searched trial ahead of the baselines and the probe's plans
     store_config(study, cfg)
     return StudyOnStorage(study, storage), prepared, space
+
+
+def _is_new(storage: Any, name: str) -> bool:
+    """Whether the study ``name`` has no trial yet (or does not exist): one that
+    :func:`start_study` starts."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return True
+    return not storage.get_all_trials(study_id, deepcopy=False)
 
 
 def start_study(
@@ -142,9 +156,15 @@ def start_study(
     prepared: Prepared,
     space: SearchSpace,
     progress: Progress,
+    warm: WarmStart | None = None,
 ) -> None:
     """A new study: the probe (timed: it is inside the budget), then the first plans, as many
-    as the budget surely runs (:func:`autofreeze.search.baselines.first_plans`)."""
+    as the budget surely runs: the earlier studies' best plans (``[search] warm_start``,
+    :mod:`autofreeze.search.warm`) ahead of the recipes and the probe's plans
+    (:func:`autofreeze.search.baselines.first_plans`)."""
+    floor = run_floor(cfg, prepared.steps_per_run, prepared.head_fan_in)
+    if floor is not None:  # a later study that warm-starts from this one scales head LRs by it
+        records.write_head_lr_floor(study, floor)
     result = None
     estimate = None
     if cfg.study.probe:
@@ -155,26 +175,33 @@ def start_study(
             progress(line)
         records.write_probe(study, {**result.to_dict(), "seconds": round(seconds, 3)})
         estimate = trial_estimate(seconds, cfg.training.epochs)
-    recipes = baseline_plans(space, prepared.n_blocks, cfg.training.epochs)
-    recipes = recipes if cfg.study.baselines else []
-    taken = {p.boundary for _, p in recipes if (p.schedule, p.init) == STATIC_PRETRAINED}
+    recipes, portfolio = reference_plans(cfg.study, space, prepared.n_blocks, cfg.training.epochs)
+    taken = {
+        p.boundary for _, p in recipes + portfolio if (p.schedule, p.init) == STATIC_PRETRAINED
+    }
     priors = prior_plans(result, prepared.n_blocks, taken) if result is not None else []
     priors = [(name, fit_recipe_lr(plan, space.lr_floor)) for name, plan in priors]
     room = first_plans_room(allowance(cfg), estimate)
+    probe = None if result is None else result.to_dict()
+    offered_warm = warm_plans(warm, cfg, space, floor, probe, progress)
+    warmed = offered_warm[:room]  # first, and kept first by a small budget
+    if warmed:  # a prior or portfolio plan an earlier study ran already is not run twice
+        priors, portfolio = (unlike(warmed, space, ps) for ps in (priors, portfolio))
     plans = first_plans(
         recipes,
         priors,
         None if result is None else result.boundary,
         result is not None and result.similarity == "similar",
-        room,
+        None if room is None else room - len(warmed),
+        portfolio,
     )
-    if len(plans) < len(recipes) + len(priors):
+    offered = len(recipes) + len(portfolio) + len(priors)
+    if len(plans) < offered or len(warmed) < len(offered_warm):
         which = "the probe ranks first" if result is not None else "listed first"
-        progress(
-            f"the budget runs about {room} first plans: queued the {len(plans)} {which} "
-            f"of {len(recipes) + len(priors)}"
-        )
-    enqueue_first(study, space, plans, progress)
+        ahead = f"{len(warmed)} of {len(offered_warm)} warm-start plans, then " * bool(offered_warm)
+        rest = f"the {len(plans)} {which} of {offered}" if plans else f"none of the other {offered}"
+        progress(f"the budget runs about {room} first plans: queued {ahead}{rest}")
+    enqueue_first(study, space, warmed + plans, progress)
 
 
 def run_search(

@@ -48,6 +48,7 @@ PROBE = "autofreeze_probe"  # the transferability probe's curve, quadrant and bo
 CHOICE = "autofreeze_choice"  # the plan named best after re-evaluation, with its mean and CI
 RERUNS = "autofreeze_reruns"  # the re-evaluation's runs: plan's trial, seed, value, seconds
 NOTES_SAID = "notes_said"  # notes said once per study (e.g. a boundary run uncached)
+HEAD_LR_FLOOR = "head_lr_floor"  # the run's head LR floor (AdamW; read by later warm starts)
 # what a person reads (user attrs, a line each)
 TASK = "task"  # ``resnet10t on digits, val_accuracy (maximize)``
 PROBE_WORDS = "probe"  # ``boundary 1: small data, similar source``
@@ -478,6 +479,12 @@ def probe(study: optuna.Study) -> dict[str, Any] | None:
     return _study_get(study, PROBE)
 
 
+def head_lr_floor(study: optuna.Study) -> float | None:
+    """The head LR floor of the study's runs (``search.space.head_lr_floor`` of its optimizer
+    steps and head), or None: a study of another optimizer, or from before it was recorded."""
+    return _study_get(study, HEAD_LR_FLOOR)
+
+
 # -- writing a study -----------------------------------------------------------------------------
 def write_config(study: optuna.Study, stored: dict[str, Any], folder: str) -> None:
     """The resolved config (a dict, storage masked) and the folder its paths are relative to;
@@ -497,6 +504,12 @@ def write_probe(study: optuna.Study, result: dict[str, Any]) -> None:
     _study_put(study, PROBE, result)
     quadrant = f"{result.get('size', '?')} data, {result.get('similarity', '?')} source"
     study.set_user_attr(PROBE_WORDS, _line(f"boundary {result.get('boundary')}: {quadrant}"))
+
+
+def write_head_lr_floor(study: optuna.Study, floor: float) -> None:
+    """The head LR floor of the study's runs (see :func:`head_lr_floor`): a later study that
+    warm-starts from this one scales its head LRs by the two floors."""
+    _study_put(study, HEAD_LR_FLOOR, floor)
 
 
 def write_choice(study: optuna.Study, chosen: dict[str, Any]) -> None:

@@ -38,6 +38,11 @@ RUNTIME_TRAINING = {
     "validate",  # which epochs are measured, not how a trial trains or its value
 }
 
+# where a new study's first plans come from: read once, when the study is created (a resumed
+# study queues no first plans again), so a changed value changes no trial
+RUNTIME_SEARCH = {"warm_start", "warm_plans", "warm_from"}
+RUNTIME = {"training": RUNTIME_TRAINING, "search": RUNTIME_SEARCH}
+
 
 def config_changes(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """The keys a trial's value depends on that differ between two configs (as dicts)."""
@@ -46,7 +51,7 @@ def config_changes(stored: dict[str, Any], new: dict[str, Any]) -> list[str]:
         a, b = stored.get(section) or {}, new.get(section) or {}
         names = keys or sorted(set(a) | set(b))
         for key in names:
-            if section == "training" and key in RUNTIME_TRAINING:
+            if key in RUNTIME.get(section, ()):
                 continue
             if a.get(key) != b.get(key):
                 out.append(f"[{section}] {key} was {a.get(key)!r}, now {b.get(key)!r}")
@@ -79,6 +84,13 @@ def store_config(study: optuna.Study, cfg: StudyConfig) -> None:
     stored = cfg.to_dict()
     if stored["study"].get("storage"):  # anyone reading the study reads it: no passwords
         stored["study"]["storage"] = mask_url(stored["study"]["storage"])
+    search = stored.get("search") or {}
+    warm = search.get("warm_start")
+    for entry in warm if isinstance(warm, list) else [warm]:
+        if isinstance(entry, dict) and entry.get("storage"):
+            entry["storage"] = mask_url(entry["storage"])
+    if search.get("warm_from"):
+        search["warm_from"] = [mask_url(url) for url in search["warm_from"]]
     records.write_config(study, stored, str(cfg.base_dir))
 
 

@@ -35,6 +35,8 @@ SHOWN = {
     records.KIND,
     records.BASELINE,
     records.PRIOR,
+    records.WARM,
+    records.PORTFOLIO,
     records.RETRY_OF,
     records.SEED,
     records.FAIL_REASON,

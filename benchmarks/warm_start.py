@@ -1,0 +1,591 @@
+"""Warm starts and the portfolio at equal wall time: does a study that starts from a sibling
+task's study (``[search] warm_start``), from the portfolio of first plans (``[study]
+first_plans = "portfolio"``) or from both hand over a better model sooner than a cold start?
+
+Run (about 35 minutes on 2 cores for 9 tasks and 2 seeds; see docs/benchmarks.md, "Warm starts
+and the portfolio"):
+    .venv/bin/python benchmarks/warm_start.py --seeds 0,1
+    .venv/bin/python benchmarks/warm_start.py --report
+Resumable: the results file is saved after every run; re-running skips what it holds.
+
+On the tasks of benchmarks/search_quality.py, for each task t and seed k, with the vanilla
+loop's wall time T(t, k) from that benchmark's results as every method's budget (the vanilla
+loop is not run again; its curve is copied for reference):
+
+- ``cold``: autofreeze's default study, ``first_plans = "recipes"`` (the textbook recipes);
+- ``warm``: the same, with ``[search] warm_start`` = the study of t's sibling (:data:`SIBLINGS`)
+  of seed k: autofreeze's default study on the sibling with budget T(sibling, k), built once
+  per sibling and seed in ``--sources`` before any clock starts and reused;
+- ``portfolio``: ``first_plans = "portfolio"``, the portfolio chosen without t (leave one task
+  out, by benchmarks/portfolio.py's selection from its results file): the shipped members are
+  replaced by these in-process for the run (``autofreeze.search.baselines.members``);
+- ``both``: the warm start and that portfolio.
+
+Each choice after every finished trial is recorded, and the choices at 1/6 .. 1 of T are
+trained again on the train split and evaluated on the held-out test split exactly as
+benchmarks/search_quality.py does (its test accuracies are reused where a plan is the same).
+``--report`` writes the section and docs/figures/warm_start_anytime.png from the results file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._quality_methods import Setup, run_autofreeze  # noqa: E402
+from benchmarks._quality_tasks import TASKS, Plugin, missing  # noqa: E402
+from benchmarks.search_quality import (  # noqa: E402
+    RESULTS as SOURCE,
+)
+from benchmarks.search_quality import (  # noqa: E402
+    TestSplit,
+    machine,
+    plan_key,
+    run_key,
+    save,
+    warm_up,
+)
+
+RESULTS = ROOT / "benchmarks" / "results" / "warm_start.json"
+PORTFOLIO = ROOT / "benchmarks" / "results" / "portfolio.json"
+COMMAND = ".venv/bin/python benchmarks/warm_start.py"
+TITLE = "Warm starts and the portfolio"
+METHODS = ("cold", "warm", "portfolio", "both")
+ORDER = ("vanilla", *METHODS)  # the report's methods; vanilla's runs are copied
+K = 6  # portfolio members (the shipped size)
+VERSION = 1
+# each task's sibling: the nearest other task on the same source backbone, whose study a user
+# would have run before
+SIBLINGS = {
+    "small_similar": "larger_similar",
+    "larger_similar": "small_similar",
+    "few_labels": "small_similar",
+    "inverted": "rotated",
+    "rotated": "inverted",
+    "parity": "small_similar",
+    "all_digits": "small_similar",
+    "photos": "photos_64",
+    "photos_64": "photos",
+}
+
+
+# -- the results file ----------------------------------------------------------------------------
+def settings(args: argparse.Namespace, source: dict[str, Any]) -> dict[str, Any]:
+    """What must be equal for runs to sit in one results file."""
+    return {**source["settings"], "scale": args.scale, "portfolio_k": K}
+
+
+def load_results(path: Path, wanted: dict[str, Any]) -> dict[str, Any]:
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("version") == VERSION:
+            if saved["settings"] != wanted:
+                raise SystemExit(
+                    f"{path} holds runs with settings {saved['settings']}, not {wanted}: use "
+                    "another --results file"
+                )
+            return saved
+    return {
+        "version": VERSION,
+        "settings": wanted,
+        "machine": machine(),
+        "siblings": SIBLINGS,
+        "sources": {},
+        "portfolios": {},
+        "runs": {},
+        "tests": {},
+        "seconds": 0.0,
+    }
+
+
+class Tests(TestSplit):
+    """search_quality's test split, its accuracies reused where a plan is the same (copied into
+    this results file, so that the report needs no other file)."""
+
+    def __init__(self, results: dict[str, Any], known: dict[str, float], said: set[str]) -> None:
+        super().__init__(results, results["settings"]["test_seeds"], said)
+        self.known = known
+        self.reused = 0
+
+    def accuracy(self, setup: Setup, plan: dict[str, Any]) -> float:
+        key = plan_key(setup.name, setup.seed, plan)
+        if key not in self.tests and key in self.known:
+            self.tests[key] = self.known[key]
+            self.reused += 1
+        return super().accuracy(setup, plan)
+
+
+# -- the portfolio chosen without the task -------------------------------------------------------
+def loto_portfolios(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """For each task, the portfolio of :data:`K` members chosen without it, as member dicts, by
+    benchmarks/portfolio.py's selection from its results file."""
+    from benchmarks.portfolio import covered, leave_one_out
+
+    results = json.loads(path.read_text())
+    tasks, seeds = covered(results)
+    by_name = {m["name"]: m for m in results["pool"]}
+    chosen = {t: g["chosen"] for t, g in leave_one_out(results, K).items()}
+    print(
+        f"portfolios chosen without each task from {path.name} ({len(tasks)} tasks, seeds "
+        f"{', '.join(map(str, seeds))})",
+        file=sys.stderr,
+    )
+    return {t: [by_name[n] for n in names] for t, names in chosen.items()}
+
+
+@contextlib.contextmanager
+def portfolio_of(members: list[dict[str, Any]] | None) -> Iterator[None]:
+    """The product's portfolio replaced by ``members`` for the duration (None: as shipped)."""
+    if members is None:
+        yield
+        return
+    from autofreeze import portfolio
+    from autofreeze.search import baselines
+
+    chosen = tuple(portfolio.Member.from_dict(m) for m in members)
+    saved = baselines.members
+    baselines.members = lambda: chosen  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        baselines.members = saved  # type: ignore[assignment]
+
+
+# -- the sibling studies -------------------------------------------------------------------------
+def source_study(task: str, seed: int, ctx: dict[str, Any]) -> dict[str, Any]:
+    """The default autofreeze study of ``task`` and ``seed`` with budget T(task, seed), in
+    its own SQLite file under ``--sources``: built once, reused (never timed as any method's)."""
+    key = f"{task}|{seed}"
+    folder = ctx["sources"] / f"{task}_{seed}"
+    known = ctx["results"]["sources"].get(key)
+    url = f"sqlite:///{folder / f'{task}_{seed}.db'}"
+    if known and (folder / f"{task}_{seed}.db").exists():
+        return {**known, "storage": url}
+    shutil.rmtree(folder, ignore_errors=True)  # a study cut short is built again
+    budget = ctx["args"].scale * ctx["vanilla"][run_key(task, seed, "vanilla")]["seconds"]
+    setup = Setup(task, TASKS[task], seed, ctx["epochs"], ctx["weights"], folder)
+    warm_up(setup, ctx["said"])
+    run = run_autofreeze(setup, max(10.0, budget), ctx["said"])
+    final = run.events[-1] if run.events else None
+    known = {
+        "study": f"{task}_{seed}",
+        "budget": round(budget, 2),
+        "seconds": round(run.seconds, 2),
+        "trials": run.info.get("trials"),
+        "best_value": None if final is None else final.value,
+        "best_trial": None if final is None else final.trial,
+        "best_plan": None if final is None else final.choice,
+        "winner": run.info.get("winner"),
+    }
+    ctx["results"]["sources"][key] = known
+    save(ctx["args"].results, ctx["results"])
+    print(f"source {task} seed {seed}: {run.seconds:.1f} s, best {known['best_value']}", flush=True)
+    return {**known, "storage": url}
+
+
+# -- the runs ------------------------------------------------------------------------------------
+def method_keys(method: str, source: dict[str, Any] | None) -> tuple[dict, dict]:
+    """The ``[study]`` and ``[search]`` keys of ``method``."""
+    study = {"first_plans": "portfolio" if method in ("portfolio", "both") else "recipes"}
+    search = {}
+    if method in ("warm", "both") and source is not None:
+        search["warm_start"] = [{"storage": source["storage"], "study": source["study"]}]
+    return study, search
+
+
+def first_trials(setup: Setup) -> list[str]:
+    """``kind: name`` of the study's first plans (warm, portfolio, recipe, prior), in order."""
+    import optuna
+
+    from autofreeze.study import records
+
+    name = f"{setup.name}_{setup.seed}"
+    url = f"sqlite:///{setup.folder / f'{name}.db'}"
+    study = optuna.load_study(study_name=name, storage=url)
+    return [
+        f"{records.kind(t)}: {records.name(t)}"
+        for t in study.get_trials(deepcopy=False)
+        if records.kind(t) != records.SEARCHED and records.reevaluation_of(t) is None
+    ]
+
+
+def run_one(setup: Setup, method: str, budget: float, ctx: dict[str, Any]) -> dict[str, Any]:
+    sibling = SIBLINGS[setup.name]
+    source = source_study(sibling, setup.seed, ctx) if method in ("warm", "both") else None
+    members = ctx["portfolios"][setup.name] if method in ("portfolio", "both") else None
+    study, search = method_keys(method, source)
+    with portfolio_of(members):
+        run = run_autofreeze(setup, budget, ctx["said"], study, search, method).to_dict()
+    run["budget"] = budget
+    run["info"]["seed"] = setup.seed
+    run["info"]["first"] = first_trials(setup)
+    if source is not None:
+        run["info"]["warm_from"] = source["study"]
+    if members is not None:
+        run["info"]["portfolio"] = [m["name"] for m in members]
+    return run
+
+
+def show(name: str, seed: int, run: dict[str, Any]) -> None:
+    at_t = run["anytime"][-1]
+    print(
+        f"{name} seed {seed} {run['method']}: {run['seconds']:.1f} s "
+        f"({run['seconds'] / run['budget']:.2f} T), {run['info'].get('trials', 0)} trials, "
+        f"test at T {'-' if at_t is None else f'{at_t:.3f}'}, winner {run['info'].get('winner')}",
+        flush=True,
+    )
+
+
+def run_task_seed(name: str, seed: int, ctx: dict[str, Any]) -> None:
+    """Every method on one task and seed; the results file is saved after each."""
+    results, args = ctx["results"], ctx["args"]
+    vanilla = ctx["vanilla"].get(run_key(name, seed, "vanilla"))
+    if vanilla is None:
+        print(f"{name} seed {seed}: no vanilla run in {SOURCE.name}; skipped", file=sys.stderr)
+        return
+    results["runs"][run_key(name, seed, "vanilla")] = {**vanilla, "from": SOURCE.name}
+    todo = [m for m in args.methods.split(",") if run_key(name, seed, m) not in results["runs"]]
+    if not todo:
+        return
+    budget = max(10.0, args.scale * vanilla["seconds"])
+    if any(m in ("warm", "both") for m in todo):  # before the task's data is decoded
+        source_study(SIBLINGS[name], seed, ctx)
+
+    def setup(method: str) -> Setup:
+        folder = ctx["folder"] / f"{name}_{seed}_{method}"
+        return Setup(name, TASKS[name], seed, ctx["epochs"], ctx["weights"], folder)
+
+    warm_up(setup("prepare"), ctx["said"])
+    for method in todo:
+        run = run_one(setup(method), method, budget, ctx)
+        ctx["tests"].measure(setup(method), run, budget)
+        shutil.rmtree(setup(method).folder, ignore_errors=True)
+        results["runs"][run_key(name, seed, method)] = run
+        save(args.results, results)
+        show(name, seed, run)
+
+
+def run(args: argparse.Namespace) -> None:
+    import optuna
+    import torch
+
+    from autofreeze.config import load_config
+    from autofreeze.plugins.registry import get_registry
+    from autofreeze.progress import quiet
+    from autofreeze.runs.pretrain import ensure_weights
+
+    tasks = args.tasks.split(",")
+    bad = [t for t in tasks if t not in TASKS] + [
+        m for m in args.methods.split(",") if m not in METHODS
+    ]
+    if bad or missing(tasks):
+        raise SystemExit(f"unknown task or method, or missing modules: {bad or missing(tasks)}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    torch.set_num_threads(args.threads)
+    source = json.loads(SOURCE.read_text())
+    results = load_results(args.results, settings(args, source))
+    portfolios = loto_portfolios(args.portfolio)
+    for task in tasks:
+        results["portfolios"][task] = [m["name"] for m in portfolios[task]]
+    said: set[str] = set()
+    weights = ensure_weights(load_config(ROOT / "studies" / "quickstart.toml"), quiet)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp, get_registry().plugin(Plugin(), name="bench"):
+        ctx = {
+            "args": args,
+            "results": results,
+            "vanilla": {k: v for k, v in source["runs"].items() if k.endswith("|vanilla")},
+            "portfolios": portfolios,
+            "folder": Path(tmp),
+            "sources": Path(args.sources),
+            "epochs": source["settings"]["epochs"],
+            "weights": str(weights),
+            "said": said,
+            "tests": Tests(results, source["tests"], said),
+        }
+        for seed in args.seeds:  # every task of a seed before the next seed
+            for name in tasks:
+                run_task_seed(name, seed, ctx)
+                results["seconds"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                save(args.results, results)
+    print(
+        f"done: {results['seconds']:.0f} s measured in all; {ctx['tests'].reused} test "
+        f"accuracies reused from {SOURCE.name}; write the section with --report",
+        file=sys.stderr,
+    )
+
+
+# -- the report ----------------------------------------------------------------------------------
+def fraction(value: float) -> str:
+    return "not by T" if math.isinf(value) else f"{value:.2f} T"
+
+
+def noise(t: Any, task: str) -> float:
+    """The task's noise: the half-width of cold's 95 % t-interval at T over the seeds."""
+    from benchmarks._quality_report import interval
+
+    return interval(t.at(task, "cold"))[1]
+
+
+def gap(t: Any, task: str, method: str) -> float:
+    """``method``'s mean test accuracy at T minus cold's."""
+    return t.mean_at(task, method) - t.mean_at(task, "cold")
+
+
+def verdict_lines(t: Any) -> list[str]:
+    from benchmarks._quality_report import reach
+
+    lines = []
+    for m in ("warm", "portfolio", "both"):
+        times = {task: reach(t, task, m, "cold") for task in t.tasks}
+        median = statistics.median(times.values())
+        gaps = {task: gap(t, task, m) for task in t.tasks}
+        worse = [task for task in t.tasks if gaps[task] < -noise(t, task)]
+        wins = sum(g > 1e-9 for g in gaps.values())
+        losses = [f"{task} ({g:+.3f})" for task, g in gaps.items() if g < -1e-9]
+        bar = "met" if median <= 0.5 else "not met"
+        lines += [
+            f"**{m}**: reaches cold's final test accuracy at {fraction(median)}, median over "
+            f"tasks (bar 0.5 T: {bar}); per task: "
+            + ", ".join(f"{task} {fraction(v)}" for task, v in times.items())
+            + f". At T it is higher than cold in {wins} of {len(t.tasks)} tasks, lower in "
+            f"{len(losses)} ({', '.join(losses) or 'none'}). Ends worse than cold by more than "
+            f"the task's noise: {', '.join(worse) or 'no task'}.",
+            "",
+        ]
+    return lines[:-1]
+
+
+def at_t_lines(t: Any) -> list[str]:
+    from benchmarks._quality_report import cell
+
+    head = " | ".join(t.methods)
+    lines = [
+        f"| task (sibling) | {head} | warm - cold | portfolio - cold | both - cold | noise |",
+        "| --- | " + " | ".join("---" for _ in t.methods) + " | --- | --- | --- | --- |",
+    ]
+    for task in t.tasks:
+        n = t.seeds(task)
+        cells = " | ".join(cell(t.at(task, m), n) for m in t.methods)
+        gaps = " | ".join(f"{gap(t, task, m):+.3f}" for m in ("warm", "portfolio", "both"))
+        lines.append(f"| {task} ({SIBLINGS[task]}) | {cells} | {gaps} | ± {noise(t, task):.3f} |")
+    return lines
+
+
+def run_lines(t: Any) -> list[str]:
+    """Wall time, trials and what each method's first plans and final choices were."""
+    from benchmarks._quality_report import number
+
+    lines = [
+        "| method | wall / T: median (range) | trials (mean) | first plans (mean) | chosen "
+        "plan was (of the runs) | test at T | test at its end |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for m in METHODS:
+        runs = [r for task in t.tasks for r in t.runs[task][m]]
+        ratios = [r["seconds"] / r["budget"] for r in runs]
+        kinds: dict[str, int] = {}
+        for r in runs:
+            k = kind_of(r["info"].get("winner"), r)
+            kinds[k] = kinds.get(k, 0) + 1
+        queued: dict[str, int] = {}
+        for r in runs:
+            for line in r["info"].get("first", []):
+                queued[line.split(": ")[0]] = queued.get(line.split(": ")[0], 0) + 1
+        first = ", ".join(f"{k} {v / len(runs):.1f}" for k, v in sorted(queued.items()))
+        end = sum(t.mean_end(task, m) for task in t.tasks) / len(t.tasks)
+        lines.append(
+            f"| {m} | {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | "
+            f"{sum(r['info'].get('trials', 0) for r in runs) / len(runs):.1f} | {first} | "
+            + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
+            + f" | {number(t.mean_curve(m)[-1])} | {number(end)} |"
+        )
+    return lines
+
+
+def kind_of(winner: str | None, run: dict[str, Any]) -> str:
+    """What a run's chosen plan was: warm, portfolio, recipe, prior or searched."""
+    if winner is None:
+        return "none"
+    for line in run["info"].get("first", []):
+        k, name = line.split(": ", 1)
+        if name == winner:
+            return k
+    return "searched" if winner == "searched" else winner
+
+
+def settings_text(results: dict[str, Any], t: Any) -> str:
+    seeds = sorted({int(k.split("|")[1]) for k in results["runs"]})
+    sources = results["sources"]
+    return (
+        f"Command: `{COMMAND} --seeds {','.join(map(str, seeds))}` (resumable), then "
+        f"`{COMMAND} --report`. Machine: {results['machine']}; one process, "
+        f"{results['settings']['threads']} torch thread, {results['seconds'] / 60:.0f} min "
+        f"of measurement (sibling studies, searches and test retraining). {len(t.tasks)} tasks "
+        f"of the search-quality benchmark, {len(seeds)} seeds each "
+        f"({', '.join(map(str, seeds))}); source backbone resnet10t pretrained on digits 0-4; "
+        f"{results['settings']['epochs']} epochs a training.\n\n"
+        "**How it is measured.** Every method on task t and seed k gets the vanilla loop's wall "
+        "time T(t, k) from the search-quality results as its `[study] budget` (the vanilla "
+        "loop is not run again: its curve is that benchmark's, shown for reference). `cold`: "
+        "autofreeze's default study (`first_plans = \"recipes\"`, today's default). `warm`: "
+        "the same with `[search] warm_start = [{ storage = ..., study = ... }]` naming the "
+        "study of t's sibling task of the same seed (the map is in the table below; photos "
+        "and photos_64 are the same patches at 32 and 64 px, so they are the closest pair). "
+        "Each sibling study is autofreeze's default study on the sibling with budget "
+        f"T(sibling, k), run once per sibling and seed ({len(sources)} studies) before any "
+        "clock starts, kept in its SQLite file and reused; its time is no method's. "
+        '`portfolio`: `first_plans = "portfolio"` with the portfolio of '
+        f"{results['settings']['portfolio_k']} chosen **without task t** (leave one task out, "
+        "benchmarks/portfolio.py's greedy selection on the other tasks from "
+        "benchmarks/results/portfolio.json): for the run the shipped members are replaced "
+        "in-process by these (`autofreeze.search.baselines.members` patched). `both`: the warm "
+        'start and that portfolio (`first_plans = "portfolio"`). The product queues the warm '
+        "plans first (3 per earlier study), then the portfolio's or the recipes in the room "
+        "the budget leaves. Only plans cross over, never weights or values; a sibling's "
+        "images may overlap the task's test images (the same seed draws from the same digits), "
+        "which could only leak through the choice of hyperparameters. Each method's choice "
+        "after every finished trial is recorded; the choices at 1/6, 1/3, 1/2, 2/3 and all of "
+        "T are trained again on the train split and evaluated on the held-out test split "
+        "exactly as in Search quality (the same retraining and test split; its test "
+        "accuracies are reused where a plan is the same). Shown: mean over seeds ± the "
+        "half-width of the 95 % Student's t interval over seeds. **A task's noise** is that "
+        "half-width for cold at T"
+        + (
+            "; with two seeds it is 6.4 times the gap between cold's two results (Student's t "
+            "with one degree of freedom), so the noise bar is a loose one, and where cold's "
+            "two seeds agree it is 0."
+            if len(seeds) == 2
+            else "."
+        )
+    )
+
+
+def queue_lines(results: dict[str, Any], t: Any) -> list[str]:
+    """Whether the sibling study's chosen plan ran first in the warm runs (the product orders
+    the warm plans by this task's probe, and a small budget keeps only the first few)."""
+    counts = {"first": 0, "later": 0, "not queued": 0}
+    warm = 0
+    for task in t.tasks:
+        for m in ("warm", "both"):
+            for r in t.runs[task][m]:
+                src = results["sources"].get(f"{SIBLINGS[task]}|{r['info']['seed']}", {})
+                chosen = f"{src.get('study')}#{src.get('best_trial')}"
+                names = [x.split(": ", 1)[1] for x in r["info"].get("first", [])]
+                warm += sum(x.startswith("warm: ") for x in r["info"].get("first", []))
+                at = names.index(chosen) if chosen in names else None
+                counts["first" if at == 0 else "later" if at is not None else "not queued"] += 1
+    n = sum(counts.values())
+    return [
+        f"In the {n} warm and both runs the product queued {warm / max(n, 1):.1f} warm plans a "
+        f"run; the sibling study's own chosen plan ran first in {counts['first']}, later in "
+        f"{counts['later']}, and was not queued in {counts['not queued']} (the warm plans are "
+        "ordered by this task's probe, nearest its boundary first, and the budget keeps the "
+        "first few)."
+    ]
+
+
+def anytime_lines(t: Any) -> list[str]:
+    from benchmarks._quality_report import anytime_lines as lines
+
+    return lines(t)
+
+
+def portfolio_lines(results: dict[str, Any]) -> list[str]:
+    return [
+        "Portfolios chosen without each task: "
+        + "; ".join(f"{task}: {', '.join(names)}" for task, names in results["portfolios"].items())
+        + "."
+    ]
+
+
+def source_lines(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "| sibling study | budget (s) | trials | best validation accuracy | its plan was |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for key, s in sorted(results["sources"].items()):
+        value = "-" if s["best_value"] is None else f"{s['best_value']:.3f}"
+        lines.append(
+            f"| {key.replace('|', ' seed ')} | {s['budget']:.1f} | {s['trials']} | {value} | "
+            f"{s['winner']} |"
+        )
+    return lines
+
+
+def section(results: dict[str, Any], t: Any, figure: Path) -> str:
+    from benchmarks._report import DOC
+
+    return "\n\n".join(
+        [
+            settings_text(results, t),
+            "\n".join(verdict_lines(t)),
+            "Test accuracy at T (task's sibling in brackets; noise: cold's 95 % half-width):",
+            "\n".join(at_t_lines(t)),
+            "Anytime: mean over tasks of the test accuracy of each method's choice at a "
+            "fraction of T (`-`: some task had no finished trial yet). One panel per task and "
+            f"the mean over tasks: ![anytime curves]({figure.relative_to(DOC.parent)})",
+            "\n".join(anytime_lines(t)),
+            "Wall time, trials and where the chosen plan came from (first plans: warm, "
+            "portfolio, recipe and probe plans queued; a chosen plan named by its kind when it "
+            "was a first plan, else searched):",
+            "\n".join(run_lines(t)),
+            "\n".join(queue_lines(results, t)),
+            "The sibling studies (the last column: the kind or source of their chosen plan):",
+            "\n".join(source_lines(results)),
+            "\n".join(portfolio_lines(results)),
+        ]
+    )
+
+
+def report(path: Path) -> None:
+    from benchmarks._quality_report import Table, draw
+    from benchmarks._report import DOC, write_section
+
+    results = json.loads(path.read_text())
+    t = Table(results, ORDER)
+    if not t.tasks or "cold" not in t.methods:
+        raise SystemExit(f"{path}: no task with every method run for one seed; run it first")
+    figure = DOC.parent / "figures" / "warm_start_anytime.png"
+    draw(t, figure, ORDER)
+    body = section(results, t, figure)
+    write_section(TITLE, body)
+    print(body)
+    print(f"wrote {DOC} and {figure}", file=sys.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated")
+    parser.add_argument("--seeds", default=[0, 1], type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="budget = scale x T (10 s at least; smoke runs)"
+    )
+    parser.add_argument("--sources", default="/tmp/warm_sources", help="the sibling studies")
+    parser.add_argument("--portfolio", type=Path, default=PORTFOLIO)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--report", action="store_true", help="write the section only")
+    args = parser.parse_args()
+    if args.report:
+        return report(args.results)
+    return run(args)
+
+
+if __name__ == "__main__":
+    main()
