@@ -2,11 +2,12 @@
 task's study (``[search] warm_start``), from the portfolio of first plans (``[study]
 first_plans = "portfolio"``) or from both hand over a better model sooner than a cold start?
 
-Run (about 35 minutes on 2 cores for 9 tasks and 2 seeds; see docs/benchmarks.md, "Warm starts
-and the portfolio"):
+Run (30 minutes on 2 cores for 9 tasks and 2 seeds; see docs/benchmarks.md, "Warm starts and
+the portfolio"):
     .venv/bin/python benchmarks/warm_start.py --seeds 0,1
     .venv/bin/python benchmarks/warm_start.py --report
-Resumable: the results file is saved after every run; re-running skips what it holds.
+Resumable: the results file is saved after every run; re-running skips what it holds
+(``--again portfolio,both`` runs those methods again, e.g. with another ``--portfolio-on``).
 
 On the tasks of benchmarks/search_quality.py, for each task t and seed k, with the vanilla
 loop's wall time T(t, k) from that benchmark's results as every method's budget (the vanilla
@@ -17,8 +18,9 @@ loop is not run again; its curve is copied for reference):
   of seed k: autofreeze's default study on the sibling with budget T(sibling, k), built once
   per sibling and seed in ``--sources`` before any clock starts and reused;
 - ``portfolio``: ``first_plans = "portfolio"``, the portfolio chosen without t (leave one task
-  out, by benchmarks/portfolio.py's selection from its results file): the shipped members are
-  replaced by these in-process for the run (``autofreeze.search.baselines.members``);
+  out, by benchmarks/portfolio.py's selection from its results file, on the other tasks' test
+  or validation accuracy: ``--portfolio-on``): the shipped members are replaced by these
+  in-process for the run (``autofreeze.search.baselines.members``);
 - ``both``: the warm start and that portfolio.
 
 Each choice after every finished trial is recorded, and the choices at 1/6 .. 1 of T are
@@ -33,6 +35,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import shutil
 import statistics
 import sys
@@ -129,18 +132,19 @@ class Tests(TestSplit):
 
 
 # -- the portfolio chosen without the task -------------------------------------------------------
-def loto_portfolios(path: Path) -> dict[str, list[dict[str, Any]]]:
+def loto_portfolios(path: Path, on: str) -> dict[str, list[dict[str, Any]]]:
     """For each task, the portfolio of :data:`K` members chosen without it, as member dicts, by
-    benchmarks/portfolio.py's selection from its results file."""
+    benchmarks/portfolio.py's selection from its results file (on the other tasks' ``on``
+    accuracy: ``val`` or ``test``)."""
     from benchmarks.portfolio import covered, leave_one_out
 
     results = json.loads(path.read_text())
     tasks, seeds = covered(results)
     by_name = {m["name"]: m for m in results["pool"]}
-    chosen = {t: g["chosen"] for t, g in leave_one_out(results, K).items()}
+    chosen = {t: g["chosen"] for t, g in leave_one_out(results, K, on).items()}
     print(
-        f"portfolios chosen without each task from {path.name} ({len(tasks)} tasks, seeds "
-        f"{', '.join(map(str, seeds))})",
+        f"portfolios chosen without each task from {path.name} on the other tasks' {on} "
+        f"accuracy ({len(tasks)} tasks, seeds {', '.join(map(str, seeds))})",
         file=sys.stderr,
     )
     return {t: [by_name[n] for n in names] for t, names in chosen.items()}
@@ -236,6 +240,8 @@ def run_one(setup: Setup, method: str, budget: float, ctx: dict[str, Any]) -> di
         run["info"]["warm_from"] = source["study"]
     if members is not None:
         run["info"]["portfolio"] = [m["name"] for m in members]
+        run["info"]["portfolio_on"] = ctx["args"].portfolio_on
+    run["info"]["load"] = round(os.getloadavg()[0], 2)  # other work on the machine, and this
     return run
 
 
@@ -257,6 +263,8 @@ def run_task_seed(name: str, seed: int, ctx: dict[str, Any]) -> None:
         print(f"{name} seed {seed}: no vanilla run in {SOURCE.name}; skipped", file=sys.stderr)
         return
     results["runs"][run_key(name, seed, "vanilla")] = {**vanilla, "from": SOURCE.name}
+    for m in args.again.split(",") if args.again else []:
+        results["runs"].pop(run_key(name, seed, m), None)
     todo = [m for m in args.methods.split(",") if run_key(name, seed, m) not in results["runs"]]
     if not todo:
         return
@@ -297,7 +305,7 @@ def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     source = json.loads(SOURCE.read_text())
     results = load_results(args.results, settings(args, source))
-    portfolios = loto_portfolios(args.portfolio)
+    portfolios = loto_portfolios(args.portfolio, args.portfolio_on)
     for task in tasks:
         results["portfolios"][task] = [m["name"] for m in portfolios[task]]
     said: set[str] = set()
@@ -346,10 +354,34 @@ def gap(t: Any, task: str, method: str) -> float:
     return t.mean_at(task, method) - t.mean_at(task, "cold")
 
 
+def bar_line(t: Any) -> str:
+    """The issue's bar for the warm start, said plainly."""
+    from benchmarks._quality_report import reach
+
+    median = statistics.median(reach(t, task, "warm", "cold") for task in t.tasks)
+    worse = [task for task in t.tasks if gap(t, task, "warm") < -noise(t, task)]
+    return (
+        "**The bar**: a warm start from a sibling task reaches cold's final test accuracy in at "
+        f"most half its wall time, median over tasks: {'met' if median <= 0.5 else 'not met'} "
+        f"({fraction(median)}); and never ends worse than cold by more than the task's noise: "
+        + ("met" if not worse else f"not met ({', '.join(worse)})")
+        + "."
+    )
+
+
 def verdict_lines(t: Any) -> list[str]:
     from benchmarks._quality_report import reach
 
-    lines = []
+    own = {task: reach(t, task, "cold", "cold") for task in t.tasks}
+    lines = [
+        bar_line(t),
+        "",
+        "For scale, **cold itself** reaches its own final test accuracy at "
+        f"{fraction(statistics.median(own.values()))}, median over tasks (per task: "
+        + ", ".join(f"{task} {fraction(v)}" for task, v in own.items())
+        + "): a method that ran exactly as cold would score that.",
+        "",
+    ]
     for m in ("warm", "portfolio", "both"):
         times = {task: reach(t, task, m, "cold") for task in t.tasks}
         median = statistics.median(times.values())
@@ -451,8 +483,9 @@ def settings_text(results: dict[str, Any], t: Any) -> str:
         "clock starts, kept in its SQLite file and reused; its time is no method's. "
         '`portfolio`: `first_plans = "portfolio"` with the portfolio of '
         f"{results['settings']['portfolio_k']} chosen **without task t** (leave one task out, "
-        "benchmarks/portfolio.py's greedy selection on the other tasks from "
-        "benchmarks/results/portfolio.json): for the run the shipped members are replaced "
+        "benchmarks/portfolio.py's greedy selection on the other tasks' "
+        f"{portfolio_rule(t)} accuracy in benchmarks/results/portfolio.json; the members are "
+        "listed at the end): for the run the shipped members are replaced "
         "in-process by these (`autofreeze.search.baselines.members` patched). `both`: the warm "
         'start and that portfolio (`first_plans = "portfolio"`). The product queues the warm '
         "plans first (3 per earlier study), then the portfolio's or the recipes in the room "
@@ -490,8 +523,17 @@ def queue_lines(results: dict[str, Any], t: Any) -> list[str]:
                 at = names.index(chosen) if chosen in names else None
                 counts["first" if at == 0 else "later" if at is not None else "not queued"] += 1
     n = sum(counts.values())
+    room = [
+        len(r["info"].get("first", []))
+        for task in t.tasks
+        for m in METHODS
+        for r in t.runs[task][m]
+    ]
     return [
-        f"In the {n} warm and both runs the product queued {warm / max(n, 1):.1f} warm plans a "
+        "The budget's room for first plans (what the product queued before the sampler) was "
+        + (f"{min(room)} to {max(room)}" if min(room) < max(room) else f"{min(room)}")
+        + f" a run. In the {n} warm and both runs the product "
+        f"queued {warm / max(n, 1):.1f} warm plans a "
         f"run; the sibling study's own chosen plan ran first in {counts['first']}, later in "
         f"{counts['later']}, and was not queued in {counts['not queued']} (the warm plans are "
         "ordered by this task's probe, nearest its boundary first, and the budget keeps the "
@@ -505,10 +547,64 @@ def anytime_lines(t: Any) -> list[str]:
     return lines(t)
 
 
-def portfolio_lines(results: dict[str, Any]) -> list[str]:
+def paired_lines(t: Any) -> list[str]:
+    """Per run (task and seed), each method's test accuracy at a fraction of T against cold's
+    at the same fraction: higher / lower / equal, over the runs where both had a choice."""
+    from benchmarks._quality_report import FRACTION_NAMES
+
+    lines = [
+        "| method against cold, same run | " + " | ".join(f"{f} T" for f in FRACTION_NAMES) + " |",
+        "| --- | " + " | ".join("---" for _ in FRACTION_NAMES) + " |",
+    ]
+    for m in ("warm", "portfolio", "both"):
+        cells = []
+        for i in range(len(FRACTION_NAMES)):
+            pairs = [
+                (a["anytime"][i], c["anytime"][i])
+                for task in t.tasks
+                for a, c in zip(t.runs[task][m], t.runs[task]["cold"], strict=True)
+                if a["anytime"][i] is not None and c["anytime"][i] is not None
+            ]
+            hi = sum(a > c + 1e-9 for a, c in pairs)
+            lo = sum(a < c - 1e-9 for a, c in pairs)
+            cells.append(f"{hi} / {lo} / {len(pairs) - hi - lo}")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def load_lines(results: dict[str, Any], t: Any) -> list[str]:
+    """How busy the machine was: the runs' 1-minute load averages and the run's notes."""
+    loads = [r["info"].get("load") for task in t.tasks for m in METHODS for r in t.runs[task][m]]
+    loads = [x for x in loads if x is not None]
+    said = (
+        f"1-minute load average at the end of each search (this process counts 1): median "
+        f"{statistics.median(loads):.2f}, range {min(loads):.2f}-{max(loads):.2f}. "
+        if loads
+        else ""
+    )
+    return [said + " ".join(results.get("notes", []))] if said or results.get("notes") else []
+
+
+def portfolio_rule(t: Any) -> str:
+    """The leave-one-task-out rule(s) of the runs: ``val`` or ``test`` (the other tasks')."""
+    rules = {
+        r["info"].get("portfolio_on", "?")
+        for task in t.tasks
+        for m in ("portfolio", "both")
+        for r in t.runs[task][m]
+    }
+    words = {"val": "validation", "test": "test"}
+    return " and ".join(sorted(words.get(r, r) for r in rules))
+
+
+def portfolio_lines(t: Any) -> list[str]:
+    """The members each task's portfolio runs were given (the first seed's; the same for all
+    seeds of one run of the benchmark)."""
+    chosen = {task: t.runs[task]["portfolio"][0]["info"]["portfolio"] for task in t.tasks}
     return [
-        "Portfolios chosen without each task: "
-        + "; ".join(f"{task}: {', '.join(names)}" for task, names in results["portfolios"].items())
+        f"Portfolios chosen without each task (on the other tasks' {portfolio_rule(t)} "
+        "accuracy), in the order chosen: "
+        + "; ".join(f"{task}: {', '.join(names)}" for task, names in chosen.items())
         + "."
     ]
 
@@ -540,14 +636,18 @@ def section(results: dict[str, Any], t: Any, figure: Path) -> str:
             "fraction of T (`-`: some task had no finished trial yet). One panel per task and "
             f"the mean over tasks: ![anytime curves]({figure.relative_to(DOC.parent)})",
             "\n".join(anytime_lines(t)),
+            "Paired, per run (task and seed): the runs where a method's choice tested higher / "
+            "lower / equal to cold's at the same fraction of T (runs where both had a choice):",
+            "\n".join(paired_lines(t)),
             "Wall time, trials and where the chosen plan came from (first plans: warm, "
             "portfolio, recipe and probe plans queued; a chosen plan named by its kind when it "
             "was a first plan, else searched):",
             "\n".join(run_lines(t)),
+            *load_lines(results, t),
             "\n".join(queue_lines(results, t)),
             "The sibling studies (the last column: the kind or source of their chosen plan):",
             "\n".join(source_lines(results)),
-            "\n".join(portfolio_lines(results)),
+            "\n".join(portfolio_lines(t)),
         ]
     )
 
@@ -579,6 +679,14 @@ def main() -> None:
     )
     parser.add_argument("--sources", default="/tmp/warm_sources", help="the sibling studies")
     parser.add_argument("--portfolio", type=Path, default=PORTFOLIO)
+    parser.add_argument(
+        "--portfolio-on",
+        choices=("val", "test"),
+        default="test",
+        help="the leave-one-task-out portfolio chosen on the other tasks' val or test accuracy "
+        "(benchmarks/portfolio.py; its shipped rule is test)",
+    )
+    parser.add_argument("--again", default="", help="methods to run again (comma-separated)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--report", action="store_true", help="write the section only")
     args = parser.parse_args()
