@@ -63,19 +63,26 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def load_results(path: Path, wanted: dict[str, Any]) -> dict[str, Any]:
-    """The results so far, or a new file; refuse to mix runs of other settings."""
+def load_results(
+    path: Path,
+    wanted: dict[str, Any],
+    version: int = VERSION,
+    fresh: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The results so far, or a new file (with ``fresh``'s keys besides runs and tests);
+    refuse to mix runs of other settings. benchmarks/warm_start.py keeps its results alike."""
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved.get("version") == VERSION:
+        if saved.get("version") == version:
             if saved["settings"] != wanted:
                 raise SystemExit(
                     f"{path} holds runs with settings {saved['settings']}, not {wanted}: use "
-                    "the same --epochs/--trials/--test-seeds, or another --results file"
+                    "the same settings (--epochs, --trials, ...), or another --results file"
                 )
             return saved
         print(f"{path}: an older format; starting a new file", file=sys.stderr)
-    return {"version": VERSION, "settings": wanted, "machine": machine(), "runs": {}, "tests": {}}
+    new = {"version": version, "settings": wanted, "machine": machine(), "runs": {}, "tests": {}}
+    return {**new, **(fresh or {})}
 
 
 def save(path: Path, results: dict[str, Any]) -> None:

@@ -55,12 +55,12 @@ from benchmarks.search_quality import (  # noqa: E402
 )
 from benchmarks.search_quality import (  # noqa: E402
     TestSplit,
-    machine,
     plan_key,
     run_key,
     save,
     warm_up,
 )
+from benchmarks.search_quality import load_results as load_kept  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "warm_start.json"
 PORTFOLIO = ROOT / "benchmarks" / "results" / "portfolio.json"
@@ -92,26 +92,10 @@ def settings(args: argparse.Namespace, source: dict[str, Any]) -> dict[str, Any]
 
 
 def load_results(path: Path, wanted: dict[str, Any]) -> dict[str, Any]:
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if saved.get("version") == VERSION:
-            if saved["settings"] != wanted:
-                raise SystemExit(
-                    f"{path} holds runs with settings {saved['settings']}, not {wanted}: use "
-                    "another --results file"
-                )
-            return saved
-    return {
-        "version": VERSION,
-        "settings": wanted,
-        "machine": machine(),
-        "siblings": SIBLINGS,
-        "sources": {},
-        "portfolios": {},
-        "runs": {},
-        "tests": {},
-        "seconds": 0.0,
-    }
+    """The results so far, kept as search_quality keeps its own, with the sibling studies,
+    the leave-one-task-out portfolios and the seconds measured besides."""
+    fresh = {"siblings": SIBLINGS, "sources": {}, "portfolios": {}, "seconds": 0.0}
+    return load_kept(path, wanted, VERSION, fresh)
 
 
 class Tests(TestSplit):
