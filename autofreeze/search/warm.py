@@ -323,8 +323,13 @@ def warm_plans(
     progress: Progress,
 ) -> list[tuple[str, str, FreezePlan]]:
     """The earlier studies' best plans as first plans ``(records.WARM, name, plan)``, mapped
-    onto this study, distinct, ordered by this task's probe: the plan nearest the probe's
-    boundary first, ties by its rank in its study, then by the study's place in the list.
+    onto this study, distinct: each study's best plan first (in the list's order), then the
+    others ordered by this task's probe: the plan nearest the probe's boundary first, ties by
+    its rank in its study, then by the study's place in the list.
+
+    The best plans lead because a small budget keeps only the first few first plans: ordered
+    by the probe alone, a sibling study's own choice ran in 20 of 36 warm-started searches of
+    benchmarks/warm_start.py (a neighbour nearer this probe's boundary took the one place).
 
     ``floor``: this run's head LR floor; ``probe``: this study's probe record, or None.
     """
@@ -346,7 +351,13 @@ def warm_plans(
             distinct.append(t)
     if probe is not None and probe.get("boundary") is not None:
         k = int(probe["boundary"])
-        distinct.sort(key=lambda t: (abs(t.plan.boundary - k), t.rank, t.source))
+
+        def order(t: _Taken) -> tuple[int, ...]:
+            if t.rank == 0:  # a study's best, in the list's order
+                return (0, t.source)
+            return (1, abs(t.plan.boundary - k), t.rank, t.source)
+
+        distinct.sort(key=order)
     return [(records.WARM, t.name, t.plan) for t in distinct]
 
 

@@ -290,6 +290,28 @@ def test_auto_picks_the_studies_whose_probe_curves_are_nearest(tmp_path):
     assert all(attr == records.WARM for attr, _, _ in plans)
 
 
+def test_each_earlier_studys_best_plan_leads_and_the_probe_orders_the_rest(tmp_path):
+    """A small budget keeps the first plans only: the sibling's own choice must be among them,
+    even where this task's probe points elsewhere."""
+    library = f"sqlite:///{tmp_path / 'library.db'}"
+    plans = [
+        (FreezePlan(boundary=0, head_lr=0.01), 0.9),  # its best, far from this probe's 3
+        (FreezePlan(boundary=2, head_lr=0.01), 0.7),
+        (FreezePlan(boundary=3, head_lr=0.01), 0.8),
+    ]
+    earlier_study(library, "sib", plans)
+    earlier_study(library, "other", [(FreezePlan(boundary=4, head_lr=0.01), 0.6)])
+    search = 'warm_start = [{ study = "sib" }, { study = "other" }]'
+    data = tomllib.loads(TinyStudy(search=search).toml("new"))
+    data["study"]["storage"] = library
+    cfg = parse_config(data, path=tmp_path / "new.toml")
+    space = SearchSpace.from_config(cfg.search, get_registry(), 5, 2)
+    start = read_warm_start(cfg, True, lambda _: None)
+    probe = {**curve(0.3, 0.5, 0.7, 0.9, 0.95), "boundary": 3}
+    got = warm_plans(start, cfg, space, None, probe, lambda _: None)
+    assert [name for _, name, _ in got] == ["sib#0", "other#0", "sib#2", "sib#1"]
+
+
 def test_auto_without_a_comparable_study_starts_cold_and_says_so(tmp_path):
     library = f"sqlite:///{tmp_path / 'library.db'}"
     plan = FreezePlan(boundary=3, head_lr=0.01)
