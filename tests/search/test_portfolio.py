@@ -132,6 +132,7 @@ def _first(config):
     return study.get_trials()
 
 
+@pytest.mark.slow  # a real study of 8 trainings: several seconds
 def test_a_study_opens_with_the_portfolio_members_then_samples(tmp_path):
     extra = 'first_plans = "portfolio"'
     config = write_study(tmp_path, n_trials=8, epochs=1, weights="none", study_extra=extra)
