@@ -7,11 +7,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SRC := $(wildcard autofreeze tests plugins benchmarks)
-# test processes side by side (pytest-xdist), each test file on one of them; each uses one torch
+# test processes side by side (pytest-xdist), each test file on one of them, in the order
+# tests/conftest.py gives (the longest first; xdist would reorder by test count); each uses one torch
 # thread then (tests/conftest.py), so two of them fill two cores instead of fighting over them;
 # OpenMP threads of the processes the tests start sleep rather than spin while they wait
 TEST_WORKERS ?= 2
-PYTEST := OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+PYTEST := OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: test check quickstart lint venv clean constraints
 

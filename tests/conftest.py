@@ -77,13 +77,16 @@ def mysql_url():
 
 
 # the longest files (about a minute and more of real processes each, `pytest --durations`),
-# longest first: xdist's loadfile hands each process two files to start with, so these four
-# pair up as faults + quickstart and distributed + signals
+# longest first. xdist's loadfile hands each process one file, then a second, in this order
+# (the Makefile turns off its reordering by test count, --no-loadscope-reorder): distributed
+# and faults start at once, then the proxy's workers and the quickstart join them
 LONGEST = (
-    "search/test_faults.py",
     "search/test_distributed.py",
+    "search/test_faults.py",
+    "search/test_proxy_workers.py",
     "test_quickstart.py",
     "search/test_signals.py",
+    "search/test_memory.py",
 )
 
 
