@@ -78,11 +78,12 @@ def mysql_url():
 
 # the longest files (about a minute and more of real processes each, `pytest --durations`),
 # longest first. xdist's loadfile hands each process one file, then a second, in this order
-# (the Makefile turns off its reordering by test count, --no-loadscope-reorder): distributed
-# and faults start at once, then the proxy's workers and the quickstart join them
+# (the Makefile turns off its reordering by test count, --no-loadscope-reorder): faults and the
+# worker kills start at once, then the distributed and proxy files join them
 LONGEST = (
-    "search/test_distributed.py",
     "search/test_faults.py",
+    "search/test_worker_kills.py",
+    "search/test_distributed.py",
     "search/test_proxy_workers.py",
     "test_quickstart.py",
     "search/test_signals.py",

@@ -163,7 +163,7 @@ def test_workers_outlive_their_dead_parent_and_the_next_run_finishes(tmp_path):
     assert not [t for t in after.values() if t.state == TrialState.RUNNING]
     finished = {n for n, t in after.items() if t.state in FINISHED}
     assert finished == done | running  # they took no new trial
-    # the rest in one process (a resume with workers: test_distributed.py)
+    # the rest in one process (a resume with workers: test_worker_kills.py)
     again = start("search", str(config), log=tmp_path / "again.log")
     assert again.wait(timeout=400) == 0, (tmp_path / "again.log").read_text()[-3000:]
     assert_budget_kept(trials(url, "orphan"), 8)
@@ -175,7 +175,7 @@ def test_a_short_kill_and_resume_soak_loses_nothing():
     waits up to 20 s and draws SIGINT and SIGKILL too, on SQLite as well), then the search
     resumed; see soak.violations and soak.fault_problems for what is checked. SIGTERM and
     SIGINT on SQLite, with and without workers: tests/search/test_signals.py and
-    test_distributed.py."""
+    test_worker_kills.py."""
     from benchmarks.soak import soak
 
     lines: list[str] = []

@@ -276,7 +276,7 @@ def _budget_kept(final: list, cut: list[int]) -> None:
 def test_sigterm_mid_trial_requeues_it_and_the_next_run_resumes(tmp_path, workers):
     """SIGTERM to ``autofreeze search`` (with workers: to the parent, which passes it on):
     exit 143, one line, the cut trial re-queued; the next run counts the budget once. The
-    resumed run trains in its own process (resuming with workers: test_distributed.py)."""
+    resumed run trains in its own process (resuming with workers: test_worker_kills.py)."""
     config, url = _tiny(tmp_path)
     proc = _start(config, tmp_path / "a.log", tmp_path / "a.out", *workers)
     _mid_trial(url)

@@ -1,6 +1,6 @@
 """Optuna's gRPC storage proxy: `grpc://` URLs, `autofreeze proxy` (its one-line errors, a
 stop signal) and the heartbeats the workers beat through a real proxy process. Studies shared
-by real workers through the proxy: tests/search/test_distributed.py."""
+by real workers through the proxy: tests/search/test_proxy_workers.py."""
 
 from __future__ import annotations
 
