@@ -36,7 +36,13 @@ RERUN_RESERVE = 0.2  # the share of a time budget kept for the re-runs
 # -0.001 on average, and their fifth of the budget went missing from the search
 RERUN_FROM = 20
 SAMPLER_SHARE = 3  # at least one search trial in this many is the sampler's (never queued)
-TRAINING_PER_FORWARD = 3.0  # a training epoch costs about this many inference passes
+# a trial's epoch costs about this many of the probe's passes. Measured over the 9 tasks of the
+# search-quality benchmark (benchmarks/trial_estimate.py; docs/benchmarks.md, "Trial estimate"):
+# the first plans cost 0.56 to 1.58 passes an epoch, median 1.23 (frozen blocks are cached, and
+# the probe's pass holds its ridge fits too). 1.6 is above every task's mean, so the plans
+# queued still fit the budget; 3.0, the value before, overestimated 1.9 to 5.4 times and
+# queued too few (a room of 1 in the warm-start benchmark where 5 to 35 trials ran).
+TRAINING_PER_FORWARD = 1.6
 
 
 @dataclass(frozen=True)
