@@ -88,7 +88,12 @@ SIBLINGS = {
 # -- the results file ----------------------------------------------------------------------------
 def settings(args: argparse.Namespace, source: dict[str, Any]) -> dict[str, Any]:
     """What must be equal for runs to sit in one results file."""
-    return {**source["settings"], "scale": args.scale, "portfolio_k": K}
+    return {
+        **source["settings"],
+        "scale": args.scale,
+        "portfolio_k": K,
+        "vanilla_from": args.vanilla_from.name,
+    }
 
 
 def load_results(path: Path, wanted: dict[str, Any]) -> dict[str, Any]:
@@ -244,9 +249,15 @@ def run_task_seed(name: str, seed: int, ctx: dict[str, Any]) -> None:
     results, args = ctx["results"], ctx["args"]
     vanilla = ctx["vanilla"].get(run_key(name, seed, "vanilla"))
     if vanilla is None:
-        print(f"{name} seed {seed}: no vanilla run in {SOURCE.name}; skipped", file=sys.stderr)
+        print(
+            f"{name} seed {seed}: no vanilla run in {ctx['args'].vanilla_from.name}; skipped",
+            file=sys.stderr,
+        )
         return
-    results["runs"][run_key(name, seed, "vanilla")] = {**vanilla, "from": SOURCE.name}
+    results["runs"][run_key(name, seed, "vanilla")] = {
+        **vanilla,
+        "from": ctx["args"].vanilla_from.name,
+    }
     for m in args.again.split(",") if args.again else []:
         results["runs"].pop(run_key(name, seed, m), None)
     todo = [m for m in args.methods.split(",") if run_key(name, seed, m) not in results["runs"]]
@@ -287,7 +298,7 @@ def run(args: argparse.Namespace) -> None:
         raise SystemExit(f"unknown task or method, or missing modules: {bad or missing(tasks)}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(args.threads)
-    source = json.loads(SOURCE.read_text())
+    source = json.loads(args.vanilla_from.read_text())
     results = load_results(args.results, settings(args, source))
     portfolios = loto_portfolios(args.portfolio, args.portfolio_on)
     for task in tasks:
@@ -316,7 +327,7 @@ def run(args: argparse.Namespace) -> None:
                 save(args.results, results)
     print(
         f"done: {results['seconds']:.0f} s measured in all; {ctx['tests'].reused} test "
-        f"accuracies reused from {SOURCE.name}; write the section with --report",
+        f"accuracies reused from {args.vanilla_from.name}; write the section with --report",
         file=sys.stderr,
     )
 
@@ -447,8 +458,14 @@ def kind_of(winner: str | None, run: dict[str, Any]) -> str:
 def settings_text(results: dict[str, Any], t: Any) -> str:
     seeds = sorted({int(k.split("|")[1]) for k in results["runs"]})
     sources = results["sources"]
+    ran = [m for m in METHODS if any(k.endswith(f"|{m}") for k in results["runs"])]
+    options = f"--seeds {','.join(map(str, seeds))}"
+    if ran != list(METHODS):
+        options += f" --methods {','.join(ran)}"
+    if (vanilla := results["settings"].get("vanilla_from")) and vanilla != SOURCE.name:
+        options += f" --vanilla-from benchmarks/results/{vanilla}"
     return (
-        f"Command: `{COMMAND} --seeds {','.join(map(str, seeds))}` (resumable), then "
+        f"Command: `{COMMAND} {options}` (resumable), then "
         f"`{COMMAND} --report`. Machine: {results['machine']}; one process, "
         f"{results['settings']['threads']} torch thread, {results['seconds'] / 60:.0f} min "
         f"of measurement (sibling studies, searches and test retraining). {len(t.tasks)} tasks "
@@ -456,7 +473,9 @@ def settings_text(results: dict[str, Any], t: Any) -> str:
         f"({', '.join(map(str, seeds))}); source backbone resnet10t pretrained on digits 0-4; "
         f"{results['settings']['epochs']} epochs a training.\n\n"
         "**How it is measured.** Every method on task t and seed k gets the vanilla loop's wall "
-        "time T(t, k) from the search-quality results as its `[study] budget` (the vanilla "
+        f"time T(t, k) from the search-quality results "
+        f"(`{results['settings'].get('vanilla_from', 'search_quality.json')}`) as its "
+        "`[study] budget` (the vanilla "
         "loop is not run again: its curve is that benchmark's, shown for reference). `cold`: "
         "autofreeze's default study (`first_plans = \"recipes\"`, today's default). `warm`: "
         "the same with `[search] warm_start = [{ storage = ..., study = ... }]` naming the "
@@ -672,6 +691,13 @@ def main() -> None:
     )
     parser.add_argument("--again", default="", help="methods to run again (comma-separated)")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--vanilla-from",
+        type=Path,
+        default=SOURCE,
+        help="the search-quality results whose vanilla loop gives each T (e.g. "
+        "benchmarks/results/search_quality_side.json, measured side by side)",
+    )
     parser.add_argument("--report", action="store_true", help="write the section only")
     args = parser.parse_args()
     if args.report:
