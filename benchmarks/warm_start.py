@@ -349,6 +349,11 @@ def gap(t: Any, task: str, method: str) -> float:
     return t.mean_at(task, method) - t.mean_at(task, "cold")
 
 
+def ran(t: Any, among: tuple[str, ...] = METHODS) -> list[str]:
+    """The methods of ``among`` that the results hold (a run of the benchmark may skip some)."""
+    return [m for m in among if m in t.methods]
+
+
 def bar_line(t: Any) -> str:
     """The issue's bar for the warm start, said plainly."""
     from benchmarks._quality_report import reach
@@ -377,7 +382,7 @@ def verdict_lines(t: Any) -> list[str]:
         + "): a method that ran exactly as cold would score that.",
         "",
     ]
-    for m in ("warm", "portfolio", "both"):
+    for m in ran(t, METHODS[1:]):
         times = {task: reach(t, task, m, "cold") for task in t.tasks}
         median = statistics.median(times.values())
         gaps = {task: gap(t, task, m) for task in t.tasks}
@@ -401,14 +406,15 @@ def at_t_lines(t: Any) -> list[str]:
     from benchmarks._quality_report import cell
 
     head = " | ".join(t.methods)
+    others = ran(t, METHODS[1:])
     lines = [
-        f"| task (sibling) | {head} | warm - cold | portfolio - cold | both - cold | noise |",
-        "| --- | " + " | ".join("---" for _ in t.methods) + " | --- | --- | --- | --- |",
+        f"| task (sibling) | {head} | " + "".join(f"{m} - cold | " for m in others) + "noise |",
+        "| --- | " + " | ".join("---" for _ in t.methods + others) + " | --- |",
     ]
     for task in t.tasks:
         n = t.seeds(task)
         cells = " | ".join(cell(t.at(task, m), n) for m in t.methods)
-        gaps = " | ".join(f"{gap(t, task, m):+.3f}" for m in ("warm", "portfolio", "both"))
+        gaps = " | ".join(f"{gap(t, task, m):+.3f}" for m in others)
         lines.append(f"| {task} ({SIBLINGS[task]}) | {cells} | {gaps} | ± {noise(t, task):.3f} |")
     return lines
 
@@ -422,7 +428,7 @@ def run_lines(t: Any) -> list[str]:
         "plan was (of the runs) | test at T | test at its end |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for m in METHODS:
+    for m in ran(t):
         runs = [r for task in t.tasks for r in t.runs[task][m]]
         ratios = [r["seconds"] / r["budget"] for r in runs]
         kinds: dict[str, int] = {}
@@ -517,7 +523,7 @@ def queue_lines(results: dict[str, Any], t: Any) -> list[str]:
     counts = {"first": 0, "later": 0, "not queued": 0}
     warm = 0
     for task in t.tasks:
-        for m in ("warm", "both"):
+        for m in ran(t, ("warm", "both")):
             for r in t.runs[task][m]:
                 src = results["sources"].get(f"{SIBLINGS[task]}|{r['info']['seed']}", {})
                 chosen = f"{src.get('study')}#{src.get('best_trial')}"
@@ -527,10 +533,7 @@ def queue_lines(results: dict[str, Any], t: Any) -> list[str]:
                 counts["first" if at == 0 else "later" if at is not None else "not queued"] += 1
     n = sum(counts.values())
     room = [
-        len(r["info"].get("first", []))
-        for task in t.tasks
-        for m in METHODS
-        for r in t.runs[task][m]
+        len(r["info"].get("first", [])) for task in t.tasks for m in ran(t) for r in t.runs[task][m]
     ]
     return [
         "The budget's room for first plans (what the product queued before the sampler) was "
@@ -559,7 +562,7 @@ def paired_lines(t: Any) -> list[str]:
         "| method against cold, same run | " + " | ".join(f"{f} T" for f in FRACTION_NAMES) + " |",
         "| --- | " + " | ".join("---" for _ in FRACTION_NAMES) + " |",
     ]
-    for m in ("warm", "portfolio", "both"):
+    for m in ran(t, METHODS[1:]):
         cells = []
         for i in range(len(FRACTION_NAMES)):
             pairs = [
@@ -577,7 +580,7 @@ def paired_lines(t: Any) -> list[str]:
 
 def load_lines(results: dict[str, Any], t: Any) -> list[str]:
     """How busy the machine was: the runs' 1-minute load averages and the run's notes."""
-    loads = [r["info"].get("load") for task in t.tasks for m in METHODS for r in t.runs[task][m]]
+    loads = [r["info"].get("load") for task in t.tasks for m in ran(t) for r in t.runs[task][m]]
     loads = [x for x in loads if x is not None]
     said = (
         f"1-minute load average at the end of each search (this process counts 1): median "
@@ -593,7 +596,7 @@ def portfolio_rule(t: Any) -> str:
     rules = {
         r["info"].get("portfolio_on", "?")
         for task in t.tasks
-        for m in ("portfolio", "both")
+        for m in ran(t, ("portfolio", "both"))
         for r in t.runs[task][m]
     }
     words = {"val": "validation", "test": "test"}
@@ -603,6 +606,8 @@ def portfolio_rule(t: Any) -> str:
 def portfolio_lines(t: Any) -> list[str]:
     """The members each task's portfolio runs were given (the first seed's; the same for all
     seeds of one run of the benchmark)."""
+    if "portfolio" not in t.methods:
+        return []
     chosen = {task: t.runs[task]["portfolio"][0]["info"]["portfolio"] for task in t.tasks}
     return [
         f"Portfolios chosen without each task (on the other tasks' {portfolio_rule(t)} "
@@ -650,7 +655,7 @@ def section(results: dict[str, Any], t: Any, figure: Path) -> str:
             "\n".join(queue_lines(results, t)),
             "The sibling studies (the last column: the kind or source of their chosen plan):",
             "\n".join(source_lines(results)),
-            "\n".join(portfolio_lines(t)),
+            *(["\n".join(portfolio_lines(t))] if portfolio_lines(t) else []),
         ]
     )
 
