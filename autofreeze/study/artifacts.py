@@ -141,7 +141,8 @@ def check_artifact_store(where: ArtifactLocation) -> None:
         if where.scheme == "s3":
             inner.client.head_bucket(Bucket=where.bucket)
         else:
-            inner.client.get_bucket(where.bucket, timeout=CONNECT_TIMEOUT)
+            # one try: the client's default retries a refused connection for 120 s
+            inner.client.get_bucket(where.bucket, timeout=CONNECT_TIMEOUT, retry=None)
     except store_errors() as exc:
         raise StorageError(
             f"cannot reach the artifact store {where} ([study] artifacts): {_reason(exc)}"
