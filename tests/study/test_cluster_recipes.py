@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -108,7 +109,7 @@ def autofreeze_lines(text: str) -> list[list[str]]:
     """Every ``autofreeze ...`` command a SLURM script runs (after ``srun``), its words."""
     out = []
     for line in shell_commands(text):
-        words = shlex.split(line)
+        words = shlex.split(line.removesuffix("&"))  # a command run in the background
         if "autofreeze" in words and not line.startswith(("echo", "export")):
             out.append(expand(" ".join(shlex.quote(w) for w in words), SLURM_VARS))
     return [w[w.index("autofreeze") :] for w in out]
@@ -156,6 +157,8 @@ def test_every_kubernetes_command_parses(name):
 
 @pytest.mark.parametrize("name", sorted(SLURM))
 def test_every_slurm_command_parses(name):
+    checked = subprocess.run(["bash", "-n", str(SLURM[name])], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr  # the script is valid bash
     lines = autofreeze_lines(SLURM[name].read_text())
     assert lines
     for words in lines:
@@ -244,7 +247,14 @@ def test_slurm_workers_reach_the_proxy_the_proxy_job_announces():
     args = parse_command(proxy_cmd).params
     assert args["host"] == "0.0.0.0"  # noqa: S104 (the GPU nodes reach it)
     # the proxy job writes grpc://NODE:PORT into the shared folder; the array reads that file
-    (announce,) = [line for line in shell_commands(proxy_text) if line.startswith("echo")]
+    commands = shell_commands(proxy_text)
+    (announce,) = [line for line in commands if line.startswith("echo")]
+    # announced once it answers: a search started on the address finds it listening
+    (serve,) = [i for i, line in enumerate(commands) if "autofreeze proxy" in line]
+    (ready,) = [i for i, line in enumerate(commands) if line.startswith("until ")]
+    assert serve < ready < commands.index(announce) and f"/{args['port']}" in Template(
+        commands[ready]
+    ).safe_substitute(SLURM_VARS)
     said, _, target = announce.partition(" > ")
     node_url = Template(shlex.split(said)[1]).safe_substitute(SLURM_VARS)  # $(...) stays
     assert node_url == f"grpc://$(hostname):{args['port']}"
