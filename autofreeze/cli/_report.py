@@ -3,7 +3,9 @@ Markdown) and ``dashboard`` (optuna-dashboard on the study, with its figures).""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -64,8 +66,9 @@ def report(
 @click.option("--storage", envvar="AUTOFREEZE_STORAGE", help="Optuna storage URL")
 @click.option(
     "--artifacts",
-    type=click.Path(file_okay=False),
-    help="the studies' figure folder ([study] artifacts; default: the config's)",
+    envvar="AUTOFREEZE_ARTIFACTS",
+    help="the studies' figures: a folder, s3://BUCKET[/PREFIX] or gs://BUCKET[/PREFIX] "
+    "([study] artifacts; default: the config's; env AUTOFREEZE_ARTIFACTS)",
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
@@ -74,8 +77,6 @@ def dashboard(
 ) -> None:
     """Serve optuna-dashboard on the study's storage: notes, figures and the report. With a
     CONFIG, its study must be in the storage (else: which studies are)."""
-    from optuna.artifacts import FileSystemArtifactStore
-
     from autofreeze.review.dashboard import serve
     from autofreeze.study.storage import load_existing_study, mask_url, open_storage
 
@@ -83,14 +84,38 @@ def dashboard(
         raise click.UsageError("give a CONFIG or --storage URL")
     cfg = _config(config, **{"study.storage": storage}) if config else None
     url = storage or cfg.storage_url
-    folder = Path(artifacts) if artifacts else cfg.artifact_dir if cfg else None
+    where = _figures_at(artifacts, cfg)
     store = open_storage(url, read_only=True)  # never creates a file; reads a read-only one
     if cfg is not None:  # a typo in the name or the storage would serve a dashboard without it
         load_existing_study(url, cfg.study.name, storage=store)
-    figures = FileSystemArtifactStore(str(folder)) if folder and folder.is_dir() else None
-    shown = f", figures from {folder}" if figures else " (no figure folder: give --artifacts)"
+    figures = _figures(where)
+    shown = f", figures from {where}" if figures else " (no figure folder: give --artifacts)"
     click.echo(
         f"optuna-dashboard on http://{host}:{port}/ for {mask_url(url)}{shown} (Ctrl-C stops)",
         err=True,
     )
     serve(store, host=host, port=port, artifact_store=figures)  # figures in reading order
+
+
+def _figures_at(artifacts: str | None, cfg: Any) -> Any:
+    """Where the figures are: --artifacts (a folder relative to here), else the config's."""
+    from autofreeze.config import artifact_location
+
+    if not artifacts:
+        return cfg.artifacts if cfg is not None else None
+    try:
+        where = artifact_location(artifacts)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--artifacts'") from None
+    return where if where.scheme else replace(where, path=str(Path(where.path).resolve()))
+
+
+def _figures(where: Any) -> Any:
+    """The artifact store to serve figures from: a folder that exists (none is made), or a
+    bucket that answers (else one line)."""
+    from autofreeze.study.artifacts import check_artifact_store, open_artifact_store
+
+    if where is None or (not where.scheme and not Path(where.path).is_dir()):
+        return None
+    check_artifact_store(where)
+    return open_artifact_store(where, create=False)

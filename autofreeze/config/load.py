@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import os
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from autofreeze.config.backbone import BackboneSection
 from autofreeze.config.base import Strict, format_validation_error
 from autofreeze.config.search import SearchSection
-from autofreeze.config.study import StudySection
+from autofreeze.config.study import ArtifactLocation, StudySection, artifact_location
 from autofreeze.config.training import TrainConfig
 from autofreeze.errors import ConfigError
 
@@ -68,9 +69,16 @@ class StudyConfig(Strict):
         return f"sqlite:///{self.resolve(self.study.name + '.db')}"
 
     @property
+    def artifacts(self) -> ArtifactLocation:
+        """Where the study's figures and report live (Optuna's artifact store, which every
+        worker must reach): a folder resolved against the config's, or a bucket URL."""
+        where = artifact_location(self.study.artifacts or f"{self.study.name}-artifacts")
+        return replace(where, path=self.resolve(where.path)) if not where.scheme else where
+
+    @property
     def artifact_dir(self) -> Path:
-        """Where the study's figures live (Optuna's artifact store; share it across machines)."""
-        return Path(self.resolve(self.study.artifacts or f"{self.study.name}-artifacts"))
+        """The artifact folder (a bucket URL as given, for messages only)."""
+        return Path(str(self.artifacts))
 
     def weights_path(self) -> str:
         w = self.backbone.weights
@@ -89,17 +97,20 @@ class StudyConfig(Strict):
 
 
 STORAGE_ENV = "AUTOFREEZE_STORAGE"
+ARTIFACTS_ENV = "AUTOFREEZE_ARTIFACTS"  # [study] artifacts, as mounted on this machine
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
     """``data`` with dotted keys set (``{"training.epochs": 3}``); ``None`` values are skipped.
 
-    ``study.storage`` falls back to ``AUTOFREEZE_STORAGE``: a flag beats the environment, the
-    environment beats the file.
+    ``study.storage`` falls back to ``AUTOFREEZE_STORAGE`` and ``study.artifacts`` to
+    ``AUTOFREEZE_ARTIFACTS``: a flag beats the environment, the environment beats the file
+    (and the config a study stored, which a worker runs).
     """
     overrides = dict(overrides or {})
-    if overrides.get("study.storage") is None and os.environ.get(STORAGE_ENV):
-        overrides["study.storage"] = os.environ[STORAGE_ENV]
+    for key, env in (("study.storage", STORAGE_ENV), ("study.artifacts", ARTIFACTS_ENV)):
+        if overrides.get(key) is None and os.environ.get(env):
+            overrides[key] = os.environ[env]
     for dotted, value in overrides.items():
         if value is None:
             continue

@@ -5,6 +5,7 @@ the dashboard output."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -33,6 +34,59 @@ def seconds_of(value: Any) -> Any:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ValueError(f'is a duration like "90s", "20m" or "1h30m", or seconds; not {value!r}')
     return sum(float(n) * UNITS[u] for n, u in parts)
+
+
+# Optuna's artifact stores other than a folder: the URL scheme, the store's name in the docs
+# and errors, the package it needs and autofreeze's extra that installs it
+ARTIFACT_SCHEMES = {
+    "s3": ("S3", "boto3", "s3"),
+    "gs": ("Google Cloud Storage", "google-cloud-storage", "gcs"),
+}
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9._\-]{1,220}[a-z0-9]")
+
+
+@dataclass(frozen=True)
+class ArtifactLocation:
+    """Where a study's artifacts go: ``scheme`` ``""`` is a folder (``path``), ``"s3"`` or
+    ``"gs"`` a bucket with an optional key prefix (no leading or trailing slash)."""
+
+    scheme: str
+    path: str = ""
+    bucket: str = ""
+    prefix: str = ""
+
+    def __str__(self) -> str:
+        if not self.scheme:
+            return self.path
+        return f"{self.scheme}://{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
+
+
+def artifact_location(text: str) -> ArtifactLocation:
+    """``[study] artifacts`` (or ``AUTOFREEZE_ARTIFACTS``) read: a folder, or
+    ``s3://BUCKET[/PREFIX]`` or ``gs://BUCKET[/PREFIX]``.
+
+    Raises:
+        ValueError: another scheme (``http://``, ``file://``...), or a bucket name that S3 and
+            GCS would both refuse.
+    """
+    text = text.strip()
+    if not text:
+        raise ValueError("is a folder, s3://BUCKET[/PREFIX] or gs://BUCKET[/PREFIX]; not empty")
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return ArtifactLocation("", path=text)
+    if scheme not in ARTIFACT_SCHEMES:
+        raise ValueError(
+            f"is a folder, s3://BUCKET[/PREFIX] or gs://BUCKET[/PREFIX] (Optuna's artifact "
+            f"stores); not {text!r}"
+        )
+    bucket, _, prefix = rest.partition("/")
+    if not _BUCKET.fullmatch(bucket):
+        raise ValueError(
+            f"names a bucket after {scheme}:// (3 to 222 lowercase letters, digits, dots, "
+            f"dashes); not {text!r}"
+        )
+    return ArtifactLocation(scheme, bucket=bucket, prefix=prefix.strip("/"))
 
 
 class StudySection(Strict):
@@ -64,12 +118,21 @@ class StudySection(Strict):
     # a multi-objective study: the metric, then costs to minimise (the Pareto front is kept)
     objectives: list[str] | None = None
     dashboard: bool = True  # notes, figures and artifacts for optuna-dashboard and the report
-    artifacts: str | None = None  # the artifact folder (default: <name>-artifacts beside it)
+    # where trial figures and the report go (Optuna's artifact store): a folder (default
+    # <name>-artifacts beside the config), s3://BUCKET[/PREFIX] or gs://BUCKET[/PREFIX]
+    artifacts: str | None = None
 
     @field_validator("budget", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> Any:
         return seconds_of(v)
+
+    @field_validator("artifacts")
+    @classmethod
+    def _artifacts(cls, v: str | None) -> str | None:
+        if v is not None:
+            artifact_location(v)  # a bad URL fails here, before any study
+        return v
 
     @field_validator("objectives")
     @classmethod

@@ -3,9 +3,10 @@ a Markdown note (plan in words, freeze map, cost, outcome) and a figure (learnin
 the phase changes, the freeze map), and for the study a note (the best plan against every
 recipe, whether the search was still improving, a link to the report) and plotly figures.
 
-Figures live in Optuna's artifact store: a folder (``[study] artifacts``, by default
-``<study>-artifacts`` beside the config), which workers on other machines must share to add
-theirs. Notes and figures live in the study's storage, so any storage URL works. What
+Figures live in Optuna's artifact store (``[study] artifacts``: a folder, by default
+``<study>-artifacts`` beside the config, which workers on other machines must share to add
+theirs, or an S3 or GCS bucket; see :mod:`autofreeze.study.artifacts`). Notes and figures'
+metadata live in the study's storage, so any storage URL works. What
 :mod:`autofreeze.study.records` stores stays the machine-readable record; everything here is
 rebuilt from it. :func:`serve` runs optuna-dashboard with the study's figures in reading order.
 
@@ -30,19 +31,13 @@ from autofreeze.errors import AutofreezeError
 from autofreeze.progress import Progress, quiet
 from autofreeze.review import story, study_story
 from autofreeze.study import best_trial, records
+from autofreeze.study.artifacts import open_artifact_store, store_errors
 
 FIGURE_NAME = "trial-{number}.png"
 REPORT_NAME = "report.html"
-_GAVE_UP: set[Path] = set()  # artifact folders this process could not write
+_GAVE_UP: set[str] = set()  # artifact stores this process could not write
 GRAPH_PREFIX = "autofreeze-"  # graph object ids: re-publishing replaces a figure, not adds one
 RECIPES_TABLE = "best against the recipes"  # the study page's first figure: the answer
-
-
-def artifact_store(folder: Path) -> Any:
-    from optuna.artifacts import FileSystemArtifactStore
-
-    folder.mkdir(parents=True, exist_ok=True)
-    return FileSystemArtifactStore(str(folder))
 
 
 def metric_names(cfg: Any) -> list[str]:
@@ -75,26 +70,28 @@ class Publisher:
         return self.cfg.study.metric
 
     @property
-    def folder(self) -> Path:
-        return self.cfg.artifact_dir
+    def folder(self) -> str:
+        """The artifact store's folder or bucket URL (``[study] artifacts``)."""
+        return str(self.cfg.artifacts)
 
     def store(self) -> Any:
         """The artifact store, or None once it failed (said once; the search goes on)."""
         if self._store is None and not self._broken:
             try:
-                self._store = artifact_store(self.folder)
-            except OSError as exc:
+                self._store = open_artifact_store(self.cfg.artifacts)
+            except store_errors() as exc:
                 self._give_up(exc)
         return self._store
 
-    def _give_up(self, exc: OSError) -> None:
+    def _give_up(self, exc: BaseException) -> None:
         self._broken = True
         if self.folder in _GAVE_UP:  # said once per process (the search and its re-runs)
             return
         _GAVE_UP.add(self.folder)
+        why = getattr(exc, "strerror", None) or exc
         self.progress(
-            f"note: cannot write figures to {self.folder} ({exc.strerror or exc}); the "
-            "dashboard shows the notes without them: set [study] artifacts to a writable folder"
+            f"note: cannot write figures to {self.folder} ({why}); the dashboard shows the "
+            "notes without them: set [study] artifacts to a writable folder or bucket"
         )
 
     # -- the observer's events ---------------------------------------------------------------
@@ -127,7 +124,7 @@ class Publisher:
                 upload_artifact(
                     artifact_store=self._store, file_path=str(path), study_or_trial=trial
                 )
-        except OSError as exc:
+        except store_errors() as exc:  # the folder or the bucket, not the drawing
             self._give_up(exc)
         except Exception as exc:  # a bug in drawing must not cost the trial its result
             if not self._drawing_failed:
@@ -194,7 +191,7 @@ class Publisher:
                 aid = upload_artifact(
                     artifact_store=store, file_path=str(path), study_or_trial=study
                 )
-        except OSError as exc:
+        except store_errors() as exc:
             self._give_up(exc)
             return ""
         return (

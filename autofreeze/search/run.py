@@ -46,6 +46,7 @@ from autofreeze.study import (
     worker_label,
 )
 from autofreeze.study.allowance import allowance, first_plans_room, seconds_left, trial_estimate
+from autofreeze.study.artifacts import check_artifact_store
 from autofreeze.study.proxy import is_proxy_url
 from autofreeze.study.queue import StudyOnStorage
 from autofreeze.study.storage import (
@@ -111,6 +112,8 @@ def prepare_study(
     pretrain or to enqueue the baselines, and a bad config or bad data leaves no study behind.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if cfg.study.dashboard:  # a bucket that cannot be reached is one line, before any study
+        check_artifact_store(cfg.artifacts)
     created = new_sqlite_path(cfg.storage_url)
     storage = open_storage(cfg.storage_url, heartbeat=cfg.study.heartbeat)  # fail fast on a bad URL
     try:
@@ -273,6 +276,8 @@ def join_study(
         url,
         {"training.device": device, "study.timeout": timeout},
     )
+    if cfg.study.dashboard:  # the figures' bucket, before this worker touches the study
+        check_artifact_store(cfg.artifacts)
     set_heartbeat(storage, cfg.study.heartbeat)
     run = Run(StudyOnStorage(open_study(cfg, storage), storage), cfg)
     told = Observers(observers, progress)

@@ -1,7 +1,8 @@
 """Distributed studies with real worker processes on real SQLite, PostgreSQL and MySQL
-databases: sharing a study, reaching it, keeping passwords out of it (a worker killed or a
-search interrupted: test_worker_kills.py; through Optuna's gRPC storage proxy:
-test_proxy_workers.py)."""
+databases: sharing a study (on PostgreSQL also through Optuna's gRPC storage proxy), reaching
+it, keeping passwords out of it (a worker killed or a search interrupted: test_worker_kills.py;
+a killed worker's trial retried through the proxy: test_proxy_workers.py; figures written
+through it: test_proxy_artifacts.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from tests.processes import (
     FINISHED,
     assert_budget_kept,
     start,
+    start_proxy,
+    stop_proxy,
     trials,
     wait_for,
 )
@@ -43,9 +46,17 @@ def test_two_cpu_workers_share_one_sqlite_study(tmp_path):
     assert len(searched) == 6 and len(set(searched)) == 6, searched
 
 
-def test_postgres_study_with_a_second_machine_worker(tmp_path, pg_url):
+@pytest.mark.parametrize("through", ["database", "proxy"])
+def test_postgres_study_with_a_second_machine_worker(tmp_path, pg_url, through):
+    """A search and a worker that knows only the storage and the study name, straight on
+    PostgreSQL or both through one `autofreeze proxy` in front of it (the worker then has
+    neither the database's URL nor its driver's connections): the same study, the same
+    budget, read back from the database itself."""
+    url = pg_url
+    if through == "proxy":
+        proxy, url = start_proxy(pg_url, tmp_path / "proxy.log")
     config = write_study(tmp_path, "pg", n_trials=10, epochs=3, pruner="none")
-    a = start("search", str(config), "--storage", pg_url, log=tmp_path / "a.log")
+    a = start("search", str(config), "--storage", url, log=tmp_path / "a.log")
     wait_for(lambda: trials(pg_url, "pg"), 120, "the study to be created")
     # the second worker knows only the storage and the study name: it reads the stored config
     b = start(
@@ -55,7 +66,7 @@ def test_postgres_study_with_a_second_machine_worker(tmp_path, pg_url):
         "--threads",
         "1",
         log=tmp_path / "b.log",
-        env={"AUTOFREEZE_STORAGE": pg_url},
+        env={"AUTOFREEZE_STORAGE": url},
     )
     assert a.wait(timeout=400) == 0, (tmp_path / "a.log").read_text()[-3000:]
     assert b.wait(timeout=120) == 0, (tmp_path / "b.log").read_text()[-3000:]
@@ -63,6 +74,10 @@ def test_postgres_study_with_a_second_machine_worker(tmp_path, pg_url):
     b_log = (tmp_path / "b.log").read_text()
     ran_by_b = int(b_log.rsplit("worker done: ", 1)[1].split()[0])
     assert ran_by_b >= 1, b_log
+    stored = records.config(load_existing_study(pg_url, "pg"))
+    assert stored["study"]["storage"] == url  # the search too reached it through the proxy
+    if through == "proxy":
+        stop_proxy(proxy, tmp_path / "proxy.log")
 
 
 @pytest.mark.parametrize(
