@@ -227,3 +227,31 @@ def test_a_trial_above_the_memory_bound_trains_from_the_disk_rows(tmp_path):
     assert last["disk"]["val_accuracy"] == last["memory"]["val_accuracy"]
     for key in ("train_loss", "val_loss"):
         assert abs(last["disk"][key] - last["memory"][key]) < 1e-3, (key, last)
+
+
+def test_cached_views_go_to_disk_view_major_like_the_in_memory_entry(tmp_path):
+    from autofreeze.cache.activations import Views
+
+    train, val = tiny_split(6), tiny_split(3, seed=1)
+    views = Views(2, 0, "flip")
+    got = {}
+    for name, cache in (
+        ("memory", PrefixCache()),
+        ("disk", PrefixCache(tmp_path, memory_bytes=TINY)),
+    ):
+        got[name] = prefix_features(
+            make("resnet10t"),
+            PLAN,
+            train,
+            val,
+            cache,
+            weights="none",
+            seed=0,
+            device="cpu",
+            dtype="float16",
+            views=views,
+        )
+    disk, memory = got["disk"], got["memory"]
+    assert disk.train.on_disk and disk.train.views == 2 and disk.train.x.shape[0] == 12
+    assert torch.equal(disk.train.rows(slice(None)), memory.train.x)
+    assert torch.equal(disk.val.rows(slice(None)), memory.val.x)
