@@ -362,13 +362,19 @@ def write_report(res: dict) -> None:
         f"{unc['train_loss']:.6f} |"
     )
     cmd = f"`.venv/bin/python benchmarks/prefix_store.py --images {n} --size {a['size']} "
-    cmd += f"--boundary {k} --train-batches {a['train_batches']}`"
+    cmd += f"--boundary {k} --train-batches {a['train_batches']}"
+    cmd += f" --memory-bound {a['memory_bound']}`" if a.get("memory_bound") else "`"
     speed = rows["train_images_per_s"] / unc["train_images_per_s"]
     speed_again = again["train_images_per_s"] / unc["train_images_per_s"]
     vs_mem = again["train_images_per_s"] / mem["train_images_per_s"]
     d = {r["name"]: r for r in res["digits"]}
     f32, f16, bf16 = (
         d[x] for x in ("float32, in memory", "float16 rows on disk", "bfloat16 rows on disk")
+    )
+    bound_said = (
+        "set by `--memory-bound`, below the default on this machine for this dataset size"
+        if a.get("memory_bound")
+        else "a quarter of the RAM available: the default"
     )
     saved = unc["epoch_s_estimated"] - again["epoch_s_estimated"]
     payback = (
@@ -395,7 +401,7 @@ the peak while training.
 **Prefix outputs above the memory bound.** At boundary {k} the prefix's output is
 {rows["entry_bytes"] / (n_train + n_val) / 1e3:.0f} kB an image in float16: {mem["entry_bytes"] / MB:.0f}
 MB in float32 for the two splits, above the cache's memory bound on this machine
-({rows["memory_bound_gib"]:.1f} GiB, a quarter of the RAM available), so before this change the
+({rows["memory_bound_gib"]:.1f} GiB, {bound_said}), so before this change the
 trial was refused its cache and trained uncached. Now it is written as float16 rows to the
 cache folder as it is computed and read by the rows of each batch; a second worker reads the
 file. The float32 row lifts the memory bound to show the in-memory cache it would have needed.
