@@ -384,6 +384,7 @@ def write_report(res: dict) -> None:
         else "training on the rows is slower than uncached here: the cache does not pay."
     )
     same_join = jm["checksum"] == js["checksum"] and jm["train_loss"] == js["train_loss"]
+    note = f"\n\n**Caveat.** {res['note']}\n" if res.get("note") else ""
     body = f"""
 {cmd} under `flock /tmp/autofreeze-cpu.lock` on {info["platform"]}, {info["cores"]} cores,
 {info["ram_gib"]:.0f} GiB RAM, no GPU, torch {info["torch"]}, Python {info["python"]};
@@ -396,7 +397,7 @@ boundary {k} of {blocks}, AdamW, batch {BATCH}, trained for {a["train_batches"]}
 ({rows["train_images"]} images) and validated on one batch; "epoch s" is the split over that
 rate (estimated from those batches, not a whole epoch measured). RSS in MB (10^6 bytes),
 sampled every 5 ms: the peak while the prefix is computed or read (or the splits joined) and
-the peak while training.
+the peak while training.{note}
 
 **Prefix outputs above the memory bound.** At boundary {k} the prefix's output is
 {rows["entry_bytes"] / (n_train + n_val) / 1e3:.0f} kB an image in float16: {mem["entry_bytes"] / MB:.0f}
