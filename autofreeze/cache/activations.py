@@ -13,6 +13,15 @@ schedule ever trains below the plan's boundary; the trial trains the suffix on i
 boundary, data and preprocessing, storage dtype, library versions), on disk for every worker of
 the machine (:mod:`autofreeze.cache.store`). Computing an entry writes its batches into one
 tensor: the peak is the entry and one batch, never the entry twice.
+
+Outputs larger than the cache's memory bound go to a file of rows instead, written batch by
+batch as they are computed and read by the rows of each training batch, like images streamed
+from disk: a large dataset keeps its cache. They are stored in 16 bits (``DISK_DTYPE``,
+float16, unless ``cache_dtype = "bfloat16"``): half the disk and the reads of float32. float16
+rather than bfloat16 because activations after BatchNorm and ReLU (or a transformer block's
+residual stream) lie far inside float16's range (to 65504) and float16 keeps 3 more bits of
+mantissa (a relative error of 2^-11, against bfloat16's 2^-8); an output beyond the range
+refuses the entry (the trial runs uncached) rather than storing infinities.
 """
 
 from __future__ import annotations
@@ -20,7 +29,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from autofreeze.cache.store import Pair, PrefixCache
+from autofreeze.cache.store import CacheFull, Pair, PrefixCache, RowLayout
 from autofreeze.core.backbones import Backbone
 from autofreeze.core.split import Split, SplitError, split_at
 from autofreeze.data.augment import view_batches
@@ -76,11 +86,17 @@ class Views:
         """``fn`` of each normalised batch of ``split``'s images in order, or of each of their
         views (stacked view-major): what a cache holds of a split, written into one tensor (of
         ``dtype``, else ``fn``'s) as the batches come, so that it is never held twice."""
+        rows = max(1, self.n) * len(split)
+        x = fill(fn, self.inputs(split, batch_size), rows, dtype)
+        return TensorSplit(x, split.y, self.n or 1)
+
+    def inputs(self, split: TensorSplit, batch_size: int = FORWARD_BATCH) -> Iterator[torch.Tensor]:
+        """The normalised batches of ``split``'s images in order, or of each of their views
+        (view-major): what the frozen work runs on."""
         if not self.n:
-            return TensorSplit(fill(fn, split.chunks(batch_size), len(split), dtype), split.y)
+            return split.chunks(batch_size)
         views = (view_batches(split, batch_size, v, self.seed, self.policy) for v in range(self.n))
-        x = fill(fn, itertools.chain.from_iterable(views), self.n * len(split), dtype)
-        return TensorSplit(x, split.y, self.n)
+        return itertools.chain.from_iterable(views)
 
 
 def fill(
@@ -221,8 +237,11 @@ def prefix_features(
     **options: Any,
 ) -> PrefixFeatures:
     """Split ``backbone`` at the plan's boundary and get its prefix outputs from ``cache``
-    (computed on ``device`` if no worker has them yet), of ``views`` of the training images.
-    Raises :class:`SplitError`.
+    (computed on ``device`` if no worker has them yet), of ``views`` of the training images:
+    tensors where they fit under ``cache.memory_bytes``, else 16-bit rows in a file of the
+    cache folder, read by the rows of each batch. Raises :class:`SplitError` (the trial runs
+    uncached) where the split fails or the outputs cannot be stored (above the memory bound
+    without a folder, above the disk bound or the free disk, beyond float16's range).
 
     Args:
         backbone: the trial's backbone.
@@ -235,7 +254,10 @@ def prefix_features(
     """
     opts = PrefixOptions(**options)
     split = split_at(backbone, plan.boundary)
-    _check_fits(backbone, split, train, val, cache.memory_bytes, opts)
+    shape = _row_shape(backbone, split, train, opts)
+    rows = len(train) * max(1, opts.views.n) + len(val)
+    if rows * _nbytes(shape, opts.dtype) > cache.memory_bytes:
+        return _prefix_rows(backbone, plan, split, train, val, cache, opts, shape)
     key = _prefix_key(backbone, plan, train, val, opts)
     before = (cache.hits, cache.disk_hits)
 
@@ -253,6 +275,60 @@ def prefix_features(
         source = "computed"
     h = TensorSplit(h_train, train.y, opts.views.n or 1)
     return PrefixFeatures(split, h, TensorSplit(h_val, val.y), source)
+
+
+DISK_DTYPE = "float16"  # rows on disk: see the module doc for why not bfloat16
+
+
+def _prefix_rows(
+    backbone: Backbone,
+    plan: FreezePlan,
+    split: Split,
+    train: TensorSplit,
+    val: TensorSplit,
+    cache: PrefixCache,
+    opts: PrefixOptions,
+    shape: tuple[int, ...],
+) -> PrefixFeatures:
+    """Prefix outputs above the memory bound, as 16-bit rows in a file of the cache folder
+    (computed there batch by batch if no worker has them yet); :class:`SplitError` where
+    they cannot be stored (the trial runs uncached, and says why)."""
+    dtype = opts.dtype if opts.dtype == "bfloat16" else DISK_DTYPE
+    opts = PrefixOptions(opts.weights, opts.seed, opts.device, dtype, opts.views)
+    layout = RowLayout(len(train) * max(1, opts.views.n), len(val), shape, dtype)
+    key = _prefix_key(backbone, plan, train, val, opts)
+    before = cache.disk_hits
+
+    def compute() -> tuple[Iterator[torch.Tensor], Iterator[torch.Tensor]]:
+        model = backbone.model.to(opts.device)
+        device = next(split.prefix.parameters(), torch.empty(0)).device
+        return _outputs(model, split, opts.views.inputs(train), device), _outputs(
+            model, split, Views().inputs(val), device
+        )
+
+    try:
+        h_train, h_val = cache.get_rows(key, layout, compute)
+    except CacheFull as exc:
+        bound = cache.memory_bytes / 2**30
+        raise SplitError(f"{exc} (above the cache's memory bound of {bound:.1f} GiB)") from exc
+    source = "disk" if cache.disk_hits > before else "computed"
+    h = TensorSplit(h_train, train.y, opts.views.n or 1)
+    return PrefixFeatures(split, h, TensorSplit(h_val, val.y), source)
+
+
+def _outputs(
+    model: nn.Module, split: Split, batches: Iterable[torch.Tensor], device: torch.device
+) -> Iterator[torch.Tensor]:
+    """The prefix's output of each batch, in eval mode (how frozen blocks run), on the CPU."""
+    for x in batches:
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                y = split.prefix(x.to(device)).cpu()
+        finally:
+            model.train(was)
+        yield y
 
 
 def _prefix_key(
@@ -284,17 +360,11 @@ def _prefix_key(
     )
 
 
-def _check_fits(
-    backbone: Backbone,
-    split: Split,
-    train: TensorSplit,
-    val: TensorSplit,
-    bound: int,
-    opts: PrefixOptions,
-) -> None:
-    """Refuse (:class:`SplitError`: the trial runs uncached) prefix outputs larger than the
-    cache's memory bound: a large dataset streamed from disk must not be copied into memory
-    as activations, which are often larger than its images."""
+def _row_shape(
+    backbone: Backbone, split: Split, train: TensorSplit, opts: PrefixOptions
+) -> tuple[int, ...]:
+    """The shape of the prefix's output for one image (one image run through it): what an
+    entry's size is known by before it is computed."""
     model = backbone.model.to(opts.device)
     was = model.training
     model.eval()
@@ -303,14 +373,11 @@ def _check_fits(
             one = split.prefix(train.batch(slice(0, 1), opts.device))
     finally:
         model.train(was)
-    per_image = one.numel() * torch.empty(0, dtype=getattr(torch, opts.dtype)).element_size()
-    need = per_image * (len(train) * max(1, opts.views.n) + len(val))
-    if need > bound:
-        raise SplitError(
-            f"its outputs would take {need / 2**30:.1f} GiB, above the cache's memory bound of "
-            f"{bound / 2**30:.1f} GiB (a quarter of the RAM available; cache_dtype = "
-            '"bfloat16" halves them)'
-        )
+    return tuple(one.shape[1:])
+
+
+def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
+    return math.prod(shape) * torch.empty(0, dtype=getattr(torch, dtype)).element_size()
 
 
 @torch.no_grad()

@@ -45,7 +45,9 @@ def train_checkpoint(
 
     ``on="train"`` reproduces a trial (same seed, same data) and reports validation metrics;
     ``on="train+val"`` trains on both splits for the final model (its metrics are then
-    measured on data it saw, and say so).
+    measured on data it saw, and say so). Splits streamed from disk are joined as a view
+    (:func:`autofreeze.data.tensors.cat`): the final training stays streamed, with the same
+    batches as the in-memory join.
     """
 
     from autofreeze.core.train import fit

@@ -349,7 +349,8 @@ def test_blocks_a_schedule_freezes_for_good_are_cached_from_then_on():
 
 def test_prefix_outputs_larger_than_the_memory_bound_are_refused_not_computed():
     """A large dataset must not be copied into memory as activations: outputs above the
-    cache's memory bound raise SplitError (the trial runs uncached and says why)."""
+    memory bound of a cache without a folder raise SplitError (the trial runs uncached and
+    says why); with a folder they go to disk as rows (tests/cache/test_prefix_store.py)."""
     backbone = make("resnet10t")
     plan = plan_at(2)
     train, val = tiny_split(16), tiny_split(8, seed=1)
