@@ -139,10 +139,16 @@ def test_predict_takes_one_image_as_an_array_or_a_path_and_a_batch_as_one_array(
     grey = [np.asarray(Image.open(p)) for p in paths]  # 8 x 8 uint8, as the digits are
     rgb = [np.repeat(g[:, :, None], 3, axis=2) for g in grey]
     expected = model.predict(paths)
-    assert len(expected) == 6 and model.predict(paths[0]) == expected[0]
+
+    def same(got: tuple[str, float], want: tuple[str, float]) -> bool:
+        # one image and a batch of six run different kernels: the last bits may differ
+        return got[0] == want[0] and got[1] == pytest.approx(want[1], rel=1e-5)
+
+    assert len(expected) == 6 and same(model.predict(paths[0]), expected[0])
     for one in (grey[0], rgb[0], rgb[0].transpose(2, 0, 1), rgb[0] / 255.0, Image.open(paths[0])):
-        assert model.predict(one) == expected[0], getattr(one, "shape", one)
-    assert model.predict(np.stack(rgb)) == expected  # N x H x W x C
+        assert same(model.predict(one), expected[0]), getattr(one, "shape", one)
+    batch = model.predict(np.stack(rgb))  # N x H x W x C
+    assert len(batch) == 6 and all(same(g, w) for g, w in zip(batch, expected, strict=True))
     assert model.predict(np.stack(rgb).transpose(0, 3, 1, 2)) == expected  # N x C x H x W
     assert model.predict([g.astype(np.float32) / 255 for g in grey]) == expected
     for shape in ((8,), (5, 8, 8), (2, 5, 8, 8), (1, 2, 3, 8, 8)):
