@@ -333,6 +333,9 @@ def run_case(cluster: Cluster, mode: str, workers: int, args: argparse.Namespace
         **accounts(db_url, name, n_trials, outs, workers, args.seconds),
         "calls": call_stats(outs),
         "errors": sorted({e for o in outs for e in o["errors"]}),
+        "tracebacks": sum(
+            (tmp / f"worker{i}.log").read_text().count("Traceback") for i in range(len(procs))
+        ),
         "exit_codes": [p.returncode for p in procs],
     }  # fmt: skip
     drop(cluster, db_url)
@@ -429,11 +432,16 @@ def clean(result: dict[str, Any]) -> bool:
     return result["budget_exact"] and not any(result[k] for k in bad)
 
 
-def run_faults(args: argparse.Namespace) -> list[dict[str, Any]]:
+def save(results: dict[str, Any], args: argparse.Namespace) -> None:
+    where = Path("/tmp/af_load_last.json") if args.no_report else RESULTS
+    where.write_text(json.dumps(results, indent=1) + "\n")
+
+
+def run_faults(args: argparse.Namespace, results: dict[str, Any]) -> list[dict[str, Any]]:
     """The faults, each on a study of its own: the proxy SIGKILLed and restarted on its port;
     a tenth of the workers SIGKILLed; and, on a cluster whose ``max_connections`` is below the
     worker count, the same workers straight on PostgreSQL and through the proxy."""
-    faults = []
+    faults = results["faults"]
     heartbeat = 2  # a killed worker's trial is stale after 6 s
     cluster = Cluster(args.max_connections)
     try:
@@ -444,6 +452,7 @@ def run_faults(args: argparse.Namespace) -> list[dict[str, Any]]:
             r = run_case(cluster, "proxy", workers, a, fault, heartbeat)
             faults.append(r)
             print(summary(r), flush=True)
+            save(results, args)
     finally:
         cluster.stop()
     if "max-connections" not in args.which:
@@ -455,6 +464,7 @@ def run_faults(args: argparse.Namespace) -> list[dict[str, Any]]:
             r["fault"] = f"max_connections={args.small_connections}"
             faults.append(r)
             print(summary(r), flush=True)
+            save(results, args)
             for line in r["errors"][:3]:
                 print("   ", line, flush=True)
     finally:
@@ -472,8 +482,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
     """The section of docs/benchmarks.md: the command, the machine, the tables."""
     from benchmarks._report import write_section
 
-    command = " ".join(["flock /tmp/autofreeze-cpu.lock .venv/bin/python",
-                        "benchmarks/load_harness.py", *sys.argv[1:]])  # fmt: skip
+    command = results["command"]
     lines = [
         f"`{command}` on {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, Optuna {optuna.__version__}, PostgreSQL "
@@ -488,7 +497,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
         "or cut short and never retried; run by two workers; counted with their retry.",
         "",
         "| workers | storage | trials/min | of ideal | proxy / direct | DB connections (max) "
-        "| storage calls per trial | budget exact | lost / twice / double | errors |",
+        "| storage calls per trial | budget exact | lost / twice / double | errors / tracebacks |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     direct = {r["workers"]: r for r in results["load"] if r["mode"] == "direct"}
@@ -510,14 +519,14 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
     if results["faults"]:
         lines += ["", "Faults (heartbeat 2 s; each on a study of its own):", "",
                   "| fault | workers | storage | what happened | trials/min | of ideal | "
-                  "budget exact | lost / twice / double | cut short: retries | errors |",
+                  "budget exact | lost / twice / double | cut short: retries | errors / tb |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
         for r in results["faults"]:
             retries = ", ".join(f"#{n}: {k}" for n, k in r["retries_of_cut"].items()) or "none"
             lines.append(
                 f"| {r['fault']} | {r['workers']} | {r['mode']} | {'; '.join(r['events']) or '-'} "
                 f"| {r['trials_per_minute']:.0f} | {r['of_ideal']:.0%} | {r['budget_exact']} | "
-                f"{losses(r)} | {retries} | {len(r['errors'])} |"
+                f"{losses(r)} | {retries} | {len(r['errors'])} / {r['tracebacks']} |"
             )
         for r in results["faults"]:
             if r["errors"]:
@@ -546,7 +555,7 @@ def row(r: dict[str, Any], ratio: str) -> str:
         f"| {r['workers']} | {r['mode']} | {r['trials_per_minute']:.0f} (ideal "
         f"{r['ideal_per_minute']:.0f}) | {r['of_ideal']:.0%} | {ratio} | {r['connections_max']} | "
         f"{per_trial:.0f} | {r['budget_exact']} ({r['counted']}/{r['budget']}) | {losses(r)} | "
-        f"{len(r['errors'])} |"
+        f"{len(r['errors'])} / {r['tracebacks']} |"
     )
 
 
@@ -567,6 +576,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--small-workers", type=int, default=32)
     parser.add_argument("--downtime", type=float, default=3.0, help="the proxy's, killed")
     parser.add_argument("--no-report", action="store_true", help="print, write no files")
+    parser.add_argument("--report-only", action="store_true", help="the section from the file")
     # a worker process's own (role "worker")
     for name in ("--url", "--study", "--label", "--ready", "--go", "--out"):
         parser.add_argument(name)
@@ -579,7 +589,12 @@ def main() -> None:
         worker_process(args)
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    results: dict[str, Any] = {"load": [], "faults": []}
+    if args.report_only:  # the section again from the results file (e.g. a run cut short)
+        report(json.loads(RESULTS.read_text()), args)
+        return
+    command = " ".join(["flock /tmp/autofreeze-cpu.lock .venv/bin/python",
+                        "benchmarks/load_harness.py", *sys.argv[1:]])  # fmt: skip
+    results: dict[str, Any] = {"command": command, "load": [], "faults": []}
     if not args.only_faults:
         cluster = Cluster(args.max_connections)
         results["postgres"] = cluster.version()
@@ -589,14 +604,13 @@ def main() -> None:
                     r = run_case(cluster, mode, workers, args)
                     results["load"].append(r)
                     print(summary(r), flush=True)
+                    save(results, args)  # so far: a run cut short keeps what it measured
         finally:
             cluster.stop()
     if args.faults or args.only_faults:
-        results["faults"] = run_faults(args)
-    if args.no_report:
-        Path("/tmp/af_load_last.json").write_text(json.dumps(results, indent=1))
+        results["faults"] = run_faults(args, results)
+    save(results, args)
     if not args.no_report:
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
         report(results, args)
 
 
@@ -606,7 +620,7 @@ def summary(r: dict[str, Any]) -> str:
         f"{r['mode']:6} {r['workers']:4} workers {r['fault'] or '':11} "
         f"{r['trials_per_minute']:7.1f}/min ({r['of_ideal']:.0%} of ideal) "
         f"connections max {r['connections_max']} clean={clean(r)} "
-        f"errors={len(r['errors'])} costliest={slow[0]} {slow[1]}"
+        f"errors={len(r['errors'])} tracebacks={r['tracebacks']} costliest={slow[0]} {slow[1]}"
     )
 
 

@@ -144,6 +144,7 @@ class ProxyStorage(GrpcStorageProxy):
         # (study id, trial number) -> (the heartbeat value last seen, when it was first seen)
         self.seen: dict[tuple[int, int], tuple[Any, float]] = {}
         self.watched: set[int] = set()  # the studies whose trials this process judges
+        self.looked: dict[int, float] = {}  # study id -> when this process last looked
         self.looking = threading.Lock()
         self.ride_out = RIDE_OUT
         self.progress: Progress = lambda _: None  # connect() gives the command's
@@ -216,16 +217,19 @@ class ProxyStorage(GrpcStorageProxy):
 
     def record_heartbeat(self, trial_id: int) -> None:
         """Beat: a new value of the trial's heartbeat; then look at the other running trials
-        (so that, back from a long trial of its own, this process judges at once). A call
-        that fails (the trial was failed as stale, the proxy does not answer for now) is let
-        go: the trial's next write through the storage says what happened."""
+        (so that, back from a long trial of its own, this process judges at once), unless this
+        process looked less than half an interval ago (it just did, before taking the trial:
+        a silence is judged over three intervals). A call that fails (the trial was failed as
+        stale, the proxy does not answer for now) is let go: the trial's next write through
+        the storage says what happened."""
         import grpc
 
         beat = {"by": self.beater, "n": next(self.beats), "stale_after": self.stale_after()}
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError, grpc.RpcError):
             records.write_heartbeat(self, trial_id, beat)
             with self.looking:
-                watched = list(self.watched)
+                recent = time.monotonic() - 0.5 * (self.heartbeat_interval or 0)
+                watched = [s for s in self.watched if self.looked.get(s, -math.inf) <= recent]
             for study_id in watched:
                 self.look(study_id)
 
@@ -282,6 +286,7 @@ class ProxyStorage(GrpcStorageProxy):
                 if now - since >= float(grace):
                     stale.append(trial.number)
             self.seen = seen
+            self.looked[study_id] = now
             return stale
 
 
