@@ -308,7 +308,14 @@ def run_case(cluster: Cluster, mode: str, workers: int, args: argparse.Namespace
     killed: list[int] = []
     rng = random.Random(workers)
     fault_at = t0 + ideal * rng.uniform(0.3, 0.6)
+    give_up = t0 + 4 * ideal + 120  # a study that cannot finish (workers died) is cut here
     while any(p.poll() is None for p in procs):
+        if time.monotonic() > give_up:
+            for p in procs:
+                p.kill()
+                p.wait()
+            events.append(f"not finished after {give_up - t0:.0f}s: worker processes killed")
+            break
         samples.append(cluster.connections(db_url))
         if fault and not events and time.monotonic() >= fault_at:
             events.append(inject(fault, proxy, procs, rng, killed, args))
