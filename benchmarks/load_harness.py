@@ -212,6 +212,8 @@ class Cluster:
 
         self.max_connections = max_connections
         self.folder, self.admin = start_pg_cluster(max_connections)
+        self.watch: Any = None
+        self.connections("/none")  # held before any worker connects
 
     def database(self) -> str:
         import psycopg
@@ -222,13 +224,16 @@ class Cluster:
         return self.admin.rsplit("/", 1)[0] + f"/{name}"
 
     def connections(self, db_url: str) -> int:
+        """The study database's connections, asked on a connection held from the start (a
+        full server refuses a new one)."""
         import psycopg
 
-        with psycopg.connect(self.admin, autocommit=True) as con:
-            row = con.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
-                (db_url.rsplit("/", 1)[1],),
-            ).fetchone()
+        if self.watch is None:
+            self.watch = psycopg.connect(self.admin, autocommit=True)
+        row = self.watch.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+            (db_url.rsplit("/", 1)[1],),
+        ).fetchone()
         return int(row[0])
 
     def version(self) -> str:
@@ -240,6 +245,8 @@ class Cluster:
     def stop(self) -> None:
         from tests.processes import stop_pg_cluster
 
+        if self.watch is not None:
+            self.watch.close()
         stop_pg_cluster(self.folder)
 
 
@@ -439,6 +446,10 @@ def clean(result: dict[str, Any]) -> bool:
     return result["budget_exact"] and not any(result[k] for k in bad)
 
 
+def kind(fault: dict[str, Any]) -> str:
+    return "max-connections" if fault["fault"].startswith("max_connections") else fault["fault"]
+
+
 def save(results: dict[str, Any], args: argparse.Namespace) -> None:
     where = Path("/tmp/af_load_last.json") if args.no_report else RESULTS
     where.write_text(json.dumps(results, indent=1) + "\n")
@@ -517,6 +528,12 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
         ):
             ratio = f"{r['trials_per_minute'] / direct[r['workers']]['trials_per_minute']:.2f}x"
         lines.append(row(r, ratio))
+    for r in results["load"]:  # a study cut by the harness: its running trials are not lost
+        for event in r["events"]:
+            lines += ["", f"{r['workers']} workers, {r['mode']}: {event} (its running trials "
+                      "count as left running; its calls were not written)."]  # fmt: skip
+    if not any(kind(f) == "max-connections" for f in results["faults"]):
+        lines += ["", "Not measured in this run: max_connections below the worker count."]
     lines += ["", "Storage calls by method (p50 / p99 ms, calls per trial):", "",
               "| workers | storage | " + " | ".join(KEY_CALLS) + " |",
               "| --- | --- |" + " --- |" * len(KEY_CALLS)]  # fmt: skip
@@ -602,6 +619,10 @@ def main() -> None:
     command = " ".join(["flock /tmp/autofreeze-cpu.lock .venv/bin/python",
                         "benchmarks/load_harness.py", *sys.argv[1:]])  # fmt: skip
     results: dict[str, Any] = {"command": command, "load": [], "faults": []}
+    if args.only_faults and RESULTS.exists() and not args.no_report:  # the others' kept
+        results = json.loads(RESULTS.read_text())
+        results["faults"] = [f for f in results["faults"] if kind(f) not in args.which]
+        results["command_faults"] = command
     if not args.only_faults:
         cluster = Cluster(args.max_connections)
         results["postgres"] = cluster.version()
