@@ -1,8 +1,7 @@
 """Faults behind Optuna's gRPC storage proxy: the proxy SIGKILLed and restarted under a running
-search, a call cut by the proxy's death, a trial that nobody runs, and a PostgreSQL that allows
-fewer connections than there are workers. Real `autofreeze proxy` processes, real PostgreSQL
-(the shared server's test databases; a cluster of the test's own for max_connections). The same
-faults at scale: benchmarks/load_harness.py."""
+search, a call cut by the proxy's death, a trial that nobody runs. Real `autofreeze proxy`
+processes, real PostgreSQL (the shared server's test databases). The same faults at scale, and
+a PostgreSQL that allows fewer connections than there are workers: benchmarks/load_harness.py."""
 
 from __future__ import annotations
 
@@ -35,7 +34,7 @@ pytestmark = pytest.mark.slow  # real processes: the full suite, not `make check
 
 def test_the_proxy_is_killed_mid_study_and_restarted_and_the_workers_ride_it_out(tmp_path, pg_url):
     """`search --workers 2` through the proxy; the proxy is SIGKILLed while trials run and
-    started again on its port 3 s later. Each worker says once that the proxy does not answer
+    started again on its port 3 s later. Each process says once that the proxy does not answer
     and once that it answers again, and goes on: the search ends with exit code 0, the budget
     exact, nothing lost or run twice, no traceback."""
     config = write_study(tmp_path, "pk", n_trials=8, epochs=4, pruner="none")
@@ -54,7 +53,8 @@ def test_the_proxy_is_killed_mid_study_and_restarted_and_the_workers_ride_it_out
     assert "Traceback" not in text
     silent = [line for line in text.splitlines() if "storage proxy not answering" in line]
     again = [line for line in text.splitlines() if "storage proxy answers again" in line]
-    assert 1 <= len(silent) <= 2 and len(again) == len(silent), text  # once per worker
+    # once per process that called meanwhile: the workers and the search (it reads the study)
+    assert 1 <= len(silent) <= 3 and len(again) == len(silent), text
     assert "asking again for up to 120s" in silent[0]
     assert_budget_kept(trials(pg_url, "pk"), 8)
     stop_proxy(proxy, tmp_path / "proxy2.log")
