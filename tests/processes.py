@@ -151,3 +151,70 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def pg_bin(tool: str) -> str:
+    """PostgreSQL's server tool ``tool`` (``initdb``, ``pg_ctl``), of the newest version."""
+    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{tool}"), key=lambda p: p.parts[-3])
+    if not found:
+        raise FileNotFoundError(f"no PostgreSQL {tool} under /usr/lib/postgresql")
+    return str(found[-1])
+
+
+def _as_postgres(*command: str) -> None:
+    """Run a PostgreSQL server tool, as the ``postgres`` user when this process is root (the
+    server refuses to run as root)."""
+    import shlex
+
+    args = list(command)
+    if os.geteuid() == 0:
+        args = ["su", "postgres", "-c", shlex.join(args)]
+    subprocess.run(args, check=True, stdin=subprocess.DEVNULL, capture_output=True)
+
+
+def start_pg_cluster(max_connections: int) -> tuple[Path, str]:
+    """A PostgreSQL cluster of one's own (never the shared server): ``initdb`` into a new
+    folder, started on a free port of 127.0.0.1 with ``max_connections``, trust auth. Returns
+    its folder (for :func:`stop_pg_cluster`) and the URL of its ``postgres`` database."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="af_pg_"))
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    data, port = folder / "data", free_port()
+    _as_postgres(pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+    options = (
+        f"-p {port} -c listen_addresses=127.0.0.1 -k {folder} -c max_connections={max_connections}"
+    )
+    _as_postgres(
+        pg_bin("pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-o", options, "start"
+    )
+    return folder, f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+
+def stop_pg_cluster(folder: Path) -> None:
+    """Stop a cluster of :func:`start_pg_cluster` (at once: its clients are cut) and remove it."""
+    import shutil
+
+    try:
+        _as_postgres(pg_bin("pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "-w", "stop")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def restart_proxy(db_url: str, url: str, log: Path) -> subprocess.Popen:
+    """``autofreeze proxy`` again on the port of ``url`` (after the previous one died); returns
+    once it answers."""
+    from autofreeze.study.proxy import ProxyStorage, proxy_address
+
+    _, port = proxy_address(url)
+    proc = start("proxy", "--storage", db_url, "--port", str(port), log=log)
+
+    def serving() -> bool:
+        assert proc.poll() is None, log.read_text()
+        return "workers use --storage" in log.read_text()
+
+    wait_for(serving, 60, "the proxy to restart")
+    ProxyStorage(host="127.0.0.1", port=port).wait_server_ready(timeout=30)
+    return proc
