@@ -327,9 +327,21 @@ def open_storage(
             raise StorageError(f"cannot open storage {mask_url(url)!r}: {_short(exc)}") from None
 
 
+# what PostgreSQL and MySQL/MariaDB say when every connection they allow is taken
+FULL_SERVER = ("too many clients", "too many connections", "remaining connection slots")
+
+
 def _short(exc: BaseException) -> str:
+    """The database's first line of ``exc``; a full server gets its remedy on the same line."""
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+    line = text[0][:300] if text else type(exc).__name__
+    if any(words in line.lower() for words in FULL_SERVER):
+        line += (
+            " (every connection the database allows is taken: serve it to the workers through "
+            "`autofreeze proxy`, which holds a few, or raise its max_connections; "
+            "docs/distributed.md)"
+        )
+    return line
 
 
 def storage_lost(exc: BaseException) -> str | None:

@@ -137,3 +137,35 @@ def test_storage_password_never_reaches_user_attrs(tmp_path, pg_url):
     assert "not-checked-by-trust" not in dumped
     assert "not-checked-by-trust" not in (tmp_path / "a.log").read_text()
     assert stored["study"]["storage"].startswith("postgresql://postgres:***@")
+
+
+def test_a_database_with_no_connection_left_is_one_line_that_names_the_proxy(tmp_path, pg_url):
+    """A real PostgreSQL refusal: a role allowed no connection gets the server's "too many
+    connections" (what every worker past ``max_connections`` gets), said in one line with the
+    remedy, exit 1, and the study's database untouched."""
+    import uuid
+
+    import psycopg
+
+    role = f"af_full_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0")
+    try:
+        full = pg_url.replace("postgresql://postgres@", f"postgresql://{role}@", 1)
+        assert full != pg_url
+        log = tmp_path / "w.log"
+        proc = start("worker", "--study-name", "s", log=log, env={"AUTOFREEZE_STORAGE": full})
+        assert proc.wait(timeout=60) == 1
+        text = log.read_text()
+        assert "Traceback" not in text
+        last = text.strip().splitlines()[-1]
+        assert "too many connections" in last and "autofreeze proxy" in last, last
+        assert "max_connections" in last
+        with psycopg.connect(pg_url) as admin:  # nothing was created in the study's database
+            tables = admin.execute(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+            ).fetchone()[0]
+        assert tables == 0
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
