@@ -46,18 +46,23 @@ def free_port() -> int:
 def start_proxy(db_url: str, log: Path) -> tuple[subprocess.Popen, str]:
     """``autofreeze proxy`` in front of the database ``db_url`` on a free port; returns the
     process and its ``grpc://`` URL once the proxy answers."""
+    port = free_port()
+    return _serve_proxy(db_url, port, log, "the proxy to start"), f"grpc://127.0.0.1:{port}"
+
+
+def _serve_proxy(db_url: str, port: int, log: Path, what: str) -> subprocess.Popen:
+    """``autofreeze proxy`` in front of ``db_url`` on ``port``, once it says so and answers."""
     from autofreeze.study.proxy import ProxyStorage
 
-    port = free_port()
     proc = start("proxy", "--storage", db_url, "--port", str(port), log=log)
 
     def serving() -> bool:
         assert proc.poll() is None, log.read_text()
         return "workers use --storage" in log.read_text()
 
-    wait_for(serving, 60, "the proxy to start")
+    wait_for(serving, 60, what)
     ProxyStorage(host="127.0.0.1", port=port).wait_server_ready(timeout=30)
-    return proc, f"grpc://127.0.0.1:{port}"
+    return proc
 
 
 def stop_proxy(proc: subprocess.Popen, log: Path) -> None:
@@ -206,15 +211,7 @@ def stop_pg_cluster(folder: Path) -> None:
 def restart_proxy(db_url: str, url: str, log: Path) -> subprocess.Popen:
     """``autofreeze proxy`` again on the port of ``url`` (after the previous one died); returns
     once it answers."""
-    from autofreeze.study.proxy import ProxyStorage, proxy_address
+    from autofreeze.study.proxy import proxy_address
 
     _, port = proxy_address(url)
-    proc = start("proxy", "--storage", db_url, "--port", str(port), log=log)
-
-    def serving() -> bool:
-        assert proc.poll() is None, log.read_text()
-        return "workers use --storage" in log.read_text()
-
-    wait_for(serving, 60, "the proxy to restart")
-    ProxyStorage(host="127.0.0.1", port=port).wait_server_ready(timeout=30)
-    return proc
+    return _serve_proxy(db_url, port, log, "the proxy to restart")
