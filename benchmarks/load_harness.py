@@ -160,7 +160,12 @@ def worker_process(args: argparse.Namespace) -> None:
     from autofreeze.search.trials import run_trials
     from autofreeze.study import open_study, stored_config
     from autofreeze.study.queue import StudyOnStorage
-    from autofreeze.study.storage import load_existing_study, open_storage, set_heartbeat
+    from autofreeze.study.storage import (
+        load_existing_study,
+        open_storage,
+        set_heartbeat,
+        storage_lost,
+    )
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     first = open_storage(args.url, attempts=5)
@@ -190,8 +195,10 @@ def worker_process(args: argparse.Namespace) -> None:
     def work(label: str, run: Any, objective: SleepObjective) -> None:
         try:
             run_trials(run, objective, Observers(), lambda _: None, label, poll=1.0)
-        except Exception as exc:  # noqa: BLE001
-            errors.append(f"{label}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+        except Exception as exc:  # noqa: BLE001 - as `autofreeze worker` says it (join_study)
+            lost = storage_lost(exc)
+            said = f"lost the study database ({lost})" if lost else f"{type(exc).__name__}: {exc}"
+            errors.append(f"{label}: {' '.join(said.split())[:300]}")
         ran[label] = objective.ran
 
     threads = [threading.Thread(target=work, args=w) for w in workers]

@@ -347,11 +347,15 @@ def _short(exc: BaseException) -> str:
 def storage_lost(exc: BaseException) -> str | None:
     """Why a call to the storage failed because the database or the proxy went away (a line),
     or None for any other error."""
+    from optuna.exceptions import StorageInternalError
     from sqlalchemy.exc import OperationalError
 
     reason = proxy.rpc_failure(exc)
-    if reason is None and isinstance(exc, OperationalError):
-        reason = _short(exc)
+    # Optuna wraps a commit that lost its connection (a full server: "too many clients") in
+    # StorageInternalError "invalid data ... exceeding max length": the cause says what it was
+    cause = exc.__cause__ if isinstance(exc, StorageInternalError) else exc
+    if reason is None and isinstance(cause, OperationalError):
+        reason = _short(cause)
     return reason
 
 

@@ -162,3 +162,28 @@ def test_a_relative_sqlite_path_meant_as_such_is_created_without_a_word(elsewher
     open_storage("sqlite:///new/c.db")  # no /new at the root: nothing else was meant
     assert (cwd / "new" / "c.db").is_file()
     assert list((root / "data" / "studies").iterdir()) == []
+
+
+def test_a_commit_that_lost_its_connection_is_a_lost_storage_with_its_reason():
+    """Optuna wraps a failed commit in StorageInternalError ("invalid data ... exceeding max
+    length", its message for any SQLAlchemy error there: the load harness met it when a server's
+    connections were all taken); the worker says the database's own reason, with its remedy."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    from autofreeze.study.storage import storage_lost
+
+    def wrapped(error: Exception) -> Exception:
+        try:
+            try:
+                raise error
+            except Exception as e:
+                raise optuna.exceptions.StorageInternalError("An exception is raised") from e
+        except optuna.exceptions.StorageInternalError as exc:
+            return exc
+
+    full = OperationalError("COMMIT", {}, Exception("FATAL:  sorry, too many clients already"))
+    reason = storage_lost(wrapped(full))
+    assert reason is not None and "too many clients" in reason and "autofreeze proxy" in reason
+    # a bad value is a bug to see, not a lost database
+    assert storage_lost(wrapped(IntegrityError("INSERT", {}, Exception("duplicate key")))) is None
