@@ -21,7 +21,9 @@ loop is not run again; its curve is copied for reference):
   out, by benchmarks/portfolio.py's selection from its results file, on the other tasks' test
   or validation accuracy: ``--portfolio-on``): the shipped members are replaced by these
   in-process for the run (``autofreeze.search.baselines.members``);
-- ``both``: the warm start and that portfolio.
+- ``both``: the warm start and that portfolio;
+- ``mixed``: ``first_plans = "both"``: that portfolio and the textbook recipes, without a warm
+  start.
 
 Each choice after every finished trial is recorded, and the choices at 1/6 .. 1 of T are
 trained again on the train split and evaluated on the held-out test split exactly as
@@ -66,7 +68,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "warm_start.json"
 PORTFOLIO = ROOT / "benchmarks" / "results" / "portfolio.json"
 COMMAND = ".venv/bin/python benchmarks/warm_start.py"
 TITLE = "Warm starts and the portfolio"
-METHODS = ("cold", "warm", "portfolio", "both")
+METHODS = ("cold", "warm", "portfolio", "both", "mixed")
 ORDER = ("vanilla", *METHODS)  # the report's methods; vanilla's runs are copied
 K = 6  # portfolio members (the shipped size)
 VERSION = 1
@@ -192,7 +194,8 @@ def source_study(task: str, seed: int, ctx: dict[str, Any]) -> dict[str, Any]:
 # -- the runs ------------------------------------------------------------------------------------
 def method_keys(method: str, source: dict[str, Any] | None) -> tuple[dict, dict]:
     """The ``[study]`` and ``[search]`` keys of ``method``."""
-    study = {"first_plans": "portfolio" if method in ("portfolio", "both") else "recipes"}
+    plans = {"portfolio": "portfolio", "both": "portfolio", "mixed": "both"}
+    study = {"first_plans": plans.get(method, "recipes")}
     search = {}
     if method in ("warm", "both") and source is not None:
         search["warm_start"] = [{"storage": source["storage"], "study": source["study"]}]
@@ -218,7 +221,7 @@ def first_trials(setup: Setup) -> list[str]:
 def run_one(setup: Setup, method: str, budget: float, ctx: dict[str, Any]) -> dict[str, Any]:
     sibling = SIBLINGS[setup.name]
     source = source_study(sibling, setup.seed, ctx) if method in ("warm", "both") else None
-    members = ctx["portfolios"][setup.name] if method in ("portfolio", "both") else None
+    members = ctx["portfolios"][setup.name] if method in ("portfolio", "both", "mixed") else None
     study, search = method_keys(method, source)
     with portfolio_of(members):
         run = run_autofreeze(setup, budget, ctx["said"], study, search, method).to_dict()
@@ -496,7 +499,8 @@ def settings_text(results: dict[str, Any], t: Any) -> str:
         f"{portfolio_rule(t)} accuracy in benchmarks/results/portfolio.json; the members are "
         "listed at the end): for the run the shipped members are replaced "
         "in-process by these (`autofreeze.search.baselines.members` patched). `both`: the warm "
-        'start and that portfolio (`first_plans = "portfolio"`). The product queues the warm '
+        'start and that portfolio (`first_plans = "portfolio"`). `mixed`: that portfolio and '
+        'the textbook recipes (`first_plans = "both"`), no warm start. The product queues the warm '
         "plans first (3 per earlier study), then the portfolio's or the recipes in the room "
         "the budget leaves. Only plans cross over, never weights or values; a sibling's "
         "images may overlap the task's test images (the same seed draws from the same digits), "
@@ -596,7 +600,7 @@ def portfolio_rule(t: Any) -> str:
     rules = {
         r["info"].get("portfolio_on", "?")
         for task in t.tasks
-        for m in ran(t, ("portfolio", "both"))
+        for m in ran(t, ("portfolio", "both", "mixed"))
         for r in t.runs[task][m]
     }
     words = {"val": "validation", "test": "test"}
