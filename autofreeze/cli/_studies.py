@@ -141,6 +141,14 @@ def _report(
     help="override [study] heartbeat: seconds between trial heartbeats (a dead worker's "
     "trial is retried after three missed beats)",
 )
+@click.option(
+    "--connect-attempts",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="tries to reach the database or storage proxy (exponential backoff: 1, 2, 4 ... s) "
+    "before giving up; a job script that starts beside its database asks for more",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.option("--wide", is_flag=True, help="every column in the comparison (default: 100 wide)")
 @with_verbosity
@@ -155,6 +163,7 @@ def search(
     devices: str,
     workers: int | None,
     heartbeat: int | None,
+    connect_attempts: int,
     as_json: bool,
     wide: bool,
     quiet: bool,
@@ -182,6 +191,7 @@ def search(
             workers=workers,
             progress=display,
             observers=[display, Publisher(display)],
+            connect_attempts=connect_attempts,
         )
     _report(result, cfg, as_json, wide, display.search_seconds)
 

@@ -104,18 +104,28 @@ def prepare_search(
 
 
 def prepare_study(
-    cfg: StudyConfig, registry: Registry | None = None, progress: Progress = stderr_progress
+    cfg: StudyConfig,
+    registry: Registry | None = None,
+    progress: Progress = stderr_progress,
+    connect_attempts: int = 1,
 ) -> tuple[StudyOnStorage, Prepared, SearchSpace]:
     """Everything before the first trial: storage, weights, data, checks, study, baselines.
 
     Run once by ``autofreeze search`` before it starts workers, so that workers never race to
     pretrain or to enqueue the baselines, and a bad config or bad data leaves no study behind.
+    ``connect_attempts`` > 1 retries a database or proxy that does not answer yet (exponential
+    backoff); the default fails at once, as a typo in the URL should.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if cfg.study.dashboard:  # a bucket that cannot be reached is one line, before any study
         check_artifact_store(cfg.artifacts)
     created = new_sqlite_path(cfg.storage_url)
-    storage = open_storage(cfg.storage_url, heartbeat=cfg.study.heartbeat)  # fail fast on a bad URL
+    storage = open_storage(  # a bad URL fails fast unless told to retry
+        cfg.storage_url,
+        heartbeat=cfg.study.heartbeat,
+        attempts=connect_attempts,
+        progress=progress,
+    )
     try:
         # the earlier studies first: a refusal costs no pretraining and no decoding
         warm = read_warm_start(cfg, _is_new(storage, cfg.study.name), progress)
@@ -215,16 +225,18 @@ def run_search(
     registry: Registry | None = None,
     progress: Progress = stderr_progress,
     observers: Iterable[SearchObserver] = (),
+    connect_attempts: int = 1,
 ) -> SearchResult:
     """Prepare the study, then run its trials: in this process for one CPU worker, else in one
-    ``autofreeze worker`` process per device (``devices``/``workers`` as in the CLI).
+    ``autofreeze worker`` process per device (``devices``/``workers`` as in the CLI;
+    ``connect_attempts`` as in :func:`prepare_study`).
 
     ``observers`` (the terminal display, the dashboard publisher) are told what happens; see
     :mod:`autofreeze.search.observer`.
     """
     specs = plan_workers(devices, workers)
     t0 = time.perf_counter()
-    on, prepared, space = prepare_study(cfg, registry, progress)
+    on, prepared, space = prepare_study(cfg, registry, progress, connect_attempts)
     study = on.study
     before, _ = budget(study)
     run = Run(on, cfg, workers=len(specs), reevaluate=True)

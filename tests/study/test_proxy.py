@@ -17,7 +17,8 @@ from autofreeze.study import records
 from autofreeze.study.proxy import ProxyStorage, proxy_address
 from autofreeze.study.storage import open_storage, storage_lost
 from tests.commands import invoke
-from tests.processes import free_port, wait_for
+from tests.processes import free_port, start, stop_proxy, wait_for
+from tests.studies import write_study
 
 
 @pytest.mark.parametrize(
@@ -181,3 +182,27 @@ def test_the_proxy_says_a_taken_port_in_one_line_and_stops_on_ctrl_c(proxy):
     with pytest.raises(Exception) as gone:
         connected.get_all_studies()
     assert storage_lost(gone.value).startswith("UNAVAILABLE: ")
+
+
+def test_a_search_told_to_retry_waits_for_a_proxy_that_starts_after_it(tmp_path):
+    """A job script may start the search beside its proxy: with ``--connect-attempts`` the
+    search retries until the proxy answers, then runs; by default it fails at once, in one
+    line, and leaves nothing behind."""
+    config = write_study(tmp_path, "late", n_trials=1, epochs=1, study_extra="baselines = false")
+    port = free_port()
+    url = f"grpc://127.0.0.1:{port}"
+    at_once = invoke("search", str(config), "--storage", url)
+    assert at_once.exit_code == 1 and "Traceback" not in at_once.output
+    last = at_once.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"Error: cannot reach the storage proxy {url}: "), last
+    assert not list(tmp_path.glob("*.db")) and not list(tmp_path.glob("*-artifacts"))
+
+    db = f"sqlite:///{tmp_path}/late.db"
+    # the proxy process needs seconds to import and serve: the search's first tries miss it
+    proxy = start("proxy", "--storage", db, "--port", str(port), log=tmp_path / "proxy.log")
+    result = invoke("search", str(config), "--storage", url, "--connect-attempts", "6")
+    assert result.exit_code == 0, result.output
+    assert f"storage proxy {url} unreachable" in result.stderr  # it waited for the proxy
+    found = optuna.load_study(study_name="late", storage=db).get_trials()
+    assert [t.state for t in found] == [TrialState.COMPLETE]
+    stop_proxy(proxy, tmp_path / "proxy.log")
