@@ -88,8 +88,11 @@ def dashboard(
     store = open_storage(url, read_only=True)  # never creates a file; reads a read-only one
     if cfg is not None:  # a typo in the name or the storage would serve a dashboard without it
         load_existing_study(url, cfg.study.name, storage=store)
-    figures = _figures(where)
-    shown = f", figures from {where}" if figures else " (no figure folder: give --artifacts)"
+    if where is None:  # where each study's search put its figures, by its stored config
+        figures, shown = _recorded_figures(store, url)
+    else:
+        figures = _figures(where)
+        shown = f", figures from {where}" if figures else " (no figure folder: give --artifacts)"
     click.echo(
         f"optuna-dashboard on http://{host}:{port}/ for {mask_url(url)}{shown} (Ctrl-C stops)",
         err=True,
@@ -108,6 +111,49 @@ def _figures_at(artifacts: str | None, cfg: Any) -> Any:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--artifacts'") from None
     return where if where.scheme else replace(where, path=str(Path(where.path).resolve()))
+
+
+def _recorded_figures(storage: Any, url: str) -> tuple[Any, str]:
+    """The figures of every study in ``storage`` where its search put them (``[study]
+    artifacts`` of the config each study stored, a folder resolved where the search ran), read
+    as one store, and the words that say where; a study without a stored config is skipped."""
+    import optuna
+
+    from autofreeze.errors import AutofreezeError
+    from autofreeze.study import records
+    from autofreeze.study.artifacts import FirstOf
+    from autofreeze.study.stored import stored_config
+
+    places: list[Any] = []
+    for summary in storage.get_all_studies():
+        study = records.with_storage(
+            optuna.load_study(study_name=summary.study_name, storage=storage), storage
+        )
+        try:
+            place = stored_config(study, url).artifacts
+        except AutofreezeError:  # not an autofreeze study, or its config no longer reads
+            continue
+        if place not in places:
+            places.append(place)
+    found, missing = [], []
+    for place in places:
+        try:
+            store = _figures(place)
+        except AutofreezeError:  # a bucket this machine cannot reach: said, not fatal
+            store = None
+        (found if store is not None else missing).append((place, store))
+    if not found:
+        elsewhere = f"the studies keep them in {_listed(missing)}, not here: " if missing else ""
+        return None, f" (no figure folder: {elsewhere}give --artifacts)"
+    stores = [store for _, store in found]
+    shown = f", figures from {_listed(found)}"
+    if missing:
+        shown += f" (not here: {_listed(missing)}; give --artifacts)"
+    return (stores[0] if len(stores) == 1 else FirstOf(stores)), shown
+
+
+def _listed(places: list[tuple[Any, Any]]) -> str:
+    return " and ".join(str(place) for place, _ in places)
 
 
 def _figures(where: Any) -> Any:

@@ -57,6 +57,37 @@ class PrefixedStore:
         self.store.remove(self.key(artifact_id))
 
 
+class FirstOf:
+    """Several artifact stores read as one: the dashboard of a storage whose studies keep their
+    figures in different places (each ``[study] artifacts``). An artifact is read from the
+    first store that holds it; one written (an upload in the dashboard) goes to the first."""
+
+    def __init__(self, stores: list[Any]) -> None:
+        self.stores = stores
+
+    def open_reader(self, artifact_id: str) -> IO[bytes]:
+        from optuna.artifacts.exceptions import ArtifactNotFound
+
+        for store in self.stores[:-1]:
+            try:
+                return store.open_reader(artifact_id)
+            except ArtifactNotFound:
+                continue
+        return self.stores[-1].open_reader(artifact_id)
+
+    def write(self, artifact_id: str, content_body: IO[bytes]) -> None:
+        self.stores[0].write(artifact_id, content_body)
+
+    def remove(self, artifact_id: str) -> None:
+        from optuna.artifacts.exceptions import ArtifactNotFound
+
+        for store in self.stores:
+            try:
+                store.remove(artifact_id)
+            except ArtifactNotFound:
+                continue
+
+
 def store_errors() -> tuple[type[BaseException], ...]:
     """What a store raises when it cannot be reached or written: ``OSError``, and the client
     libraries' own errors where they are installed (botocore, google-api-core, google-auth)."""

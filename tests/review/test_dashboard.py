@@ -349,3 +349,35 @@ def test_a_figure_that_cannot_be_drawn_costs_no_trial_its_result(tmp_path, monke
     assert result.ran == 3 and len(done) == 3
     notes = [line for line in lines if "could not draw" in line]
     assert len(notes) == 1 and "ValueError: no such colour" in notes[0]
+
+
+def test_a_dashboard_on_a_storage_alone_finds_each_studys_figures_where_its_search_put_them(
+    tmp_path, monkeypatch
+):
+    """``autofreeze dashboard --storage URL``, no config and no --artifacts, started elsewhere:
+    the figures of two studies, each in the artifact folder of its own config, are served from
+    where each study's search put them (read from the config the study stored)."""
+    url = f"sqlite:///{tmp_path}/shared.db"
+    folders = {}
+    for name in ("first", "second"):
+        folder = tmp_path / name
+        folder.mkdir()
+        path = write_study(folder, name, n_trials=1, epochs=1, dashboard=True)
+        run_search(
+            load_config(path, {"study.storage": url}), progress=quiet, observers=[Publisher(quiet)]
+        )
+        folders[name] = folder / f"{name}-artifacts"
+    elsewhere = tmp_path / "reviewer"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with dashboard("--storage", url) as base:
+        summaries = get(f"{base}/api/studies")["study_summaries"]
+        assert sorted(s["study_name"] for s in summaries) == ["first", "second"]
+        for summary in summaries:
+            detail = get(f"{base}/api/studies/{summary['study_id']}")
+            (trial,) = [t for t in detail["trials"] if t["state"] == "Complete"]
+            (png,) = [a for a in trial["artifacts"] if a["filename"].endswith(".png")]
+            link = f"/artifacts/{summary['study_id']}/{trial['trial_id']}/{png['artifact_id']}"
+            served = raw(base + link)
+            stored = (folders[summary["study_name"]] / png["artifact_id"]).read_bytes()
+            assert served == stored and served.startswith(PNG)
