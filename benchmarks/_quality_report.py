@@ -24,6 +24,7 @@ STYLES: tuple[dict[str, Any], ...] = (
     {"marker": "^", "markersize": 3, "linewidth": 1, "linestyle": ":"},
     {"marker": "v", "markersize": 3, "linewidth": 1, "linestyle": "-."},
     {"marker": "D", "markersize": 4, "linewidth": 2.2},
+    {"marker": "x", "markersize": 4, "linewidth": 1.5, "linestyle": (0, (5, 1))},
 )
 FRACTION_NAMES = ("1/6", "1/3", "1/2", "2/3", "1")
 COMMAND = ".venv/bin/python benchmarks/search_quality.py"

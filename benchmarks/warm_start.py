@@ -358,13 +358,18 @@ def ran(t: Any, among: tuple[str, ...] = METHODS) -> list[str]:
 
 
 def bar_line(t: Any) -> str:
-    """The issue's bar for the warm start, said plainly."""
+    """The issue's bar for the warm start (``warm``, else ``both`` where a run has no
+    ``warm``), said plainly."""
     from benchmarks._quality_report import reach
 
-    median = statistics.median(reach(t, task, "warm", "cold") for task in t.tasks)
-    worse = [task for task in t.tasks if gap(t, task, "warm") < -noise(t, task)]
+    warm = next((m for m in ("warm", "both") if m in t.methods), None)
+    if warm is None:
+        return "**The bar** needs a warm start (`warm` or `both`): this run has none."
+    median = statistics.median(reach(t, task, warm, "cold") for task in t.tasks)
+    worse = [task for task in t.tasks if gap(t, task, warm) < -noise(t, task)]
     return (
-        "**The bar**: a warm start from a sibling task reaches cold's final test accuracy in at "
+        f"**The bar** (for `{warm}`): a warm start from a sibling task reaches cold's final "
+        "test accuracy in at "
         f"most half its wall time, median over tasks: {'met' if median <= 0.5 else 'not met'} "
         f"({fraction(median)}); and never ends worse than cold by more than the task's noise: "
         + ("met" if not worse else f"not met ({', '.join(worse)})")
@@ -664,7 +669,9 @@ def section(results: dict[str, Any], t: Any, figure: Path) -> str:
     )
 
 
-def report(path: Path) -> None:
+def report(path: Path, title: str = TITLE) -> None:
+    """Write the section ``title`` of docs/benchmarks.md from the results file ``path`` (its
+    figure: docs/figures/<the file's stem>_anytime.png)."""
     from benchmarks._quality_report import Table, draw
     from benchmarks._report import DOC, write_section
 
@@ -672,10 +679,18 @@ def report(path: Path) -> None:
     t = Table(results, ORDER)
     if not t.tasks or "cold" not in t.methods:
         raise SystemExit(f"{path}: no task with every method run for one seed; run it first")
-    figure = DOC.parent / "figures" / "warm_start_anytime.png"
+    figure = DOC.parent / "figures" / f"{path.stem}_anytime.png"
     draw(t, figure, ORDER)
     body = section(results, t, figure)
-    write_section(TITLE, body)
+    if path.resolve() != RESULTS.resolve():
+        body = body.replace(
+            f"`{COMMAND} --report`",
+            f"`{COMMAND} --report --results {path.resolve().relative_to(ROOT)} --section '{title}'`",
+        ).replace(
+            "` (resumable)",
+            f" --results {path.resolve().relative_to(ROOT)}` (resumable)",
+        )
+    write_section(title, body)
     print(body)
     print(f"wrote {DOC} and {figure}", file=sys.stderr)
 
@@ -708,9 +723,10 @@ def main() -> None:
         "benchmarks/results/search_quality_side.json, measured side by side)",
     )
     parser.add_argument("--report", action="store_true", help="write the section only")
+    parser.add_argument("--section", default=TITLE, help="the section of docs/benchmarks.md")
     args = parser.parse_args()
     if args.report:
-        return report(args.results)
+        return report(args.results, args.section)
     return run(args)
 
 
