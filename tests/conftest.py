@@ -11,6 +11,12 @@ from autofreeze.testing import tiny_split as tensor_split
 from tests.processes import STARTED, drop_pg_database, new_pg_database
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Two test processes side by side (pytest-xdist) already fill the two cores: the searches and
+# workers they start train on one thread each, as the tests themselves do (_few_threads),
+# instead of torch's one per core, which made four threads fight over two cores. A worker
+# that `search --workers` starts still gets its share from the search (OMP_NUM_THREADS).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # A suite started in the background by a shell without job control (`make test &` in a
 # script) inherits SIGINT ignored, and so would every process a test starts: the tests that
