@@ -471,10 +471,11 @@ def verdict_lines(loo: dict[str, Any], results: dict[str, Any]) -> list[str]:
     spread = float(np.std(runs, ddof=1))
     default = (
         f"Left out of each task it was chosen on, the portfolio opens a study better than "
-        f"the recipes at the same count (higher in {len(wins)} of {len(loo)} tasks). The "
-        'product\'s default stays `[study] first_plans = "recipes"` until the equal-wall-time '
-        "benchmark (Search quality, where the first plans share the time budget with the "
-        'search) is measured with it; `"portfolio"` or `"both"` queue it.'
+        f"the recipes at the same count (higher in {len(wins)} of {len(loo)} tasks). At equal "
+        "wall time (Warm starts and the portfolio; Warm start with the portfolio, side by "
+        "side) the portfolio with the recipes, and a warm start with the portfolio, did better "
+        'than the recipes alone: the product\'s default is `[study] first_plans = "both"`, '
+        '`"portfolio"` behind a `[search] warm_start`.'
         if better
         else "Left out of the tasks it was chosen on, the portfolio does not open a study "
         f"better than the recipes at the same count (higher in {len(wins)} of {len(loo)} "

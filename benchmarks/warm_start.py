@@ -13,9 +13,10 @@ On the tasks of benchmarks/search_quality.py, for each task t and seed k, with t
 loop's wall time T(t, k) from that benchmark's results as every method's budget (the vanilla
 loop is not run again; its curve is copied for reference):
 
-- ``cold``: autofreeze's default study, ``first_plans = "recipes"`` (the textbook recipes);
+- ``cold``: autofreeze's study with ``first_plans = "recipes"`` (the textbook recipes, the
+  default until these runs);
 - ``warm``: the same, with ``[search] warm_start`` = the study of t's sibling (:data:`SIBLINGS`)
-  of seed k: autofreeze's default study on the sibling with budget T(sibling, k), built once
+  of seed k: cold's study on the sibling with budget T(sibling, k), built once
   per sibling and seed in ``--sources`` before any clock starts and reused;
 - ``portfolio``: ``first_plans = "portfolio"``, the portfolio chosen without t (leave one task
   out, by benchmarks/portfolio.py's selection from its results file, on the other tasks' test
@@ -491,11 +492,12 @@ def settings_text(results: dict[str, Any], t: Any) -> str:
         f"(`{results['settings'].get('vanilla_from', 'search_quality.json')}`) as its "
         "`[study] budget` (the vanilla "
         "loop is not run again: its curve is that benchmark's, shown for reference). `cold`: "
-        "autofreeze's default study (`first_plans = \"recipes\"`, today's default). `warm`: "
+        'autofreeze\'s study with `first_plans = "recipes"` (the textbook recipes: the default '
+        "until these runs; the default is now `mixed`'s, or `both`'s with a warm start). `warm`: "
         "the same with `[search] warm_start = [{ storage = ..., study = ... }]` naming the "
         "study of t's sibling task of the same seed (the map is in the table below; photos "
         "and photos_64 are the same patches at 32 and 64 px, so they are the closest pair). "
-        "Each sibling study is autofreeze's default study on the sibling with budget "
+        "Each sibling study is cold's study on the sibling with budget "
         f"T(sibling, k), run once per sibling and seed ({len(sources)} studies) before any "
         "clock starts, kept in its SQLite file and reused; its time is no method's. "
         '`portfolio`: `first_plans = "portfolio"` with the portfolio of '
@@ -683,13 +685,11 @@ def report(path: Path, title: str = TITLE) -> None:
     draw(t, figure, ORDER)
     body = section(results, t, figure)
     if path.resolve() != RESULTS.resolve():
+        where = path.resolve().relative_to(ROOT)
         body = body.replace(
             f"`{COMMAND} --report`",
-            f"`{COMMAND} --report --results {path.resolve().relative_to(ROOT)} --section '{title}'`",
-        ).replace(
-            "` (resumable)",
-            f" --results {path.resolve().relative_to(ROOT)}` (resumable)",
-        )
+            f"`{COMMAND} --report --results {where} --section '{title}'`",
+        ).replace("` (resumable)", f" --results {where}` (resumable)")
     write_section(title, body)
     print(body)
     print(f"wrote {DOC} and {figure}", file=sys.stderr)

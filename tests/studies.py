@@ -18,6 +18,7 @@ seed = 0
 reevaluate = {reevaluate}
 probe = {probe}
 dashboard = {dashboard}
+{first_plans}
 {study_extra}
 
 [backbone]
@@ -69,6 +70,9 @@ class TinyStudy:
         reevaluate: ``[study] reevaluate``.
         probe: ``[study] probe``.
         dashboard: ``[study] dashboard``.
+        first_plans: ``[study] first_plans``: the textbook recipes, so that a test of the
+            queue, the budget or the report knows its first trials (the product's default
+            adds the portfolio: tests/search/test_portfolio.py); None: unset, the default.
     """
 
     n_trials: int = 8
@@ -82,12 +86,15 @@ class TinyStudy:
     reevaluate: int = 0
     probe: bool = False
     dashboard: bool = False
+    first_plans: str | None = "recipes"
 
     def toml(self, name: str) -> str:
         """The study config named ``name``."""
+        first = self.first_plans
         fields = asdict(self) | {
             "probe": str(self.probe).lower(),
             "dashboard": str(self.dashboard).lower(),
+            "first_plans": "" if first is None else f'first_plans = "{first}"',
         }
         return BASE.format(name=name, **fields)
 

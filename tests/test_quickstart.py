@@ -25,9 +25,8 @@ def test_quickstart_config_runs_reduced(tmp_path):
             "search",
             str(ROOT / "studies" / "quickstart.toml"),
             "--n-trials",
-            # 12 trials: the six recipes, the probe's one or two plans (its boundary and a
-            # neighbour no recipe runs: 1 or 2 by a margin that moves between machines), the
-            # sampler's third (4); then 3 re-runs. With 13 a second probe plan pushed out a recipe
+            # 12 trials, then 3 re-runs: the budget's room for first plans (about 8 here) is
+            # shared by the default's portfolio and recipes, the probe picking which
             "15",
             "--epochs",
             "2",
@@ -44,15 +43,16 @@ def test_quickstart_config_runs_reduced(tmp_path):
     out = json.loads(proc.stdout)
     recipes = [row["recipe"] for row in out["comparison"]]
     assert recipes[0].startswith("BEST")
-    assert {"linear_probe", "from_scratch", "lp_ft"} <= set(recipes)
-    # all six textbook recipes ran to the end (baselines are never pruned) on the 2 epochs
+    # the default first plans: the portfolio's and the textbook recipes, both kinds queued
+    assert "enqueued portfolio " in proc.stderr and "enqueued baseline " in proc.stderr
+    assert "the budget runs about" in proc.stderr  # and it says how many it kept
+    # every recipe that ran, ran to the end (baselines are never pruned) on the 2 epochs
     baselines = out["comparison"][1:]
-    assert len(baselines) == 6
+    assert "linear_probe" in recipes and len(baselines) >= 3, recipes
     assert all(r["state"] == "COMPLETE" and r["epochs_run"] == 2 for r in baselines)
     assert all(0.0 <= r["value"] <= 1.0 for r in baselines)
     # progress goes to stderr: in a log, a few lines (no line per epoch) and the end
     assert proc.stderr.count("12/12 trials and 3 re-runs done (") == 1
-    assert "the budget runs about" not in proc.stderr  # every first plan was queued
     assert "epoch 1/2" not in proc.stderr and len(proc.stderr.splitlines()) < 40
     assert "A new study created" not in proc.stderr  # optuna's INFO chatter is silenced
     assert (ROOT / "studies" / "weights" / "resnet10t-digits0-4.safetensors").is_file()

@@ -80,6 +80,16 @@ class StudyConfig(Strict):
         """The artifact folder (a bucket URL as given, for messages only)."""
         return Path(str(self.artifacts))
 
+    @property
+    def first_plans(self) -> str:
+        """``[study] first_plans`` as given, else the default: ``"both"`` (the portfolio and the
+        textbook recipes), or ``"portfolio"`` when ``[search] warm_start`` names earlier studies
+        (their plans, then the portfolio's). At equal wall time each did better than the
+        recipes alone (docs/benchmarks.md, "Warm start with the portfolio, side by side")."""
+        if self.study.first_plans is not None:
+            return self.study.first_plans
+        return "portfolio" if self.search.warm_start else "both"
+
     def weights_path(self) -> str:
         w = self.backbone.weights
         return w if w in ("none", "default") else self.resolve(w)

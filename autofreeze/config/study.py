@@ -108,9 +108,11 @@ class StudySection(Strict):
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     # the reference plans that open a study (false: none, only the probe's): which ones is
     # first_plans, the shipped portfolio (autofreeze/portfolio.json), the textbook recipes or
-    # both (docs/benchmarks.md, "Portfolio of first plans")
+    # both; unset, both, or the portfolio alone behind a [search] warm_start's plans (what
+    # measured best at equal wall time: docs/benchmarks.md, "Warm start with the portfolio,
+    # side by side"); StudyConfig.first_plans resolves it
     baselines: bool = True
-    first_plans: Literal["portfolio", "recipes", "both"] = "recipes"
+    first_plans: Literal["portfolio", "recipes", "both"] | None = None
     heartbeat: int = Field(default=20, ge=1)
     probe: bool = True  # per-block transferability probe before the first trial
     reevaluate: int = Field(default=3, ge=0)  # top plans re-run before one is named best

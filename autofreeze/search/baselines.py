@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import optuna
 
-from autofreeze.config import StudySection
+from autofreeze.config import StudyConfig
 from autofreeze.plan import FreezePlan
 from autofreeze.portfolio import Member, members
 from autofreeze.progress import Progress
@@ -82,15 +82,16 @@ def portfolio_plans(
 
 
 def reference_plans(
-    study: StudySection, space: SearchSpace, n_blocks: int, epochs: int
+    cfg: StudyConfig, space: SearchSpace, n_blocks: int, epochs: int
 ) -> tuple[list[tuple[str, FreezePlan]], list[tuple[str, FreezePlan]]]:
     """(recipes, portfolio members) that open a study as ``[study]`` asks: none without
-    ``baselines``; else those ``first_plans`` names. A member that is a recipe already
-    queued is not queued twice."""
-    if not study.baselines:
+    ``baselines``; else those ``first_plans`` names (:attr:`StudyConfig.first_plans`: unset,
+    its default). A member that is a recipe already queued is not queued twice."""
+    if not cfg.study.baselines:
         return [], []
-    recipes = baseline_plans(space, n_blocks, epochs) if study.first_plans != "portfolio" else []
-    if study.first_plans == "recipes":
+    which = cfg.first_plans
+    recipes = baseline_plans(space, n_blocks, epochs) if which != "portfolio" else []
+    if which == "recipes":
         return recipes, []
     queued = [p for _, p in recipes]
     return recipes, [(n, p) for n, p in portfolio_plans(space, epochs) if p not in queued]

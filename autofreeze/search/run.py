@@ -188,7 +188,7 @@ def start_study(
             progress(line)
         records.write_probe(study, {**result.to_dict(), "seconds": round(seconds, 3)})
         estimate = trial_estimate(seconds, cfg.training.epochs)
-    recipes, portfolio = reference_plans(cfg.study, space, prepared.n_blocks, cfg.training.epochs)
+    recipes, portfolio = reference_plans(cfg, space, prepared.n_blocks, cfg.training.epochs)
     taken = {
         p.boundary for _, p in recipes + portfolio if (p.schedule, p.init) == STATIC_PRETRAINED
     }

@@ -134,8 +134,7 @@ def _first(config):
 
 @pytest.mark.slow  # a real study of 8 trainings: several seconds
 def test_a_study_opens_with_the_portfolio_members_then_samples(tmp_path):
-    extra = 'first_plans = "portfolio"'
-    config = write_study(tmp_path, n_trials=8, epochs=1, weights="none", study_extra=extra)
+    config = write_study(tmp_path, n_trials=8, epochs=1, weights="none", first_plans="portfolio")
     result = CliRunner().invoke(cli, ["search", str(config)])
     assert result.exit_code == 0, result.output
     trials = _first(config)
@@ -151,6 +150,7 @@ def test_a_study_opens_with_the_portfolio_members_then_samples(tmp_path):
     ("first", "baselines", "kinds"),
     [
         ("both", True, {"portfolio", "recipe"}),
+        (None, True, {"portfolio", "recipe"}),  # unset: the default, both
         ("recipes", True, {"recipe"}),
         ("both", False, set()),  # baselines = false: no reference plan at all
     ],
@@ -158,8 +158,10 @@ def test_a_study_opens_with_the_portfolio_members_then_samples(tmp_path):
 def test_first_plans_and_baselines_say_which_reference_plans_are_queued(
     tmp_path, first, baselines, kinds
 ):
-    extra = f'first_plans = "{first}"\nbaselines = {str(baselines).lower()}'
-    config = write_study(tmp_path, n_trials=40, weights="none", study_extra=extra)
+    extra = f"baselines = {str(baselines).lower()}"
+    config = write_study(
+        tmp_path, n_trials=40, weights="none", study_extra=extra, first_plans=first
+    )
     study, _, _ = prepare_search(load_config(config), progress=quiet)
     queued = study.get_trials()
     assert {records.kind(t) for t in queued} == kinds
@@ -169,8 +171,28 @@ def test_first_plans_and_baselines_say_which_reference_plans_are_queued(
 
 
 def test_an_unknown_first_plans_value_is_one_clear_line(tmp_path):
-    config = write_study(tmp_path, study_extra='first_plans = "portfolios"')
+    config = write_study(tmp_path, first_plans="portfolios")
     result = CliRunner().invoke(cli, ["search", str(config)])
     assert result.exit_code == 1, result.output
     assert "study.first_plans" in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("first", "search", "resolved"),
+    [
+        (None, "", "both"),  # the default: the portfolio and the recipes
+        (None, 'warm_start = { study = "earlier" }', "portfolio"),  # behind the warm plans
+        ("recipes", 'warm_start = { study = "earlier" }', "recipes"),  # as given, always
+        ("both", "", "both"),
+    ],
+)
+def test_the_default_first_plans_are_what_measured_best_at_equal_wall_time(
+    tmp_path, first, search, resolved
+):
+    """docs/benchmarks.md, "Warm start with the portfolio, side by side": the portfolio with
+    the recipes beat the recipes alone, and a warm start followed by the portfolio reached the
+    cold search's final test accuracy in half its time."""
+    config = write_study(tmp_path, first_plans=first, search=search)
+    cfg = load_config(config)
+    assert cfg.study.first_plans == first and cfg.first_plans == resolved
