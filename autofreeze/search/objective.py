@@ -9,7 +9,7 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from autofreeze.cache.activations import (
     FeatureCache,
@@ -34,6 +34,14 @@ from autofreeze.study import records
 from autofreeze.study.allowance import allowance
 from autofreeze.study.retries import requeue_over_budget
 from autofreeze.study.sampling import validation_epochs
+from autofreeze.study.storage import storage_lost
+
+# a running trial's history (the machine record) is written at its first epoch, then after an
+# epoch that ends this many seconds after the last write, and in full at its end: a GPU epoch
+# takes longer, and every epoch is written as before; epochs of a second (the load harness's
+# sleeping trials) no longer cost a storage call each. Reports (trial.report, what
+# optuna-dashboard plots live and the pruner reads) still come every validated epoch.
+HISTORY_EVERY = 10.0
 
 
 class TrialFailed(RuntimeError):
@@ -46,6 +54,9 @@ class OverBudget(RuntimeError):
 
 class Objective:
     """Callable objective for ``study.optimize``; one instance per worker process."""
+
+    # the study's trials as a trial's start read them (trial number, trials): see _trials
+    _read: tuple[int, list[FrozenTrial]] | None = None
 
     def __init__(self, prepared: Prepared, space: SearchSpace, progress: Progress = quiet) -> None:
         self.prepared = prepared
@@ -63,6 +74,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         self.current_trial = trial.number
+        self._read = None
         self._check_budget(trial)
         self.training = True
         t0 = time.perf_counter()  # the trial's wall time: building, caching and training
@@ -106,11 +118,14 @@ class Objective:
                 if features is not None or online
                 else self._refreeze(backbone, plan, views),
             )
-        except TrainingDiverged as exc:
-            records.write_history(trial, seen)  # the epochs before it diverged
-            raise self._fail(trial, f"diverged: {exc}") from None
-        except torch.OutOfMemoryError:
-            raise self._fail(trial, "out of memory") from None
+        except BaseException as exc:  # pruned, diverged, out of memory, cut short
+            if not storage_lost(exc):  # its epochs so far (the reporter skips some)
+                records.write_history(trial, seen)
+            if isinstance(exc, TrainingDiverged):
+                raise self._fail(trial, f"diverged: {exc}") from None
+            if isinstance(exc, torch.OutOfMemoryError):
+                raise self._fail(trial, "out of memory") from None
+            raise
         records.write_result(trial, result)
         value = getattr(result.final, metric)
         if not math.isfinite(value):
@@ -133,12 +148,19 @@ class Objective:
         cfg = self.prepared.cfg
         metric, epochs, multi = cfg.study.metric, cfg.training.epochs, bool(cfg.study.objectives)
         label = f"#{trial.number} {records.name(trial)}"
+        written = -math.inf  # when the history was last written
 
         def report(r: EpochResult) -> None:
+            nonlocal written
             value = getattr(r, metric)
             seen.append(r)
-            # every epoch: how far a running trial is, where reports come only when validated
-            records.write_history(trial, seen)
+            # how far a running trial is, where reports come only when validated: the first
+            # epoch, then every epoch that ends HISTORY_EVERY seconds after the last written
+            # (its end writes them all: write_result, or _run when it stops before)
+            now = time.monotonic()
+            if len(seen) == 1 or now - written >= HISTORY_EVERY:
+                records.write_history(trial, seen)
+                written = now
             if value is not None and not multi:  # none in a multi-objective study (Optuna's)
                 trial.report(value, step=r.epoch)  # the common axis is the epoch
             if r.event:
@@ -226,7 +248,7 @@ class Objective:
         study = getattr(trial, "study", None)
         if study is None:  # a FixedTrial (re-runs, ``train``): its parameters are a whole plan
             return True
-        trials = study.get_trials(deepcopy=False)
+        trials = self._trials(trial, study)
         this = next((t for t in trials if t.number == trial.number), None)
         queued = None if this is None else this.system_attrs.get("fixed_params")
         sampled = sum(  # the sampler's own, finished (no queued parameters)
@@ -244,12 +266,19 @@ class Objective:
         study = getattr(trial, "study", None)  # a FixedTrial (``train``, tests) has no study
         if n_trials is None or study is None or records.reevaluation_of(trial) is not None:
             return
-        trials = study.get_trials(deepcopy=False)
+        trials = self._trials(trial, study)  # read now: the trial is running, its racers too
         if records.claimed_ahead(trials, trial.number) < n_trials:
             return
         trial.set_user_attr(records.OVER_BUDGET, True)
         requeue_over_budget(study, next(t for t in trials if t.number == trial.number))
         raise OverBudget(f"trial {trial.number}: the budget of {n_trials} was taken by others")
+
+    def _trials(self, trial: optuna.Trial, study: optuna.Study) -> list[FrozenTrial]:
+        """The study's trials, read once as ``trial`` starts: the budget check reads them (the
+        trial is running by then) and the choice of its space reuses that read."""
+        if self._read is None or self._read[0] != trial.number:
+            self._read = (trial.number, study.get_trials(deepcopy=False))
+        return self._read[1]
 
     @staticmethod
     def _fail(trial: optuna.Trial, reason: str) -> TrialFailed:

@@ -11,6 +11,7 @@ What the observers show is told around the trial, never from inside the objectiv
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import warnings
@@ -27,14 +28,7 @@ from autofreeze.progress import Progress, detail, output_lost
 from autofreeze.search.objective import Objective, OverBudget, TrialFailed
 from autofreeze.search.observer import Observers, Run
 from autofreeze.search.signals import Interrupts
-from autofreeze.study import (
-    budget,
-    make_pruner,
-    make_sampler,
-    records,
-    requeue_interrupted,
-    run_stream,
-)
+from autofreeze.study import make_pruner, make_sampler, records, requeue_interrupted, run_stream
 from autofreeze.study.allowance import allowance, search_spent
 from autofreeze.study.proxy import ProxyStorage
 from autofreeze.study.queue import StudyOnStorage
@@ -54,7 +48,7 @@ def heartbeat(on: StudyOnStorage, trial: optuna.Trial) -> Iterator[None]:
     if beats is None or interval is None:
         yield
         return
-    trial_id = on.trial_id(trial.number)
+    trial_id = records.trial_id(trial)  # noted by the queue: no lookup
     stop = threading.Event()
 
     def beat() -> None:
@@ -72,15 +66,43 @@ def heartbeat(on: StudyOnStorage, trial: optuna.Trial) -> Iterator[None]:
         thread.join()
 
 
-def fail_stale(on: StudyOnStorage) -> None:
+def fail_stale(on: StudyOnStorage, trials: list[FrozenTrial] | None = None) -> bool:
     """Mark the trials of dead workers FAIL; the retry callback re-queues them (Optuna's
-    ``fail_stale_trials`` for a database; the proxy's own, which Optuna's skips)."""
+    ``fail_stale_trials`` for a database; the proxy's own, which Optuna's skips, judged from
+    ``trials`` when the caller has just read them). Whether any trial was failed."""
     if isinstance(on.storage, ProxyStorage):
-        on.storage.fail_stale_trials(on.study)
-        return
+        return bool(on.storage.fail_stale_trials(on.study, trials, on.study_id))
     with warnings.catch_warnings():  # "experimental" since Optuna 2.9, as Optuna itself does
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = on.storage.get_heartbeat_stale_trial_callback()  # retries.retry_callback's
+        before = getattr(retry, "calls", 0)
         optuna.storages.fail_stale_trials(on.study)
+        return getattr(retry, "calls", 0) != before  # it is called for each trial failed
+
+
+class StaleWatch:
+    """When a worker looks for the trials of dead workers (:func:`fail_stale`): through a
+    proxy at every step (it judges from the step's read of the study, no call of its own); in
+    a database, whose look is a query of its own, at most every half heartbeat interval. A
+    trial is stale after three silent intervals: looking more often finds nothing sooner."""
+
+    def __init__(self, on: StudyOnStorage) -> None:
+        self.on = on
+        interval = getattr(on.storage, "heartbeat_interval", None)
+        free = isinstance(on.storage, ProxyStorage)
+        self.every = 0.0 if free or not interval else 0.5 * interval
+        self.next = -math.inf
+
+    def look(self, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+        """The study's trials after failing the stale ones among them (read again if any was
+        failed: its retry now waits); ``trials`` as they are when none was or it is not due."""
+        now = time.monotonic()
+        if now < self.next:
+            return trials
+        self.next = now + self.every
+        if fail_stale(self.on, trials):
+            return self.on.study.get_trials(deepcopy=False)
+        return trials
 
 
 def run_one(
@@ -182,17 +204,21 @@ def run_trials(
     study.pruner = make_pruner(cfg, design)  # judging from when the sampler starts learning
     t0 = time.perf_counter()
     ran = 0
+    stale = StaleWatch(run.on)
     with Interrupts() as interrupts:  # SIGINT or SIGTERM: the trial re-queued, then raised
         while True:
             interrupts.check()
-            done, running = budget(study)
+            # one read of the study a step: the budget, the stale trials and the queue see it
+            trials = study.get_trials(deepcopy=False)
+            done, _ = records.budget(trials)
             if n_trials is not None and done >= n_trials:
                 break
             if timeout is not None and time.perf_counter() - t0 >= timeout:
                 progress(f"timeout of {timeout:.0f}s reached")
                 break
-            fail_stale(run.on)
-            if search_spent(a, study, study.get_trials(deepcopy=False)):
+            trials = stale.look(trials)
+            done, running = records.budget(trials)
+            if search_spent(a, study, trials):
                 if not running:
                     break
                 time.sleep(poll)  # a running trial may still fail and hand time back
@@ -200,7 +226,7 @@ def run_trials(
             if n_trials is not None and done + running >= n_trials:
                 time.sleep(poll)
                 continue
-            trial = run.on.ask()
+            trial = run.on.ask(trials)
             try:
                 finished = run_one(run, trial, interrupts.cutting(objective), observers)
             except KeyboardInterrupt:  # the CLI says once how to resume: this is a detail

@@ -54,7 +54,7 @@ from typing import Any
 
 import optuna
 from optuna.storages import GrpcStorageProxy
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from autofreeze.errors import StorageError
 from autofreeze.progress import Progress
@@ -237,16 +237,26 @@ class ProxyStorage(GrpcStorageProxy):
         interval = self.heartbeat_interval or 0
         return float(self.grace_period or 3 * interval)
 
-    def fail_stale_trials(self, study: optuna.Study) -> list[int]:
+    def fail_stale_trials(
+        self,
+        study: optuna.Study,
+        trials: list[FrozenTrial] | None = None,
+        study_id: int | None = None,
+    ) -> list[int]:
         """Fail the study's running trials whose heartbeat stopped and hand each to the
-        stale-trial callback (the retry); return their numbers. Nothing without heartbeats."""
+        stale-trial callback (the retry); return their numbers. Nothing without heartbeats.
+
+        ``trials``: the study's trials as the caller has just read them (the worker loop reads
+        them once a step), else read here; ``study_id``: the study's id, if the caller knows it.
+        """
         if self.heartbeat_interval is None:
             return []
-        study_id = self.get_study_id_from_name(study.study_name)
+        if study_id is None:
+            study_id = self.get_study_id_from_name(study.study_name)
         with self.looking:
             self.watched.add(study_id)
         failed = []
-        for number in self.look(study_id):
+        for number in self.look(study_id, trials):
             trial_id = self.get_trial_id_from_study_id_trial_number(study_id, number)
             # another worker may fail it first, or it may just have finished; Optuna's own call:
             # a failure that went through as the proxy died is not told from another worker's
@@ -262,13 +272,16 @@ class ProxyStorage(GrpcStorageProxy):
                 self.heartbeat_stale_trial_callback(study, copy.deepcopy(self.get_trial(trial_id)))
         return failed
 
-    def look(self, study_id: int) -> list[int]:
+    def look(self, study_id: int, trials: list[FrozenTrial] | None = None) -> list[int]:
         """Note the heartbeat of each running trial of the study (no beat yet is a value too);
         return the numbers of those whose value has not changed for their beater's grace
         period (this process's, for a trial that never beat) since this process first saw it,
-        or since the proxy last answered again."""
+        or since the proxy last answered again. ``trials``: the study's trials just read (see
+        :meth:`fail_stale_trials`), else its running ones are read here."""
         with self.looking:
-            running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+            if trials is None:
+                trials = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+            running = [t for t in trials if t.state == TrialState.RUNNING]
             now = time.monotonic()
             seen = {key: v for key, v in self.seen.items() if key[0] != study_id}
             stale = []

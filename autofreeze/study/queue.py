@@ -53,22 +53,32 @@ class StudyOnStorage:
         """Trial ``number`` as ``Study.ask`` returns one (only for a trial that is running)."""
         return optuna.Trial(self.study, self.trial_id(number))
 
-    def claim(self) -> optuna.Trial | None:
+    def claim(self, trials: list[FrozenTrial] | None = None) -> optuna.Trial | None:
         """Claim the first waiting trial in :func:`queue_order`; None when there is none left
-        for this worker."""
-        waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        for this worker. ``trials``: the study's trials as the worker has just read them (one
+        read a step: :func:`autofreeze.search.trials.run_trials`), else read here."""
+        if trials is None:
+            trials = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
         for trial in sorted(waiting, key=queue_order):
             trial_id = self.trial_id(trial.number)
             try:  # another worker may claim or finish it first: take the next one
                 if self.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
-                    return optuna.Trial(self.study, trial_id)
+                    return self._running(trial_id)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
         return None
 
-    def ask(self) -> optuna.Trial:
-        """The next trial to run: a claimed waiting one, else a new one for the sampler."""
-        trial = self.claim()
+    def ask(self, trials: list[FrozenTrial] | None = None) -> optuna.Trial:
+        """The next trial to run: a claimed waiting one (of ``trials``, see :meth:`claim`),
+        else a new one for the sampler."""
+        trial = self.claim(trials)
         if trial is None:
-            trial = optuna.Trial(self.study, self.storage.create_new_trial(self.study_id))
+            trial = self._running(self.storage.create_new_trial(self.study_id))
+        return trial
+
+    def _running(self, trial_id: int) -> optuna.Trial:
+        """The trial as ``Study.ask`` returns it, its id noted for its records and beats."""
+        trial = optuna.Trial(self.study, trial_id)
+        records.know_trial_id(trial, trial_id)
         return trial

@@ -23,6 +23,7 @@ the helpers below.
 
 from __future__ import annotations
 
+import copy
 import math
 import weakref
 from collections.abc import Iterable
@@ -116,10 +117,21 @@ def with_storage(study: optuna.Study, storage: BaseStorage | None) -> optuna.Stu
 
 # -- the machine record: where it is read and written -------------------------------------------
 _TRIAL_IDS: weakref.WeakKeyDictionary[optuna.Trial, int] = weakref.WeakKeyDictionary()
+# what this process last wrote to a running trial's machine record, by key: a value written
+# again unchanged (the history a trial's last epoch wrote, written again with its result) is a
+# storage call that changes nothing. Only the worker running a trial writes its record.
+_WRITTEN: weakref.WeakKeyDictionary[optuna.Trial, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
-def _trial_id(trial: optuna.Trial) -> int:
-    """A running trial's id, from the storage's public lookups (looked up once per trial)."""
+def know_trial_id(trial: optuna.Trial, trial_id: int) -> None:
+    """Note the id of a trial its worker has just created or claimed (the queue knows it),
+    so that its records and heartbeats need no lookup."""
+    _TRIAL_IDS[trial] = trial_id
+
+
+def trial_id(trial: optuna.Trial) -> int:
+    """A running trial's id: the one its queue noted (:func:`know_trial_id`), else from the
+    storage's public lookups (looked up once per trial)."""
     if trial not in _TRIAL_IDS:
         storage = trial.storage
         study_id = storage.get_study_id_from_name(trial.study.study_name)
@@ -136,7 +148,7 @@ def _get(trial: Any, name: str, default: Any = None) -> Any:
     """A trial's machine record ``name``: its system attr, else (a trial of the previous layout,
     or a ``FixedTrial``) its user attr of that name."""
     if isinstance(trial, optuna.Trial):  # running: its system attrs are in the storage
-        system = trial.storage.get_trial(_trial_id(trial)).system_attrs
+        system = trial.storage.get_trial(trial_id(trial)).system_attrs
     else:
         system = getattr(trial, "system_attrs", None) or {}
     key = _system_key(name)
@@ -147,7 +159,12 @@ def _put(trial: Any, name: str, value: Any) -> None:
     """Write a trial's machine record ``name``: a system attr of a running trial. A
     ``FixedTrial`` (re-runs, ``autofreeze train``) is never stored: it keeps it as a user attr."""
     if isinstance(trial, optuna.Trial):
-        trial.storage.set_trial_system_attr(_trial_id(trial), _system_key(name), value)
+        key = _system_key(name)
+        written = _WRITTEN.setdefault(trial, {})
+        if key in written and written[key] == value:
+            return
+        trial.storage.set_trial_system_attr(trial_id(trial), key, value)
+        written[key] = copy.deepcopy(value)  # the caller may change its own later
     else:
         trial.set_user_attr(name, value)
 
@@ -561,8 +578,10 @@ def write_plan(trial: optuna.Trial, plan: FreezePlan, backbone: Backbone) -> Non
 
 
 def write_result(trial: optuna.Trial, result: FitResult) -> None:
-    """Phase changes, cost (but the wall time: :func:`write_seconds`) and the learning curves."""
-    _put(trial, PHASE_EVENTS, result.events)
+    """Phase changes (none written for a schedule that had none: :func:`phase_events` reads
+    the same), cost (but the wall time: :func:`write_seconds`) and the learning curves."""
+    if result.events:
+        _put(trial, PHASE_EVENTS, result.events)
     for key, value in result.cost.items():
         if key != SECONDS:
             trial.set_user_attr(key, round(value, 3))

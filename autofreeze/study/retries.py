@@ -69,7 +69,10 @@ def retry_callback() -> Any:
     trial it replaces (the first one of a chain), visible in the dashboard while it waits."""
 
     class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
+        calls = 0  # trials failed as stale, handed here (the worker loop reads the study again)
+
         def __call__(self, study: Any, trial: Any) -> None:
+            self.calls += 1
             trial = copy.deepcopy(trial)
             first = trial.system_attrs.get("failed_trial", trial.number)
             records.mark_retry_of(trial, first)

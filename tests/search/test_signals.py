@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from autofreeze.cli import cli
 from autofreeze.review.summary import comparison
+from autofreeze.search import objective as objective_module
 from autofreeze.search.signals import Interrupts, Stopped, on_stop
 from autofreeze.search.workers import WorkerSpec, _ended, launch
 from autofreeze.study import records
@@ -306,6 +307,8 @@ def test_ctrl_c_says_once_how_to_resume(tmp_path, monkeypatch):
     config, url = _tiny(tmp_path)
     write_history = records.write_history
     pressed: list[int] = []
+    # every epoch's history written (epochs of the tiny study are shorter than HISTORY_EVERY)
+    monkeypatch.setattr(objective_module, "HISTORY_EVERY", 0.0)
 
     def press_ctrl_c(trial: optuna.Trial, history: list) -> None:
         write_history(trial, history)
