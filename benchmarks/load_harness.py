@@ -317,6 +317,7 @@ def run_case(cluster: Cluster, mode: str, workers: int, args: argparse.Namespace
         time.sleep(0.2)
     ideal = args.rounds * args.seconds
     samples, events = [], []
+    busy0 = cpu_busy()
     (tmp / "go").write_text("")
     t0 = time.monotonic()
     killed: list[int] = []
@@ -339,6 +340,7 @@ def run_case(cluster: Cluster, mode: str, workers: int, args: argparse.Namespace
                 events.append(f"proxy restarted on the same port after {args.downtime:.0f}s")
         time.sleep(0.5)
     wall = time.monotonic() - t0
+    busy = cpu_busy() - busy0
     outs = [
         json.loads((tmp / f"out{i}.json").read_text())
         for i in range(len(procs))
@@ -353,6 +355,7 @@ def run_case(cluster: Cluster, mode: str, workers: int, args: argparse.Namespace
         "connections_max": max(samples), "connections_median": sorted(samples)[len(samples) // 2],
         **accounts(db_url, name, n_trials, outs, workers, args.seconds),
         "calls": call_stats(outs),
+        "cpu_busy_seconds": round(busy, 1),
         "errors": sorted({e for o in outs for e in o["errors"]}),
         "tracebacks": sum(
             (tmp / f"worker{i}.log").read_text().count("Traceback") for i in range(len(procs))
@@ -361,6 +364,34 @@ def run_case(cluster: Cluster, mode: str, workers: int, args: argparse.Namespace
     }  # fmt: skip
     drop(cluster, db_url)
     return result
+
+
+def cpu_busy() -> float:
+    """CPU seconds the whole machine has been busy (/proc/stat: user, nice, system, irq,
+    softirq, steal over every core): the workers, the proxy and PostgreSQL together, which on
+    this machine share its cores."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_line(results: dict[str, Any]) -> list[str]:
+    """What the coordination costs the machine a trial, and the rate its cores allow."""
+    rows = [r for r in results["load"] if r.get("cpu_busy_seconds") and r["counted"]]
+    if not rows:
+        return []
+    cores = os.cpu_count() or 1
+    parts = []
+    for r in rows:
+        per = r["cpu_busy_seconds"] / r["counted"]
+        most = cores / per * 60
+        parts.append(
+            f"{r['workers']} {r['mode']}: {per:.2f} s a trial, at most {most:.0f}/min on "
+            f"{cores} cores ({most / r['ideal_per_minute']:.0%} of its ideal)"
+        )
+    return ["", "CPU the coordination costs (the machine's busy time over the run, /proc/stat: "
+            "workers, proxy and PostgreSQL together, who share these cores) a counted trial, and "
+            "the rate the cores allow at that cost: " + "; ".join(parts) + "."]  # fmt: skip
 
 
 def inject(fault: str, proxy: Any, procs: list[Any], rng: random.Random, killed: list[int],
@@ -535,6 +566,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
         ):
             ratio = f"{r['trials_per_minute'] / direct[r['workers']]['trials_per_minute']:.2f}x"
         lines.append(row(r, ratio))
+    lines += cpu_line(results)
     for r in results["load"]:  # a study cut by the harness: its running trials are not lost
         for event in r["events"]:
             lines += ["", f"{r['workers']} workers, {r['mode']}: {event} (its running trials "
