@@ -167,9 +167,11 @@ def main() -> None:
         f"{statistics.median(bests):.3f}x. Ratios below 1 as large as those above are run-to-run "
         "noise on a 2-core machine."
     )
+    every = ",".join(m for m, _, _ in MODELS)
+    models = "" if args.models == every else f" --models {args.models}"
     body = f"""
 `.venv/bin/python benchmarks/trainer_overhead.py --epochs {args.epochs} --scale {args.scale}
---repeats {args.repeats}` on {platform.machine()}, {os.cpu_count()} cores, torch
+--repeats {args.repeats}{models}` on {platform.machine()}, {os.cpu_count()} cores, torch
 {torch.__version__} (CPU). Epoch time (training and validation, the median of epochs
 2..{args.epochs} over {args.repeats} alternating repeats) of `Trainer` without the cache vs a
 minimal hand-written loop of the same static plan (same batches, per-step cosine LR, one param
