@@ -379,7 +379,7 @@ def bar_line(t: Any) -> str:
 
 
 def verdict_lines(t: Any) -> list[str]:
-    from benchmarks._quality_report import reach
+    from benchmarks._quality_report import interval, reach
 
     own = {task: reach(t, task, "cold", "cold") for task in t.tasks}
     lines = [
@@ -406,6 +406,21 @@ def verdict_lines(t: Any) -> list[str]:
             + f". At T it is higher than cold in {wins} of {len(t.tasks)} tasks, lower in "
             f"{len(losses)} ({', '.join(losses) or 'none'}). Ends worse than cold by more than "
             f"the task's noise: {', '.join(worse) or 'no task'}.",
+            "",
+        ]
+    if "both" in t.methods and "mixed" in t.methods:  # the warm start against today's default
+        times = {task: reach(t, task, "both", "mixed") for task in t.tasks}
+        gaps = {task: t.mean_at(task, "both") - t.mean_at(task, "mixed") for task in t.tasks}
+        noises = {task: interval(t.at(task, "mixed"))[1] for task in t.tasks}
+        worse = [task for task in t.tasks if gaps[task] < -noises[task]]
+        lines += [
+            "**both against mixed** (the warm start against today's default cold study, the "
+            "portfolio and the recipes): reaches mixed's final test accuracy at "
+            f"{fraction(statistics.median(times.values()))}, median over tasks (per task: "
+            + ", ".join(f"{task} {fraction(v)}" for task, v in times.items())
+            + "); at T, both - mixed: "
+            + ", ".join(f"{task} {g:+.3f}" for task, g in gaps.items())
+            + f". Worse than mixed by more than mixed's noise: {', '.join(worse) or 'no task'}.",
             "",
         ]
     return lines[:-1]
