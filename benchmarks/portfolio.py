@@ -356,18 +356,26 @@ def recipes_kept(scores: Scores, task: str, seed: int, room: int) -> list[str]:
     return [f"fitted:{n}" for _, n, _ in first_plans(named, [], boundary, similar, room)]
 
 
-def leave_one_out(results: dict[str, Any], k: int, on: str = CHOSEN_ON) -> dict[str, Any]:
+def leave_one_out(
+    results: dict[str, Any],
+    k: int,
+    on: str = CHOSEN_ON,
+    also: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """For each task: the portfolio of ``k`` chosen without it (its rows and the plans its own
     searches found), scored on it per seed against the recipes as first trials (all six for
-    k >= 6, else the ``k`` the probe ranks first), and the union of both."""
+    k >= 6, else the ``k`` the probe ranks first), and the union of both. ``also`` names a task
+    left out with each task besides (benchmarks/warm_start.py leaves out the task's sibling, whose
+    study a warm start reads, so that the portfolio does not hold that study's plans already)."""
     from autofreeze.recipes import BASELINE_NAMES
 
     scores, pool = Scores(results), results["pool"]
     tasks, seeds = covered(results)
     out: dict[str, Any] = {}
     for task in tasks:
-        others = [t for t in tasks if t != task]
-        names = [m["name"] for m in pool if m["origin"] != task]
+        left_out = {task, (also or {}).get(task, task)}
+        others = [t for t in tasks if t not in left_out]
+        names = [m["name"] for m in pool if m["origin"] not in left_out]
         chosen, _ = greedy(scores, names, others, seeds, k, on)
         rows = []
         for seed in seeds:

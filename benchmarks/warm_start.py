@@ -96,6 +96,8 @@ def settings(args: argparse.Namespace, source: dict[str, Any]) -> dict[str, Any]
         "scale": args.scale,
         "portfolio_k": K,
         "vanilla_from": args.vanilla_from.name,
+        # runs of a portfolio without the task only (before 2026-12-06) keep their settings
+        **({"portfolio_without": "sibling"} if args.portfolio_without == "sibling" else {}),
     }
 
 
@@ -124,19 +126,21 @@ class Tests(TestSplit):
 
 
 # -- the portfolio chosen without the task -------------------------------------------------------
-def loto_portfolios(path: Path, on: str) -> dict[str, list[dict[str, Any]]]:
-    """For each task, the portfolio of :data:`K` members chosen without it, as member dicts, by
-    benchmarks/portfolio.py's selection from its results file (on the other tasks' ``on``
-    accuracy: ``val`` or ``test``)."""
+def loto_portfolios(path: Path, on: str, without: str) -> dict[str, list[dict[str, Any]]]:
+    """For each task, the portfolio of :data:`K` members chosen without it (``without`` =
+    "sibling": without its sibling as well), as member dicts, by benchmarks/portfolio.py's
+    selection from its results file (on the other tasks' ``on`` accuracy: ``val`` or ``test``)."""
     from benchmarks.portfolio import covered, leave_one_out
 
     results = json.loads(path.read_text())
     tasks, seeds = covered(results)
     by_name = {m["name"]: m for m in results["pool"]}
-    chosen = {t: g["chosen"] for t, g in leave_one_out(results, K, on).items()}
+    also = SIBLINGS if without == "sibling" else None
+    chosen = {t: g["chosen"] for t, g in leave_one_out(results, K, on, also).items()}
     print(
-        f"portfolios chosen without each task from {path.name} on the other tasks' {on} "
-        f"accuracy ({len(tasks)} tasks, seeds {', '.join(map(str, seeds))})",
+        f"portfolios chosen without each task{' and its sibling' if also else ''} from "
+        f"{path.name} on the other tasks' {on} accuracy ({len(tasks)} tasks, seeds "
+        f"{', '.join(map(str, seeds))})",
         file=sys.stderr,
     )
     return {t: [by_name[n] for n in names] for t, names in chosen.items()}
@@ -162,8 +166,10 @@ def portfolio_of(members: list[dict[str, Any]] | None) -> Iterator[None]:
 
 # -- the sibling studies -------------------------------------------------------------------------
 def source_study(task: str, seed: int, ctx: dict[str, Any]) -> dict[str, Any]:
-    """The default autofreeze study of ``task`` and ``seed`` with budget T(task, seed), in
-    its own SQLite file under ``--sources``: built once, reused (never timed as any method's)."""
+    """The autofreeze study of ``task`` and ``seed`` with budget T(task, seed) and the textbook
+    recipes as first plans (a study run before there was a portfolio; the shipped portfolio was
+    chosen on every task, the warm start's own among them), in its own SQLite file under
+    ``--sources``: built once, reused (never timed as any method's)."""
     key = f"{task}|{seed}"
     folder = ctx["sources"] / f"{task}_{seed}"
     known = ctx["results"]["sources"].get(key)
@@ -174,7 +180,7 @@ def source_study(task: str, seed: int, ctx: dict[str, Any]) -> dict[str, Any]:
     budget = ctx["args"].scale * ctx["vanilla"][run_key(task, seed, "vanilla")]["seconds"]
     setup = Setup(task, TASKS[task], seed, ctx["epochs"], ctx["weights"], folder)
     warm_up(setup, ctx["said"])
-    run = run_autofreeze(setup, max(10.0, budget), ctx["said"])
+    run = run_autofreeze(setup, max(10.0, budget), ctx["said"], {"first_plans": "recipes"})
     final = run.events[-1] if run.events else None
     known = {
         "study": f"{task}_{seed}",
@@ -234,6 +240,7 @@ def run_one(setup: Setup, method: str, budget: float, ctx: dict[str, Any]) -> di
     if members is not None:
         run["info"]["portfolio"] = [m["name"] for m in members]
         run["info"]["portfolio_on"] = ctx["args"].portfolio_on
+        run["info"]["portfolio_without"] = ctx["args"].portfolio_without
     run["info"]["load"] = round(os.getloadavg()[0], 2)  # other work on the machine, and this
     return run
 
@@ -304,7 +311,7 @@ def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     source = json.loads(args.vanilla_from.read_text())
     results = load_results(args.results, settings(args, source))
-    portfolios = loto_portfolios(args.portfolio, args.portfolio_on)
+    portfolios = loto_portfolios(args.portfolio, args.portfolio_on, args.portfolio_without)
     for task in tasks:
         results["portfolios"][task] = [m["name"] for m in portfolios[task]]
     said: set[str] = set()
@@ -341,21 +348,32 @@ def fraction(value: float) -> str:
     return "not by T" if math.isinf(value) else f"{value:.2f} T"
 
 
+def base(t: Any) -> str:
+    """The cold study the others are measured against: ``cold`` (the textbook recipes) where the
+    results hold it, else ``mixed`` (today's default, the portfolio and the recipes)."""
+    return "cold" if "cold" in t.methods else "mixed"
+
+
 def noise(t: Any, task: str) -> float:
-    """The task's noise: the half-width of cold's 95 % t-interval at T over the seeds."""
+    """The task's noise: the half-width of the cold study's 95 % t-interval at T over seeds."""
     from benchmarks._quality_report import interval
 
-    return interval(t.at(task, "cold"))[1]
+    return interval(t.at(task, base(t)))[1]
 
 
 def gap(t: Any, task: str, method: str) -> float:
-    """``method``'s mean test accuracy at T minus cold's."""
-    return t.mean_at(task, method) - t.mean_at(task, "cold")
+    """``method``'s mean test accuracy at T minus the cold study's."""
+    return t.mean_at(task, method) - t.mean_at(task, base(t))
 
 
 def ran(t: Any, among: tuple[str, ...] = METHODS) -> list[str]:
     """The methods of ``among`` that the results hold (a run of the benchmark may skip some)."""
     return [m for m in among if m in t.methods]
+
+
+def others(t: Any) -> list[str]:
+    """The methods measured against the cold study."""
+    return [m for m in ran(t) if m != base(t)]
 
 
 def bar_line(t: Any) -> str:
@@ -366,13 +384,14 @@ def bar_line(t: Any) -> str:
     warm = next((m for m in ("warm", "both") if m in t.methods), None)
     if warm is None:
         return "**The bar** needs a warm start (`warm` or `both`): this run has none."
-    median = statistics.median(reach(t, task, warm, "cold") for task in t.tasks)
+    cold = base(t)
+    median = statistics.median(reach(t, task, warm, cold) for task in t.tasks)
     worse = [task for task in t.tasks if gap(t, task, warm) < -noise(t, task)]
     return (
-        f"**The bar** (for `{warm}`): a warm start from a sibling task reaches cold's final "
+        f"**The bar** (for `{warm}`): a warm start from a sibling task reaches {cold}'s final "
         "test accuracy in at "
         f"most half its wall time, median over tasks: {'met' if median <= 0.5 else 'not met'} "
-        f"({fraction(median)}); and never ends worse than cold by more than the task's noise: "
+        f"({fraction(median)}); and never ends worse than {cold} by more than the task's noise: "
         + ("met" if not worse else f"not met ({', '.join(worse)})")
         + "."
     )
@@ -381,18 +400,19 @@ def bar_line(t: Any) -> str:
 def verdict_lines(t: Any) -> list[str]:
     from benchmarks._quality_report import interval, reach
 
-    own = {task: reach(t, task, "cold", "cold") for task in t.tasks}
+    cold = base(t)
+    own = {task: reach(t, task, cold, cold) for task in t.tasks}
     lines = [
         bar_line(t),
         "",
-        "For scale, **cold itself** reaches its own final test accuracy at "
+        f"For scale, **{cold} itself** reaches its own final test accuracy at "
         f"{fraction(statistics.median(own.values()))}, median over tasks (per task: "
         + ", ".join(f"{task} {fraction(v)}" for task, v in own.items())
         + "): a method that ran exactly as cold would score that.",
         "",
     ]
-    for m in ran(t, METHODS[1:]):
-        times = {task: reach(t, task, m, "cold") for task in t.tasks}
+    for m in others(t):
+        times = {task: reach(t, task, m, cold) for task in t.tasks}
         median = statistics.median(times.values())
         gaps = {task: gap(t, task, m) for task in t.tasks}
         worse = [task for task in t.tasks if gaps[task] < -noise(t, task)]
@@ -400,15 +420,15 @@ def verdict_lines(t: Any) -> list[str]:
         losses = [f"{task} ({g:+.3f})" for task, g in gaps.items() if g < -1e-9]
         bar = "met" if median <= 0.5 else "not met"
         lines += [
-            f"**{m}**: reaches cold's final test accuracy at {fraction(median)}, median over "
+            f"**{m}**: reaches {cold}'s final test accuracy at {fraction(median)}, median over "
             f"tasks (bar 0.5 T: {bar}); per task: "
             + ", ".join(f"{task} {fraction(v)}" for task, v in times.items())
-            + f". At T it is higher than cold in {wins} of {len(t.tasks)} tasks, lower in "
-            f"{len(losses)} ({', '.join(losses) or 'none'}). Ends worse than cold by more than "
+            + f". At T it is higher than {cold} in {wins} of {len(t.tasks)} tasks, lower in "
+            f"{len(losses)} ({', '.join(losses) or 'none'}). Ends worse than {cold} by more than "
             f"the task's noise: {', '.join(worse) or 'no task'}.",
             "",
         ]
-    if "both" in t.methods and "mixed" in t.methods:  # the warm start against today's default
+    if cold == "cold" and {"both", "mixed"} <= set(t.methods):  # against today's default
         times = {task: reach(t, task, "both", "mixed") for task in t.tasks}
         gaps = {task: t.mean_at(task, "both") - t.mean_at(task, "mixed") for task in t.tasks}
         noises = {task: interval(t.at(task, "mixed"))[1] for task in t.tasks}
@@ -430,15 +450,17 @@ def at_t_lines(t: Any) -> list[str]:
     from benchmarks._quality_report import cell
 
     head = " | ".join(t.methods)
-    others = ran(t, METHODS[1:])
+    against = others(t)
     lines = [
-        f"| task (sibling) | {head} | " + "".join(f"{m} - cold | " for m in others) + "noise |",
-        "| --- | " + " | ".join("---" for _ in t.methods + others) + " | --- |",
+        f"| task (sibling) | {head} | "
+        + "".join(f"{m} - {base(t)} | " for m in against)
+        + "noise |",
+        "| --- | " + " | ".join("---" for _ in t.methods + against) + " | --- |",
     ]
     for task in t.tasks:
         n = t.seeds(task)
         cells = " | ".join(cell(t.at(task, m), n) for m in t.methods)
-        gaps = " | ".join(f"{gap(t, task, m):+.3f}" for m in others)
+        gaps = " | ".join(f"{gap(t, task, m):+.3f}" for m in against)
         lines.append(f"| {task} ({SIBLINGS[task]}) | {cells} | {gaps} | ± {noise(t, task):.3f} |")
     return lines
 
@@ -516,10 +538,19 @@ def settings_text(results: dict[str, Any], t: Any) -> str:
         f"T(sibling, k), run once per sibling and seed ({len(sources)} studies) before any "
         "clock starts, kept in its SQLite file and reused; its time is no method's. "
         '`portfolio`: `first_plans = "portfolio"` with the portfolio of '
-        f"{results['settings']['portfolio_k']} chosen **without task t** (leave one task out, "
+        f"{results['settings']['portfolio_k']} chosen **without task t{without(t)}** (leave "
+        f"{'the two' if without(t) else 'one task'} out, "
         "benchmarks/portfolio.py's greedy selection on the other tasks' "
         f"{portfolio_rule(t)} accuracy in benchmarks/results/portfolio.json; the members are "
-        "listed at the end): for the run the shipped members are replaced "
+        "listed at the end"
+        + (
+            "; the sibling is left out as well, because a user's own earlier study is not "
+            "among the tasks the shipped portfolio was chosen on, while a portfolio chosen on "
+            "the sibling would already hold the plans a warm start reads from it"
+            if without(t)
+            else ""
+        )
+        + "): for the run the shipped members are replaced "
         "in-process by these (`autofreeze.search.baselines.members` patched). `both`: the warm "
         'start and that portfolio (`first_plans = "portfolio"`). `mixed`: that portfolio and '
         'the textbook recipes (`first_plans = "both"`), no warm start. The product queues the warm '
@@ -580,21 +611,23 @@ def anytime_lines(t: Any) -> list[str]:
 
 
 def paired_lines(t: Any) -> list[str]:
-    """Per run (task and seed), each method's test accuracy at a fraction of T against cold's
-    at the same fraction: higher / lower / equal, over the runs where both had a choice."""
+    """Per run (task and seed), each method's test accuracy at a fraction of T against the cold
+    study's at the same fraction: higher / lower / equal, over the runs where both had a
+    choice."""
     from benchmarks._quality_report import FRACTION_NAMES
 
+    cold = base(t)
     lines = [
-        "| method against cold, same run | " + " | ".join(f"{f} T" for f in FRACTION_NAMES) + " |",
+        f"| method against {cold}, same run | " + " | ".join(f"{f} T" for f in FRACTION_NAMES) + " |",
         "| --- | " + " | ".join("---" for _ in FRACTION_NAMES) + " |",
     ]
-    for m in ran(t, METHODS[1:]):
+    for m in others(t):
         cells = []
         for i in range(len(FRACTION_NAMES)):
             pairs = [
                 (a["anytime"][i], c["anytime"][i])
                 for task in t.tasks
-                for a, c in zip(t.runs[task][m], t.runs[task]["cold"], strict=True)
+                for a, c in zip(t.runs[task][m], t.runs[task][cold], strict=True)
                 if a["anytime"][i] is not None and c["anytime"][i] is not None
             ]
             hi = sum(a > c + 1e-9 for a, c in pairs)
@@ -629,14 +662,27 @@ def portfolio_rule(t: Any) -> str:
     return " and ".join(sorted(words.get(r, r) for r in rules))
 
 
+def without(t: Any) -> str:
+    """" and its sibling" where the runs' portfolios were chosen without the sibling too."""
+    rules = {
+        r["info"].get("portfolio_without", "task")
+        for task in t.tasks
+        for m in ran(t, ("portfolio", "both", "mixed"))
+        for r in t.runs[task][m]
+    }
+    return " and its sibling" if rules == {"sibling"} else ""
+
+
 def portfolio_lines(t: Any) -> list[str]:
     """The members each task's portfolio runs were given (the first seed's; the same for all
     seeds of one run of the benchmark)."""
-    if "portfolio" not in t.methods:
+    given = ran(t, ("portfolio", "both", "mixed"))
+    if not given:
         return []
-    chosen = {task: t.runs[task]["portfolio"][0]["info"]["portfolio"] for task in t.tasks}
+    chosen = {task: t.runs[task][given[0]][0]["info"]["portfolio"] for task in t.tasks}
     return [
-        f"Portfolios chosen without each task (on the other tasks' {portfolio_rule(t)} "
+        f"Portfolios chosen without each task{without(t)} (on the other tasks' "
+        f"{portfolio_rule(t)} "
         "accuracy), in the order chosen: "
         + "; ".join(f"{task}: {', '.join(names)}" for task, names in chosen.items())
         + "."
@@ -664,7 +710,8 @@ def section(results: dict[str, Any], t: Any, figure: Path) -> str:
         [
             settings_text(results, t),
             "\n".join(verdict_lines(t)),
-            "Test accuracy at T (task's sibling in brackets; noise: cold's 95 % half-width):",
+            f"Test accuracy at T (task's sibling in brackets; noise: {base(t)}'s 95 % "
+            "half-width):",
             "\n".join(at_t_lines(t)),
             "Anytime: mean over tasks of the test accuracy of each method's choice at a "
             "fraction of T (`-`: some task had no finished trial yet). One panel per task and "
@@ -694,8 +741,11 @@ def report(path: Path, title: str = TITLE) -> None:
 
     results = json.loads(path.read_text())
     t = Table(results, ORDER)
-    if not t.tasks or "cold" not in t.methods:
-        raise SystemExit(f"{path}: no task with every method run for one seed; run it first")
+    if not t.tasks or base(t) not in t.methods:
+        raise SystemExit(
+            f"{path}: no task with every method run for one seed, or neither cold nor mixed "
+            "among them; run it first"
+        )
     figure = DOC.parent / "figures" / f"{path.stem}_anytime.png"
     draw(t, figure, ORDER)
     body = section(results, t, figure)
@@ -727,6 +777,13 @@ def main() -> None:
         default="test",
         help="the leave-one-task-out portfolio chosen on the other tasks' val or test accuracy "
         "(benchmarks/portfolio.py; its shipped rule is test)",
+    )
+    parser.add_argument(
+        "--portfolio-without",
+        choices=("task", "sibling"),
+        default="sibling",
+        help="each task's portfolio chosen without the task only, or without its sibling as well "
+        "(a user's earlier study is not in the shipped portfolio; runs before 2026-12-06: task)",
     )
     parser.add_argument("--again", default="", help="methods to run again (comma-separated)")
     parser.add_argument("--results", type=Path, default=RESULTS)
