@@ -73,8 +73,26 @@ def stop_proxy(proc: subprocess.Popen, log: Path) -> None:
     assert "Traceback" not in text and text.strip().splitlines()[-1] == "stopped by SIGTERM", text
 
 
+_READERS: dict[str, optuna.storages.RDBStorage] = {}
+
+
 def trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=name, storage=url).get_trials()
+    """The study's trials as they are now (KeyError: no such study yet).
+
+    The tests poll this every 0.2 s while real processes run. ``optuna.load_study`` sets up a
+    storage each time (its engine, its tables, its schema version: about 50 ms of CPU), which
+    took a quarter of a core from the processes under test; one storage a URL is kept instead,
+    without a pool (no connection is held between calls: a test may cap the server's
+    connections) and without Optuna's cache (every read is the database's).
+    """
+    from sqlalchemy.pool import NullPool
+
+    if url not in _READERS:
+        _READERS[url] = optuna.storages.RDBStorage(
+            url, engine_kwargs={"poolclass": NullPool}, skip_compatibility_check=True
+        )
+    storage = _READERS[url]
+    return storage.get_all_trials(storage.get_study_id_from_name(name))
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
