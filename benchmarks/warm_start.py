@@ -86,6 +86,21 @@ SIBLINGS = {
     "photos": "photos_64",
     "photos_64": "photos",
 }
+# --earlier version: the earlier study is the same task's on the other seed (another draw of its
+# images, as a new version of a dataset is), instead of the sibling task's on the same seed
+
+
+def source_of(task: str, seed: int, results: dict[str, Any]) -> tuple[str, int]:
+    """The task and seed of the earlier study a warm start of ``task`` and ``seed`` reads."""
+    if results.get("earlier") == "version":
+        seeds = results["seeds"]
+        return task, next(s for s in seeds if s != seed)
+    return SIBLINGS[task], seed
+
+
+def source_label(task: str, results: dict[str, Any]) -> str:
+    """The earlier study of ``task``, in words (the report's tables)."""
+    return "its other seed" if results.get("earlier") == "version" else SIBLINGS[task]
 
 
 # -- the results file ----------------------------------------------------------------------------
@@ -98,6 +113,7 @@ def settings(args: argparse.Namespace, source: dict[str, Any]) -> dict[str, Any]
         "vanilla_from": args.vanilla_from.name,
         # runs of a portfolio without the task only (before 2026-12-06) keep their settings
         **({"portfolio_without": "sibling"} if args.portfolio_without == "sibling" else {}),
+        **({"earlier": "version"} if args.earlier == "version" else {}),
     }
 
 
@@ -226,8 +242,8 @@ def first_trials(setup: Setup) -> list[str]:
 
 
 def run_one(setup: Setup, method: str, budget: float, ctx: dict[str, Any]) -> dict[str, Any]:
-    sibling = SIBLINGS[setup.name]
-    source = source_study(sibling, setup.seed, ctx) if method in ("warm", "both") else None
+    earlier = source_of(setup.name, setup.seed, ctx["results"])
+    source = source_study(*earlier, ctx) if method in ("warm", "both") else None
     members = ctx["portfolios"][setup.name] if method in ("portfolio", "both", "mixed") else None
     study, search = method_keys(method, source)
     with portfolio_of(members):
@@ -276,7 +292,7 @@ def run_task_seed(name: str, seed: int, ctx: dict[str, Any]) -> None:
         return
     budget = max(10.0, args.scale * vanilla["seconds"])
     if any(m in ("warm", "both") for m in todo):  # before the task's data is decoded
-        source_study(SIBLINGS[name], seed, ctx)
+        source_study(*source_of(name, seed, results), ctx)
 
     def setup(method: str) -> Setup:
         folder = ctx["folder"] / f"{name}_{seed}_{method}"
@@ -310,7 +326,13 @@ def run(args: argparse.Namespace) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(args.threads)
     source = json.loads(args.vanilla_from.read_text())
+    if args.earlier == "version":  # the earlier study is the task's own: leave the task out
+        if len(args.seeds) != 2:
+            raise SystemExit("--earlier version takes two seeds, each the other's earlier study")
+        args.portfolio_without = "task"
     results = load_results(args.results, settings(args, source))
+    if args.earlier == "version":
+        results["earlier"], results["seeds"] = "version", args.seeds
     portfolios = loto_portfolios(args.portfolio, args.portfolio_on, args.portfolio_without)
     for task in tasks:
         results["portfolios"][task] = [m["name"] for m in portfolios[task]]
@@ -388,7 +410,13 @@ def bar_line(t: Any) -> str:
     median = statistics.median(reach(t, task, warm, cold) for task in t.tasks)
     worse = [task for task in t.tasks if gap(t, task, warm) < -noise(t, task)]
     return (
-        f"**The bar** (for `{warm}`): a warm start from a sibling task reaches {cold}'s final "
+        f"**The bar** (for `{warm}`"
+        + (
+            "; here from the same task's earlier study, not the issue's sibling task"
+            if t.results.get("earlier") == "version"
+            else ""
+        )
+        + f"): a warm start from a sibling task reaches {cold}'s final "
         "test accuracy in at "
         f"most half its wall time, median over tasks: {'met' if median <= 0.5 else 'not met'} "
         f"({fraction(median)}); and never ends worse than {cold} by more than the task's noise: "
@@ -461,7 +489,8 @@ def at_t_lines(t: Any) -> list[str]:
         n = t.seeds(task)
         cells = " | ".join(cell(t.at(task, m), n) for m in t.methods)
         gaps = " | ".join(f"{gap(t, task, m):+.3f}" for m in against)
-        lines.append(f"| {task} ({SIBLINGS[task]}) | {cells} | {gaps} | ± {noise(t, task):.3f} |")
+        label = source_label(task, t.results)
+        lines.append(f"| {task} ({label}) | {cells} | {gaps} | ± {noise(t, task):.3f} |")
     return lines
 
 
@@ -516,7 +545,17 @@ def settings_text(results: dict[str, Any], t: Any) -> str:
         options += f" --methods {','.join(ran)}"
     if (vanilla := results["settings"].get("vanilla_from")) and vanilla != SOURCE.name:
         options += f" --vanilla-from benchmarks/results/{vanilla}"
-    return (
+    version = (
+        "**This run's earlier studies are not sibling tasks.** Each task's warm start reads the "
+        "same task's study on the other seed: another draw of its images (train, validation and "
+        "test), as a new version of a dataset is. Wherever the text and tables below say "
+        "sibling, read that study; each task's portfolio is chosen without the task only. Its "
+        "train images may include the task's test images of the other seed, which could only "
+        "leak through the choice of hyperparameters.\n\n"
+        if results.get("earlier") == "version"
+        else ""
+    )
+    return version + (
         f"Command: `{COMMAND} {options}` (resumable), then "
         f"`{COMMAND} --report`. Machine: {results['machine']}; one process, "
         f"{results['settings']['threads']} torch thread, {results['seconds'] / 60:.0f} min "
@@ -582,7 +621,8 @@ def queue_lines(results: dict[str, Any], t: Any) -> list[str]:
     for task in t.tasks:
         for m in ran(t, ("warm", "both")):
             for r in t.runs[task][m]:
-                src = results["sources"].get(f"{SIBLINGS[task]}|{r['info']['seed']}", {})
+                earlier = source_of(task, r["info"]["seed"], results)
+                src = results["sources"].get(f"{earlier[0]}|{earlier[1]}", {})
                 chosen = f"{src.get('study')}#{src.get('best_trial')}"
                 names = [x.split(": ", 1)[1] for x in r["info"].get("first", [])]
                 warm += sum(x.startswith("warm: ") for x in r["info"].get("first", []))
@@ -618,7 +658,9 @@ def paired_lines(t: Any) -> list[str]:
 
     cold = base(t)
     lines = [
-        f"| method against {cold}, same run | " + " | ".join(f"{f} T" for f in FRACTION_NAMES) + " |",
+        f"| method against {cold}, same run | "
+        + " | ".join(f"{f} T" for f in FRACTION_NAMES)
+        + " |",
         "| --- | " + " | ".join("---" for _ in FRACTION_NAMES) + " |",
     ]
     for m in others(t):
@@ -663,7 +705,7 @@ def portfolio_rule(t: Any) -> str:
 
 
 def without(t: Any) -> str:
-    """" and its sibling" where the runs' portfolios were chosen without the sibling too."""
+    """ " and its sibling" where the runs' portfolios were chosen without the sibling too."""
     rules = {
         r["info"].get("portfolio_without", "task")
         for task in t.tasks
@@ -710,8 +752,7 @@ def section(results: dict[str, Any], t: Any, figure: Path) -> str:
         [
             settings_text(results, t),
             "\n".join(verdict_lines(t)),
-            f"Test accuracy at T (task's sibling in brackets; noise: {base(t)}'s 95 % "
-            "half-width):",
+            f"Test accuracy at T (task's sibling in brackets; noise: {base(t)}'s 95 % half-width):",
             "\n".join(at_t_lines(t)),
             "Anytime: mean over tasks of the test accuracy of each method's choice at a "
             "fraction of T (`-`: some task had no finished trial yet). One panel per task and "
@@ -784,6 +825,13 @@ def main() -> None:
         default="sibling",
         help="each task's portfolio chosen without the task only, or without its sibling as well "
         "(a user's earlier study is not in the shipped portfolio; runs before 2026-12-06: task)",
+    )
+    parser.add_argument(
+        "--earlier",
+        choices=("sibling", "version"),
+        default="sibling",
+        help="the study a warm start reads: the sibling task's on the same seed, or the same "
+        "task's on the other seed (a new version of its dataset; takes --seeds a,b)",
     )
     parser.add_argument("--again", default="", help="methods to run again (comma-separated)")
     parser.add_argument("--results", type=Path, default=RESULTS)
