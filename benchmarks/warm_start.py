@@ -8,6 +8,10 @@ the portfolio"):
     .venv/bin/python benchmarks/warm_start.py --report
 Resumable: the results file is saved after every run; re-running skips what it holds
 (``--again portfolio,both`` runs those methods again, e.g. with another ``--portfolio-on``).
+Each task's portfolio is chosen without the task and its sibling (``--portfolio-without
+sibling``, the default since 2026-12-06: a user's own earlier study is not in the shipped
+portfolio); ``--earlier version`` warm-starts each task from its own study on the other seed
+(a new version of its dataset) instead of its sibling's.
 
 On the tasks of benchmarks/search_quality.py, for each task t and seed k, with the vanilla
 loop's wall time T(t, k) from that benchmark's results as every method's budget (the vanilla
@@ -545,6 +549,10 @@ def settings_text(results: dict[str, Any], t: Any) -> str:
         options += f" --methods {','.join(ran)}"
     if (vanilla := results["settings"].get("vanilla_from")) and vanilla != SOURCE.name:
         options += f" --vanilla-from benchmarks/results/{vanilla}"
+    if results.get("earlier") == "version":
+        options += " --earlier version"
+    elif "portfolio_without" not in results["settings"] and {"portfolio", "both", "mixed"} & {*ran}:
+        options += " --portfolio-without task"  # the runs before it was the default
     version = (
         "**This run's earlier studies are not sibling tasks.** Each task's warm start reads the "
         "same task's study on the other seed: another draw of its images (train, validation and "
