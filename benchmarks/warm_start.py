@@ -700,26 +700,25 @@ def load_lines(results: dict[str, Any], t: Any) -> list[str]:
     return [said + " ".join(results.get("notes", []))] if said or results.get("notes") else []
 
 
-def portfolio_rule(t: Any) -> str:
-    """The leave-one-task-out rule(s) of the runs: ``val`` or ``test`` (the other tasks')."""
-    rules = {
-        r["info"].get("portfolio_on", "?")
+def portfolio_info(t: Any, key: str, default: str) -> set[str]:
+    """The values of ``key`` in the info of the runs that were given a portfolio."""
+    return {
+        r["info"].get(key, default)
         for task in t.tasks
         for m in ran(t, ("portfolio", "both", "mixed"))
         for r in t.runs[task][m]
     }
+
+
+def portfolio_rule(t: Any) -> str:
+    """The leave-one-task-out rule(s) of the runs: ``val`` or ``test`` (the other tasks')."""
     words = {"val": "validation", "test": "test"}
-    return " and ".join(sorted(words.get(r, r) for r in rules))
+    return " and ".join(sorted(words.get(r, r) for r in portfolio_info(t, "portfolio_on", "?")))
 
 
 def without(t: Any) -> str:
     """ " and its sibling" where the runs' portfolios were chosen without the sibling too."""
-    rules = {
-        r["info"].get("portfolio_without", "task")
-        for task in t.tasks
-        for m in ran(t, ("portfolio", "both", "mixed"))
-        for r in t.runs[task][m]
-    }
+    rules = portfolio_info(t, "portfolio_without", "task")
     return " and its sibling" if rules == {"sibling"} else ""
 
 
