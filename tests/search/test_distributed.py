@@ -46,6 +46,10 @@ def test_two_cpu_workers_share_one_sqlite_study(tmp_path):
     assert len(searched) == 6 and len(set(searched)) == 6, searched
 
 
+# enough trials that the search cannot run them all while the worker prepares the study's data
+N_SHARED = 16
+
+
 @pytest.mark.parametrize("through", ["database", "proxy"])
 def test_postgres_study_with_a_second_machine_worker(tmp_path, pg_url, through):
     """A search and a worker that knows only the storage and the study name, straight on
@@ -55,10 +59,10 @@ def test_postgres_study_with_a_second_machine_worker(tmp_path, pg_url, through):
     url = pg_url
     if through == "proxy":
         proxy, url = start_proxy(pg_url, tmp_path / "proxy.log")
-    config = write_study(tmp_path, "pg", n_trials=10, epochs=3, pruner="none")
-    a = start("search", str(config), "--storage", url, log=tmp_path / "a.log")
-    wait_for(lambda: trials(pg_url, "pg"), 120, "the study to be created")
-    # the second worker knows only the storage and the study name: it reads the stored config
+    config = write_study(tmp_path, "pg", n_trials=N_SHARED, epochs=3, pruner="none")
+    # the second worker knows only the storage and the study name: it reads the stored config.
+    # It starts first and waits for the study, as a job array's worker does: started after the
+    # search, its imports alone took longer than the search's ten trials on a loaded machine
     b = start(
         "worker",
         "--study-name",
@@ -68,9 +72,11 @@ def test_postgres_study_with_a_second_machine_worker(tmp_path, pg_url, through):
         log=tmp_path / "b.log",
         env={"AUTOFREEZE_STORAGE": url},
     )
+    wait_for(lambda: "waiting up to" in (tmp_path / "b.log").read_text(), 120, "b to wait")
+    a = start("search", str(config), "--storage", url, log=tmp_path / "a.log")
     assert a.wait(timeout=400) == 0, (tmp_path / "a.log").read_text()[-3000:]
     assert b.wait(timeout=120) == 0, (tmp_path / "b.log").read_text()[-3000:]
-    assert_budget_kept(trials(pg_url, "pg"), 10)
+    assert_budget_kept(trials(pg_url, "pg"), N_SHARED)
     b_log = (tmp_path / "b.log").read_text()
     ran_by_b = int(b_log.rsplit("worker done: ", 1)[1].split()[0])
     assert ran_by_b >= 1, b_log
