@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import errno
 import socket
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from autofreeze.errors import StorageError
@@ -28,6 +30,7 @@ from autofreeze.study.storage import mask_url, new_sqlite_path, open_storage
 
 THREADS = 10  # calls served at once (Optuna's default); each is one short transaction
 EVERY_INTERFACE = ("0.0.0.0", "::", "[::]", "")
+LOOPBACK = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}  # to reach those from here
 
 
 def serve_proxy(url: str, *, host: str, port: int, progress: Progress) -> None:
@@ -48,9 +51,14 @@ def serve_proxy(url: str, *, host: str, port: int, progress: Progress) -> None:
     storage = open_storage(url, progress=progress)
     if created is not None:
         progress(f"created a new SQLite study database {created}")
-    progress(
+    # said once the port answers, not before: a worker started on this line must find it
+    # listening (Optuna's server binds inside run_grpc_proxy_server, after this point)
+    say_when_listening(
+        host,
+        port,
         f"storage proxy for {mask_url(url)} on {grpc_host(host)}:{port}; workers use "
-        f"--storage {SCHEME}{reachable_host(host)}:{port} (Ctrl-C stops)"
+        f"--storage {SCHEME}{reachable_host(host)}:{port} (Ctrl-C stops)",
+        progress,
     )
     pool = ThreadPoolExecutor(THREADS, thread_name_prefix="autofreeze-proxy")
     try:
@@ -62,6 +70,30 @@ def serve_proxy(url: str, *, host: str, port: int, progress: Progress) -> None:
         )
     except RuntimeError as exc:  # gRPC could not bind after all (taken since the check)
         raise StorageError(f"cannot serve on {host}:{port}: {exc}; give another --port") from None
+
+
+def say_when_listening(
+    host: str, port: int, line: str, progress: Progress, within: float = 60.0
+) -> threading.Thread:
+    """Say ``line`` from a background thread once ``host:port`` accepts a connection (tried
+    every 20 ms for up to ``within`` seconds; a server that never listens raises in the main
+    thread instead). Returns the thread."""
+    target = LOOPBACK.get(host.strip("[]"), host.strip("[]"))
+
+    def wait_then_say() -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((target, port), timeout=1.0).close()
+            except OSError:
+                time.sleep(0.02)
+                continue
+            progress(line)
+            return
+
+    thread = threading.Thread(target=wait_then_say, name="autofreeze-proxy-ready", daemon=True)
+    thread.start()
+    return thread
 
 
 def grpc_host(host: str) -> str:

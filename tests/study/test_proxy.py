@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import optuna
 import pytest
@@ -15,6 +16,7 @@ from optuna.trial import TrialState
 
 from autofreeze.study import records
 from autofreeze.study.proxy import ProxyStorage, proxy_address
+from autofreeze.study.proxy_server import say_when_listening
 from autofreeze.study.storage import open_storage, storage_lost
 from tests.commands import invoke
 from tests.processes import free_port, start, stop_proxy, wait_for
@@ -206,3 +208,21 @@ def test_a_search_told_to_retry_waits_for_a_proxy_that_starts_after_it(tmp_path)
     found = optuna.load_study(study_name="late", storage=db).get_trials()
     assert [t.state for t in found] == [TrialState.COMPLETE]
     stop_proxy(proxy, tmp_path / "proxy.log")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])  # noqa: S104 (every interface)
+def test_the_proxy_names_its_address_only_once_the_port_answers(host):
+    """`autofreeze proxy` says "workers use --storage ..." when its port accepts connections,
+    not before Optuna's server has bound it: a job script (or a test) that starts workers on
+    that line found the port closed (the line used to come first)."""
+    said: list[str] = []
+    port = free_port()
+    thread = say_when_listening(host, port, "workers use it", said.append)
+    time.sleep(0.3)
+    assert said == []  # nothing listens yet
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", port))
+        server.listen()
+        thread.join(timeout=5)
+    assert said == ["workers use it"]
