@@ -160,7 +160,16 @@ def test_a_database_with_no_connection_left_is_one_line_that_names_the_proxy(tmp
         full = pg_url.replace("postgresql://postgres@", f"postgresql://{role}@", 1)
         assert full != pg_url
         log = tmp_path / "w.log"
-        proc = start("worker", "--study-name", "s", log=log, env={"AUTOFREEZE_STORAGE": full})
+        # two attempts (a second after the first): the default five wait 15 s for the same line
+        proc = start(
+            "worker",
+            "--study-name",
+            "s",
+            "--connect-attempts",
+            "2",
+            log=log,
+            env={"AUTOFREEZE_STORAGE": full},
+        )
         assert proc.wait(timeout=60) == 1
         text = log.read_text()
         assert "Traceback" not in text
