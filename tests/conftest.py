@@ -82,18 +82,32 @@ def mysql_url():
         admin.close()
 
 
-# the longest files (about a minute and more of real processes each, `pytest --durations`),
-# longest first. xdist's loadfile hands each process one file, then a second, in this order
-# (the Makefile turns off its reordering by test count, --no-loadscope-reorder): faults and the
-# worker kills start at once, then the distributed and proxy files join them
+# the longest files, longest first (`pytest --durations`, summed by file, on 2 cores; a minute and
+# more of real processes for the first ones). xdist's loadfile hands each process one file, then
+# the next, in this order (the Makefile turns off its reordering by test count,
+# --no-loadscope-reorder): the longest first and the short ones last, the two processes end
+# within seconds of each other (with the plugin's 19 s file last, one waited for the other)
 LONGEST = (
-    "search/test_faults.py",
-    "search/test_worker_kills.py",
-    "search/test_distributed.py",
-    "search/test_proxy_workers.py",
-    "test_quickstart.py",
-    "search/test_signals.py",
-    "search/test_memory.py",
+    "tests/search/test_faults.py",
+    "tests/search/test_distributed.py",
+    "tests/search/test_worker_kills.py",
+    "tests/search/test_signals.py",
+    "tests/review/test_dashboard.py",
+    "tests/search/test_memory.py",
+    "tests/search/test_proxy_faults.py",
+    "tests/search/test_proxy_workers.py",
+    "tests/data/test_decode.py",
+    "tests/cache/test_prefix_cache.py",
+    "tests/review/test_terminal.py",
+    "tests/search/test_search.py",
+    "tests/test_quickstart.py",
+    "plugins/autofreeze-torchvision/tests/test_torchvision_plugin.py",
+    "tests/search/test_budget.py",
+    "tests/core/test_train.py",
+    "tests/search/test_proxy_artifacts.py",
+    "tests/cache/test_cache_memory.py",
+    "tests/search/test_storage_calls.py",
+    "tests/cli/test_cli.py",
 )
 
 
@@ -102,11 +116,11 @@ def pytest_collection_modifyitems(items):
     module fixtures built once): with two xdist processes the long files start at once and the
     short ones fill in behind them, instead of one long file starting last while the other
     process has nothing left."""
-    here = Path(__file__).parent
+    root = Path(__file__).parents[1]
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
 
     def rank(item: pytest.Item) -> int:
-        where = item.path.relative_to(here).as_posix() if item.path.is_relative_to(here) else ""
+        where = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
         if where in LONGEST:
             return LONGEST.index(where)
         return len(LONGEST) + (item.path not in slow_files)

@@ -14,8 +14,6 @@ from tests.processes import (
     FINISHED,
     assert_budget_kept,
     start,
-    start_proxy,
-    stop_proxy,
     trials,
     wait_for,
 )
@@ -50,15 +48,13 @@ def test_two_cpu_workers_share_one_sqlite_study(tmp_path):
 N_SHARED = 16
 
 
-@pytest.mark.parametrize("through", ["database", "proxy"])
-def test_postgres_study_with_a_second_machine_worker(tmp_path, pg_url, through):
-    """A search and a worker that knows only the storage and the study name, straight on
-    PostgreSQL or both through one `autofreeze proxy` in front of it (the worker then has
-    neither the database's URL nor its driver's connections): the same study, the same
-    budget, read back from the database itself."""
+def test_postgres_study_with_a_second_machine_worker(tmp_path, pg_url):
+    """A search and a worker that knows only the storage and the study name, on PostgreSQL:
+    the same study, the same budget, read back from the database itself. Through the proxy:
+    a worker that knows only the proxy's URL and the study name runs a study's trials in
+    test_proxy_artifacts.py, and two workers share one study and its budget in
+    test_proxy_workers.py."""
     url = pg_url
-    if through == "proxy":
-        proxy, url = start_proxy(pg_url, tmp_path / "proxy.log")
     config = write_study(tmp_path, "pg", n_trials=N_SHARED, epochs=3, pruner="none")
     # the second worker knows only the storage and the study name: it reads the stored config.
     # It starts first and waits for the study, as a job array's worker does: started after the
@@ -81,9 +77,7 @@ def test_postgres_study_with_a_second_machine_worker(tmp_path, pg_url, through):
     ran_by_b = int(b_log.rsplit("worker done: ", 1)[1].split()[0])
     assert ran_by_b >= 1, b_log
     stored = records.config(load_existing_study(pg_url, "pg"))
-    assert stored["study"]["storage"] == url  # the search too reached it through the proxy
-    if through == "proxy":
-        stop_proxy(proxy, tmp_path / "proxy.log")
+    assert stored["study"]["storage"] == url
 
 
 @pytest.mark.parametrize(

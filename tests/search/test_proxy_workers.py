@@ -15,7 +15,8 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 from optuna.trial import TrialState
 
-from autofreeze.study.storage import open_storage
+from autofreeze.study import records
+from autofreeze.study.storage import load_existing_study, open_storage
 from tests.commands import invoke
 from tests.processes import (
     FINISHED,
@@ -58,6 +59,8 @@ def test_two_workers_share_a_postgres_study_through_the_proxy_and_a_killed_ones_
     assert "worker cpu1 was killed by SIGKILL" in log.read_text()
     found = trials(pg_url, "px")
     assert_budget_kept(found, 8)  # the killed trial's retry among them, nothing twice
+    # the search stored the proxy's URL: its workers, and `autofreeze worker`, reach it there
+    assert records.config(load_existing_study(pg_url, "px"))["study"]["storage"] == url
     (failed,) = [t for t in found if t.state == TrialState.FAIL]
     assert failed.number == killed and killed in running_before
     assert {found[n].state for n in done_by_cpu1} <= set(FINISHED)  # both workers ran trials
