@@ -273,20 +273,21 @@ def _budget_kept(final: list, cut: list[int]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["in-process", "2-workers"])
-def test_sigterm_mid_trial_requeues_it_and_the_next_run_resumes(tmp_path, workers):
-    """SIGTERM to ``autofreeze search`` (with workers: to the parent, which passes it on):
-    exit 143, one line, the cut trial re-queued; the next run counts the budget once. The
-    resumed run trains in its own process (resuming with workers: test_worker_kills.py)."""
+def test_sigterm_mid_trial_requeues_it_and_the_next_run_resumes(tmp_path):
+    """SIGTERM to ``autofreeze search``: exit 143, one line, the cut trial re-queued; the next
+    run counts the budget once, and its table shows the cut recipe once. With workers: the
+    parent passes a signal on (test_the_parent_passes_sigterm_on_to_every_worker), Ctrl-C
+    mid-trial on SQLite (test_worker_kills.py) and SIGTERM on PostgreSQL (the soak in
+    test_faults.py)."""
     config, url = _tiny(tmp_path)
-    proc = _start(config, tmp_path / "a.log", tmp_path / "a.out", *workers)
+    proc = _start(config, tmp_path / "a.log", tmp_path / "a.out")
     _mid_trial(url)
     proc.send_signal(signal.SIGTERM)
     code = proc.wait(timeout=120)
     log = (tmp_path / "a.log").read_text()
     assert code == 143, log[-3000:]
     assert log.strip().splitlines()[-1] == STOPPED_LINE, log[-3000:]
-    assert log.count(RESUME) == 1, log[-3000:]  # the workers leave it to the search
+    assert log.count(RESUME) == 1, log[-3000:]
     cut = _cut_and_requeued(url)
     again = _start(config, tmp_path / "b.log", tmp_path / "b.out")
     assert again.wait(timeout=400) == 0, (tmp_path / "b.log").read_text()[-3000:]
@@ -295,7 +296,7 @@ def test_sigterm_mid_trial_requeues_it_and_the_next_run_resumes(tmp_path, worker
     table = (tmp_path / "b.out").read_text()
     assert "FAIL" not in table, table  # the cut trial is its re-run's row, counted once
     cut_recipes = {records.baseline(final[n]) for n in cut} - {None}
-    assert cut_recipes or workers, cut  # in one process the recipes run first: one is cut
+    assert cut_recipes, cut  # in one process the recipes run first: one is cut
     for recipe in cut_recipes:
         assert sum(line.startswith(recipe) for line in table.splitlines()) == 1, table
 

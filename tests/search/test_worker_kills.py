@@ -19,6 +19,7 @@ from tests.processes import (
     trials,
     wait_for,
 )
+from tests.search.test_signals import INTERRUPTED_LINE, RESUME
 from tests.studies import write_study
 
 pytestmark = pytest.mark.slow  # real processes: the full suite, not `make check`
@@ -79,7 +80,9 @@ def test_ctrl_c_stops_workers_keeps_the_study_consistent_and_resumes(tmp_path):
     )
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
-    assert "run the same command to resume" in log.read_text()
+    text = log.read_text()
+    assert text.strip().splitlines()[-1] == INTERRUPTED_LINE, text[-3000:]
+    assert text.count(RESUME) == 1, text[-3000:]  # the workers leave it to the search
     after = trials(url, "intr")
     assert not [t for t in after if t.state == TrialState.RUNNING]
     interrupted = [t for t in after if t.state == TrialState.FAIL]
