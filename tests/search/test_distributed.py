@@ -45,7 +45,7 @@ def test_two_cpu_workers_share_one_sqlite_study(tmp_path):
 
 
 # enough trials that the search cannot run them all while the worker prepares the study's data
-N_SHARED = 16
+N_SHARED = 12
 
 
 def test_postgres_study_with_a_second_machine_worker(tmp_path, pg_url):
