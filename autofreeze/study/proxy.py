@@ -150,6 +150,7 @@ class ProxyStorage(GrpcStorageProxy):
         self.progress: Progress = lambda _: None  # connect() gives the command's
         self.answered_again = -math.inf  # monotonic time the proxy last came back
         self.silent = False  # the proxy does not answer now (said once)
+        self.saying = threading.Lock()  # went silent / answers again: each said once
 
     def riding_out(self, call: Callable[[], Any]) -> Any:
         """``call()``, asked again while the proxy does not answer, up to :attr:`ride_out`
@@ -165,32 +166,47 @@ class ProxyStorage(GrpcStorageProxy):
                 code = exc.code() if hasattr(exc, "code") else None
                 now = time.monotonic()
                 limit = self.ride_out if self.heartbeat_interval is not None else 0.0
-                if code != grpc.StatusCode.UNAVAILABLE or now >= (deadline or now + limit):
-                    raise
-                if deadline is None:
-                    deadline = now + limit
-                    self.went_silent(exc)
-                time.sleep(min(pause, max(0.0, deadline - now)))
-                pause = min(2 * pause, RETRY_PAUSE)
-                continue
-            if deadline is not None:
-                self.answers_again()
+                if code == grpc.StatusCode.UNAVAILABLE and now < (deadline or now + limit):
+                    if deadline is None:
+                        deadline = now + limit
+                        self.went_silent(exc)
+                    time.sleep(min(pause, max(0.0, deadline - now)))
+                    pause = min(2 * pause, RETRY_PAUSE)
+                    continue
+                if code != grpc.StatusCode.UNAVAILABLE:
+                    self.answered()  # with an error, but it answered
+                raise
+            except Exception:
+                self.answered()  # with an error Optuna's client raises (a finished trial)
+                raise
+            self.answered()
             return result
 
+    def answered(self) -> None:
+        """A call went through: if this process said the proxy went silent (on this thread or
+        another: a heartbeat's call may go silent, then end in an error that is let go), it
+        says once that the proxy answers again."""
+        if self.silent:
+            self.answers_again()
+
     def went_silent(self, exc: BaseException) -> None:
-        if not self.silent:  # the trial's thread and its heartbeat's may both find it: said once
+        with self.saying:  # the trial's thread and its heartbeat's may both find it: said once
+            if self.silent:
+                return
             self.silent = True
-            self.progress(
-                f"storage proxy not answering ({rpc_failure(exc)}); asking again for up to "
-                f"{self.ride_out:.0f}s"
-            )
+        self.progress(
+            f"storage proxy not answering ({rpc_failure(exc)}); asking again for up to "
+            f"{self.ride_out:.0f}s"
+        )
 
     def answers_again(self) -> None:
         """Nobody could beat while the proxy was silent: each trial's silence counts anew."""
         self.answered_again = time.monotonic()
-        if self.silent:
+        with self.saying:
+            if not self.silent:
+                return
             self.silent = False
-            self.progress("storage proxy answers again: going on")
+        self.progress("storage proxy answers again: going on")
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
         """Optuna's, riding out a restarting proxy; a finishing state that went through just

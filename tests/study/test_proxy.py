@@ -226,3 +226,35 @@ def test_the_proxy_names_its_address_only_once_the_port_answers(host):
         server.listen()
         thread.join(timeout=5)
     assert said == ["workers use it"]
+
+
+def test_a_silence_ended_by_an_error_is_said_to_be_over_once():
+    """A heartbeat's write may meet the proxy down, ask again, and end in an error once it
+    answers (the trial finished meanwhile), which the heartbeat lets go: an answer all the same,
+    said once. Before, only a call that went through said it: a worker on CI said "not
+    answering" and never "answers again" (test_proxy_faults.py)."""
+    import grpc
+
+    class Down(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.UNAVAILABLE
+
+        def details(self):
+            return "Socket closed"
+
+    storage = ProxyStorage(host="127.0.0.1", port=free_port())  # never called: calls are given
+    storage.heartbeat_interval = 1
+    said: list[str] = []
+    storage.progress = said.append
+    answers = iter([Down(), optuna.exceptions.UpdateFinishedTrialError("finished meanwhile")])
+
+    def beat():
+        raise next(answers)
+
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.riding_out(beat)
+    assert said == [
+        "storage proxy not answering (UNAVAILABLE: Socket closed); asking again for up to 120s",
+        "storage proxy answers again: going on",
+    ]
+    assert storage.riding_out(lambda: 7) == 7 and len(said) == 2  # said once, not again
